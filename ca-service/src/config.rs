@@ -1,0 +1,375 @@
+//! Configuration: built-in defaults, then one TOML file, then `CA_…` environment
+//! variables (`CA_STORAGE__URL`, `CA_CAS__DEVICE__KEY_STORE`, …; `__` separates
+//! levels). Secrets never live here: key stores name the environment variable or
+//! file that holds their PIN or passphrase.
+//!
+//! With no file at all the defaults describe the embedded evaluation setup: SQLite and
+//! software keys under `./pki-data`, and the full default hierarchy of DESIGN §4.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use hsm::{KeyAlgorithm, SecretSource};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// Where the embedded defaults keep their files (database, keys, passphrase).
+    pub data_dir: PathBuf,
+    /// Base URL of the public HTTP listener as relying parties reach it; CRL
+    /// Distribution Points and AIA in certificates are built from it.
+    pub public_base_url: String,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    /// Named key stores; each CA picks one, so roots can live on an offline token.
+    pub key_stores: BTreeMap<String, KeyStoreConfig>,
+    /// The hierarchy, by CA name. Parents must be created before children; `init`
+    /// orders them.
+    pub cas: BTreeMap<String, CaConfig>,
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Device models: name → the OID that goes into HardwareModuleName.hwType.
+    pub models: BTreeMap<String, ModelConfig>,
+    pub issuance: IssuanceConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerConfig {
+    /// Public plain-HTTP listener: health, CA certificates (and later CRL/OCSP).
+    pub http: SocketAddr,
+    /// Authenticated HTTPS listener (EST, admin API).
+    pub https: SocketAddr,
+    /// Host names and IP addresses the HTTPS server certificate is issued for.
+    pub tls_names: Vec<String>,
+    /// CA that issues the HTTPS server certificate (key kept in that CA's key store).
+    pub tls_issuer: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StorageConfig {
+    /// `sqlite:PATH` (relative to the working directory) or `postgres://…`.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum KeyStoreConfig {
+    /// Keys encrypted at rest under a passphrase (Argon2id) or a 32-byte key file.
+    Software {
+        dir: PathBuf,
+        /// Environment variable holding the passphrase.
+        passphrase_env: Option<String>,
+        /// File holding the passphrase.
+        passphrase_file: Option<PathBuf>,
+        /// File holding a raw 32-byte key-encryption key (instead of a passphrase).
+        key_file: Option<PathBuf>,
+    },
+    /// A PKCS#11 token (HSM; SoftHSM2 in tests).
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin_env: Option<String>,
+        pin_file: Option<PathBuf>,
+        /// Logged-in sessions kept for signing; default: one per core.
+        sessions: Option<usize>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CaConfig {
+    /// RFC 4514 style subject, e.g. `CN=Device Issuing CA,O=Example`.
+    pub subject: String,
+    /// The issuing CA; absent for a root.
+    pub parent: Option<String>,
+    pub key_store: String,
+    pub key_label: String,
+    pub algorithm: KeyAlgorithm,
+    pub validity_days: u32,
+    /// basicConstraints pathLenConstraint.
+    pub path_len: u8,
+    /// Whether this CA issues end-entity certificates (gets an OCSP signer and a CRL).
+    pub issuing: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileKind {
+    /// Device identity: EKU clientAuth, device id in CN, serialNumber and a
+    /// HardwareModuleName SAN.
+    Device,
+    /// Provisioning station: EKU clientAuth.
+    Station,
+    /// Firmware-update signing: EKU codeSigning.
+    UpdateSigning,
+    /// Delegated OCSP responder: EKU OCSPSigning + id-pkix-ocsp-nocheck.
+    OcspSigner,
+    /// HTTPS server: EKU serverAuth, DNS/IP SANs.
+    TlsServer,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProfileConfig {
+    pub kind: ProfileKind,
+    /// The CA that signs certificates of this profile.
+    pub issuer: String,
+    pub validity_days: u32,
+    /// Accepted request key types: `ecdsa-p256`, `ecdsa-p384`, `ed25519`, `rsa` (≥ 2048).
+    pub key_types: Vec<String>,
+    /// Model assumed when the request names none (device profile).
+    pub default_model: Option<String>,
+    /// Organization put in the subject, if any.
+    pub organization: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelConfig {
+    /// Dotted OID identifying the hardware model (HardwareModuleName.hwType).
+    pub oid: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IssuanceConfig {
+    /// Most certificates committed in one storage transaction.
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = PathBuf::from("./pki-data");
+        let mut key_stores = BTreeMap::new();
+        key_stores.insert(
+            "default".to_string(),
+            KeyStoreConfig::Software {
+                dir: data_dir.join("keys"),
+                passphrase_env: None,
+                passphrase_file: Some(data_dir.join("keystore.pass")),
+                key_file: None,
+            },
+        );
+        let ca = |subject: &str, parent: Option<&str>, label: &str, alg, days, path_len, issuing| CaConfig {
+            subject: subject.to_string(),
+            parent: parent.map(str::to_string),
+            key_store: "default".into(),
+            key_label: label.to_string(),
+            algorithm: alg,
+            validity_days: days,
+            path_len,
+            issuing,
+        };
+        let mut cas = BTreeMap::new();
+        cas.insert(
+            "identity-root".into(),
+            ca("CN=Identity Root CA,O=Device PKI", None, "ca-identity-root", KeyAlgorithm::EcdsaP384, 7305, 1, false),
+        );
+        cas.insert(
+            "device".into(),
+            ca("CN=Device Issuing CA,O=Device PKI", Some("identity-root"), "ca-device", KeyAlgorithm::EcdsaP256, 3652, 0, true),
+        );
+        cas.insert(
+            "station".into(),
+            ca("CN=Station CA,O=Device PKI", Some("identity-root"), "ca-station", KeyAlgorithm::EcdsaP256, 3652, 0, true),
+        );
+        cas.insert(
+            "update-root".into(),
+            ca("CN=Update Root CA,O=Device PKI", None, "ca-update-root", KeyAlgorithm::EcdsaP384, 7305, 1, false),
+        );
+        cas.insert(
+            "update-authority".into(),
+            ca("CN=Update Authority CA,O=Device PKI", Some("update-root"), "ca-update-authority", KeyAlgorithm::EcdsaP256, 3652, 0, true),
+        );
+        let profile = |kind, issuer: &str, days| ProfileConfig {
+            kind,
+            issuer: issuer.to_string(),
+            validity_days: days,
+            key_types: vec!["ecdsa-p256".into(), "ecdsa-p384".into(), "ed25519".into(), "rsa".into()],
+            default_model: None,
+            organization: Some("Device PKI".into()),
+        };
+        let mut profiles = BTreeMap::new();
+        profiles.insert(
+            "device".into(),
+            ProfileConfig { default_model: Some("generic".into()), ..profile(ProfileKind::Device, "device", 825) },
+        );
+        profiles.insert("station".into(), profile(ProfileKind::Station, "station", 365));
+        profiles.insert("update-signing".into(), profile(ProfileKind::UpdateSigning, "update-authority", 90));
+        profiles.insert("tls-server".into(), profile(ProfileKind::TlsServer, "device", 90));
+        // One OCSP-signer profile per issuing CA: a delegated responder must be
+        // issued by the CA whose certificates it answers for.
+        for issuer in ["device", "station", "update-authority"] {
+            profiles.insert(format!("ocsp-signer-{issuer}"), profile(ProfileKind::OcspSigner, issuer, 30));
+        }
+        let mut models = BTreeMap::new();
+        // Private-enterprise arc placeholder; replace with your own PEN arc.
+        models.insert("generic".into(), ModelConfig { oid: "1.3.6.1.4.1.59999.1.1".into() });
+        Config {
+            public_base_url: "http://127.0.0.1:8080".into(),
+            server: ServerConfig {
+                http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                https: SocketAddr::from(([127, 0, 0, 1], 8443)),
+                tls_names: vec!["localhost".into(), "127.0.0.1".into()],
+                tls_issuer: "device".into(),
+                log_format: "text".into(),
+            },
+            storage: StorageConfig { url: format!("sqlite:{}", data_dir.join("pki.db").display()) },
+            data_dir,
+            key_stores,
+            cas,
+            profiles,
+            models,
+            issuance: IssuanceConfig { max_batch: 256 },
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults ← `path` (if given; it must exist) ← `CA_…` environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let config: Config = fig
+            .merge(Env::prefixed("CA_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-checks names so mistakes surface at start, not at first use.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (name, ca) in &self.cas {
+            if !self.key_stores.contains_key(&ca.key_store) {
+                return bad(format!("CA '{name}' uses unknown key store '{}'", ca.key_store));
+            }
+            if let Some(parent) = &ca.parent {
+                if !self.cas.contains_key(parent) {
+                    return bad(format!("CA '{name}' has unknown parent '{parent}'"));
+                }
+            }
+        }
+        self.ca_creation_order()?;
+        for (name, p) in &self.profiles {
+            if !self.cas.contains_key(&p.issuer) {
+                return bad(format!("profile '{name}' names unknown issuer CA '{}'", p.issuer));
+            }
+            if let Some(model) = &p.default_model {
+                if !self.models.contains_key(model) {
+                    return bad(format!("profile '{name}' names unknown default model '{model}'"));
+                }
+            }
+            for kt in &p.key_types {
+                if !matches!(kt.as_str(), "ecdsa-p256" | "ecdsa-p384" | "ed25519" | "rsa") {
+                    return bad(format!("profile '{name}': unknown key type '{kt}'"));
+                }
+            }
+        }
+        for (name, m) in &self.models {
+            if m.oid.parse::<const_oid::ObjectIdentifier>().is_err() {
+                return bad(format!("model '{name}': '{}' is not a dotted OID", m.oid));
+            }
+        }
+        if !self.cas.contains_key(&self.server.tls_issuer) {
+            return bad(format!("server.tls_issuer names unknown CA '{}'", self.server.tls_issuer));
+        }
+        if self.issuance.max_batch == 0 {
+            return bad("issuance.max_batch must be at least 1".into());
+        }
+        if !(self.public_base_url.starts_with("http://") || self.public_base_url.starts_with("https://")) {
+            return bad("public_base_url must start with http:// or https://".into());
+        }
+        Ok(())
+    }
+
+    /// CA names with every parent before its children.
+    pub fn ca_creation_order(&self) -> Result<Vec<String>, ConfigError> {
+        let mut order: Vec<String> = Vec::new();
+        while order.len() < self.cas.len() {
+            let before = order.len();
+            for (name, ca) in &self.cas {
+                let ready = ca.parent.as_ref().is_none_or(|p| order.contains(p));
+                if ready && !order.contains(name) {
+                    order.push(name.clone());
+                }
+            }
+            if order.len() == before {
+                return Err(ConfigError::Invalid("the CA hierarchy has a parent cycle".into()));
+            }
+        }
+        Ok(order)
+    }
+
+    /// The OCSP-signer profile for an issuing CA.
+    pub fn ocsp_profile_for(&self, ca: &str) -> Option<(&String, &ProfileConfig)> {
+        self.profiles.iter().find(|(_, p)| p.kind == ProfileKind::OcspSigner && p.issuer == ca)
+    }
+}
+
+impl KeyStoreConfig {
+    /// Where a software store's secret comes from.
+    pub fn secret_source(&self) -> Result<SecretSource, ConfigError> {
+        let (env, file, what) = match self {
+            KeyStoreConfig::Software { passphrase_env, passphrase_file, key_file, .. } => {
+                if let Some(k) = key_file {
+                    return Ok(SecretSource::File(k.clone()));
+                }
+                (passphrase_env, passphrase_file, "passphrase_env or passphrase_file or key_file")
+            }
+            KeyStoreConfig::Pkcs11 { pin_env, pin_file, .. } => (pin_env, pin_file, "pin_env or pin_file"),
+        };
+        match (env, file) {
+            (Some(var), _) => Ok(SecretSource::Env(var.clone())),
+            (None, Some(path)) => Ok(SecretSource::File(path.clone())),
+            (None, None) => Err(ConfigError::Invalid(format!("key store needs {what}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_ordered() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let order = c.ca_creation_order().unwrap();
+        let pos = |n: &str| order.iter().position(|o| o == n).unwrap();
+        assert!(pos("identity-root") < pos("device"));
+        assert!(pos("update-root") < pos("update-authority"));
+    }
+
+    #[test]
+    fn unknown_references_are_refused() {
+        let mut c = Config::default();
+        c.cas.get_mut("device").unwrap().parent = Some("nope".into());
+        assert!(c.validate().unwrap_err().to_string().contains("unknown parent 'nope'"));
+        let mut c = Config::default();
+        c.profiles.get_mut("device").unwrap().issuer = "ghost".into();
+        assert!(c.validate().unwrap_err().to_string().contains("ghost"));
+        let mut c = Config::default();
+        c.cas.get_mut("identity-root").unwrap().parent = Some("device".into());
+        assert!(c.validate().unwrap_err().to_string().contains("cycle"));
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(matches!(Config::load(Some(Path::new("/nonexistent/x.toml"))), Err(ConfigError::Missing(_))));
+    }
+}

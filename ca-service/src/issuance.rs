@@ -1,0 +1,382 @@
+//! Issuance: request → policy → profile → sign in the key store → store record and
+//! audit entry → only then hand out the certificate (DESIGN invariant 1).
+//!
+//! Signing runs on the blocking pool, in parallel. Storing goes through one writer
+//! task that commits whatever has queued up as one transaction (group commit): the
+//! audit hash chain is a serialization point, and committing many chained entries per
+//! transaction keeps it from capping issuance at one database round trip at a time.
+//! Each caller is answered only after the batch holding its certificate committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::digest;
+use const_oid::ObjectIdentifier;
+use enrollment::{CheckedCsr, CsrError};
+use tokio::sync::{mpsc, oneshot};
+use x509_parser::prelude::FromDer;
+
+use crate::audit::AuditEvent;
+use crate::config::{Config, ProfileConfig, ProfileKind};
+use crate::keys::{CaKey, KeyStoreError, KeyStores};
+use crate::profile::{self, ProfileError, PublicUrls, Subject};
+use crate::store::{CaRecord, CertRecord, CertStatus, Issuance, IssuanceOutcome, Store, StoreError};
+
+/// How often a serial collision is retried with a fresh serial before giving up.
+const SERIAL_ATTEMPTS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("unknown profile '{0}'")]
+    UnknownProfile(String),
+    #[error("invalid request: {0}")]
+    Csr(#[from] CsrError),
+    #[error("request refused: {0}")]
+    Policy(String),
+    #[error("{0}")]
+    Profile(#[from] ProfileError),
+    #[error("CA '{0}' is not available for issuing (not initialised, or its key is not loaded)")]
+    CaUnavailable(String),
+    #[error(transparent)]
+    Key(#[from] KeyStoreError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("no unused serial number after {SERIAL_ATTEMPTS} attempts")]
+    SerialExhausted,
+    #[error("the issuance writer has stopped")]
+    WriterStopped,
+}
+
+/// A CA as loaded for service: its certificate, and its key if this process signs.
+pub struct Ca {
+    pub record: CaRecord,
+    pub subject: String,
+    pub not_after: SystemTime,
+    pub fingerprint: String,
+    issuer: Option<rcgen::Issuer<'static, CaKey>>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").field("name", &self.record.name).field("signs", &self.issuer.is_some()).finish()
+    }
+}
+
+impl Ca {
+    /// Describes a stored CA; with `key`, it can also sign.
+    pub fn new(record: CaRecord, key: Option<CaKey>) -> Result<Self, IssueError> {
+        let bad = |m: String| IssueError::Store(StoreError::Corrupt(format!("CA '{}': {m}", record.name)));
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&record.cert_der)
+            .map_err(|e| bad(format!("certificate does not parse: {e}")))?;
+        let subject = cert.subject().to_string();
+        let not_after = UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0));
+        let issuer = match key {
+            Some(key) => {
+                if key.signer().public_key_der() != cert.public_key().raw {
+                    return Err(bad("the key in the key store does not match the certificate".into()));
+                }
+                Some(
+                    rcgen::Issuer::from_ca_cert_der(&record.cert_der.clone().into(), key)
+                        .map_err(|e| bad(format!("cannot act as issuer: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self { fingerprint: sha256_hex(&record.cert_der), subject, not_after, issuer, record })
+    }
+
+    pub fn issuer(&self) -> Option<&rcgen::Issuer<'static, CaKey>> {
+        self.issuer.as_ref()
+    }
+}
+
+/// What to issue.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub profile: String,
+    pub csr: CheckedCsr,
+    /// Device id (device profile); defaults to the CSR's CN.
+    pub device_id: Option<String>,
+    /// Device model (device profile); defaults to the profile's default model.
+    pub model: Option<String>,
+    /// Who asks, for the audit log.
+    pub actor: String,
+}
+
+/// An issued, durably stored certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub record: CertRecord,
+    /// DER of the issuing CAs, nearest first, root excluded.
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl Issued {
+    /// The leaf followed by the intermediate CAs, PEM.
+    pub fn chain_pem(&self) -> String {
+        std::iter::once(&self.record.der)
+            .chain(self.chain.iter())
+            .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
+            .collect()
+    }
+}
+
+type Reply = oneshot::Sender<Result<IssuanceOutcome, StoreError>>;
+
+/// The issuance core, shared by the CLI, the HTTP servers and (later) EST.
+pub struct Pki {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyStores>,
+    pub urls: PublicUrls,
+    cas: BTreeMap<String, Arc<Ca>>,
+    writer: mpsc::Sender<(Issuance, Reply)>,
+    serials: Box<dyn Fn() -> [u8; 16] + Send + Sync>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").field("cas", &self.cas.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Pki {
+    /// Loads the hierarchy from the store and the keys of the CAs that issue
+    /// end-entity certificates (roots stay offline). Must run inside a tokio runtime.
+    pub async fn load(config: Arc<Config>, store: Arc<dyn Store>, keys: Arc<KeyStores>) -> Result<Self, IssueError> {
+        let mut cas = BTreeMap::new();
+        for record in store.list_cas().await? {
+            let key = match config.cas.get(&record.name) {
+                Some(c) if c.issuing => {
+                    let (store_name, label) = (record.key_store.clone(), record.key_label.clone());
+                    let keys = keys.clone();
+                    let signer = tokio::task::spawn_blocking(move || keys.find(&store_name, &label))
+                        .await
+                        .map_err(|e| IssueError::Signing(e.to_string()))??;
+                    Some(CaKey::new(signer)?)
+                }
+                _ => None,
+            };
+            cas.insert(record.name.clone(), Arc::new(Ca::new(record, key)?));
+        }
+        let writer = spawn_writer(store.clone(), config.issuance.max_batch);
+        Ok(Self {
+            urls: PublicUrls { base: config.public_base_url.clone() },
+            config,
+            store,
+            keys,
+            cas,
+            writer,
+            serials: Box::new(profile::random_serial),
+        })
+    }
+
+    /// Replaces the serial source (tests use it to force collisions).
+    pub fn with_serials(mut self, serials: impl Fn() -> [u8; 16] + Send + Sync + 'static) -> Self {
+        self.serials = Box::new(serials);
+        self
+    }
+
+    pub fn ca(&self, name: &str) -> Option<&Arc<Ca>> {
+        self.cas.get(name)
+    }
+
+    pub fn cas(&self) -> impl Iterator<Item = &Arc<Ca>> {
+        self.cas.values()
+    }
+
+    /// The issuing chain above `ca`: its own certificate, then its parents, root excluded.
+    pub fn chain_of(&self, ca: &str) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut next = self.cas.get(ca);
+        while let Some(c) = next {
+            let Some(parent) = &c.record.parent else { break };
+            out.push(c.record.cert_der.clone());
+            next = self.cas.get(parent);
+        }
+        out
+    }
+
+    /// Checks a request against a profile and issues it.
+    pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
+        let profile =
+            self.config.profiles.get(&req.profile).ok_or_else(|| IssueError::UnknownProfile(req.profile.clone()))?;
+        check_policy(&req.profile, profile, &req.csr)?;
+        let subject = self.subject_for(profile, &req)?;
+        self.issue_checked(&req.profile, profile, subject, &req.csr.public_key_der, &req.actor).await
+    }
+
+    fn subject_for(&self, profile: &ProfileConfig, req: &IssueRequest) -> Result<Subject, IssueError> {
+        let cn = || {
+            req.csr.common_name.clone().ok_or_else(|| IssueError::Policy("the CSR subject has no commonName".into()))
+        };
+        Ok(match profile.kind {
+            ProfileKind::Device => {
+                let id = match &req.device_id {
+                    Some(id) => id.clone(),
+                    None => cn()?,
+                };
+                profile::validate_device_id(&id)?;
+                let model = req
+                    .model
+                    .clone()
+                    .or_else(|| profile.default_model.clone())
+                    .ok_or_else(|| IssueError::Policy("no device model given and the profile has no default".into()))?;
+                let oid = self.config.models.get(&model).ok_or_else(|| ProfileError::UnknownModel(model.clone()))?;
+                let model_oid = ObjectIdentifier::new(&oid.oid)
+                    .map_err(|_| IssueError::Policy(format!("model '{model}' has an invalid OID")))?;
+                Subject::Device { id, model_oid }
+            }
+            ProfileKind::TlsServer => Subject::Server(vec![cn()?]),
+            ProfileKind::Station | ProfileKind::UpdateSigning | ProfileKind::OcspSigner => Subject::Named(cn()?),
+        })
+    }
+
+    /// Issues for an already-checked subject and public key (used by `issue` and by
+    /// the hierarchy for OCSP-signer and server certificates).
+    pub async fn issue_checked(
+        &self,
+        profile_name: &str,
+        profile: &ProfileConfig,
+        subject: Subject,
+        public_key_der: &[u8],
+        actor: &str,
+    ) -> Result<Issued, IssueError> {
+        let ca = self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
+        if ca.issuer.is_none() {
+            return Err(IssueError::CaUnavailable(profile.issuer.clone()));
+        }
+        let subject_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_der)
+            .map_err(|e| IssueError::Policy(format!("unsupported public key: {e}")))?;
+        let device_id = match &subject {
+            Subject::Device { id, .. } => Some(id.clone()),
+            _ => None,
+        };
+        let public_key_sha256 = sha256_hex(public_key_der);
+        for _ in 0..SERIAL_ATTEMPTS {
+            let serial = (self.serials)();
+            let window = profile::validity(profile.validity_days, Some(ca.not_after));
+            let params = profile::end_entity_params(profile, &ca.record.name, &subject, serial, window, &self.urls)?;
+            let (ca2, key2) = (ca.clone(), subject_key.clone());
+            let der = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, IssueError> {
+                let issuer = ca2.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(ca2.record.name.clone()))?;
+                let cert = params.signed_by(&key2, issuer).map_err(|e| IssueError::Signing(e.to_string()))?;
+                Ok(cert.der().to_vec())
+            })
+            .await
+            .map_err(|e| IssueError::Signing(e.to_string()))??;
+
+            let record = CertRecord {
+                issuer: ca.record.name.clone(),
+                serial: serial.to_vec(),
+                subject: subject_string(&der),
+                device_id: device_id.clone(),
+                profile: profile_name.to_string(),
+                not_before: unix(window.0),
+                not_after: unix(window.1),
+                status: CertStatus::Valid,
+                revoked_at: None,
+                revocation_reason: None,
+                fingerprint: sha256_hex(&der),
+                public_key_sha256: public_key_sha256.clone(),
+                der,
+            };
+            let audit = AuditEvent::success(
+                actor,
+                "certificate.issue",
+                format!("certificate:{}/{}", record.issuer, hex::encode(&record.serial)),
+            )
+            .with_details(serde_json::json!({
+                "profile": profile_name,
+                "subject": record.subject,
+                "device_id": record.device_id,
+                "fingerprint": record.fingerprint,
+                "not_after": record.not_after,
+            }));
+            let (tx, rx) = oneshot::channel();
+            self.writer
+                .send((Issuance { cert: record.clone(), audit }, tx))
+                .await
+                .map_err(|_| IssueError::WriterStopped)?;
+            match rx.await.map_err(|_| IssueError::WriterStopped)?? {
+                IssuanceOutcome::Stored => {
+                    return Ok(Issued { chain: self.chain_of(&ca.record.name), record });
+                }
+                IssuanceOutcome::SerialTaken => {
+                    tracing::warn!(issuer = %ca.record.name, "serial collision; re-signing with a fresh serial");
+                }
+            }
+        }
+        Err(IssueError::SerialExhausted)
+    }
+}
+
+/// Refuses what a profile does not grant. Requests never add extensions: they may
+/// only ask for what the profile gives anyway.
+pub fn check_policy(name: &str, profile: &ProfileConfig, csr: &CheckedCsr) -> Result<(), IssueError> {
+    if csr.requests_ca {
+        return Err(IssueError::Policy(format!(
+            "the CSR asks for CA:TRUE; profile '{name}' issues end-entity certificates only"
+        )));
+    }
+    let granted = profile::granted_ekus(profile.kind);
+    if let Some(eku) = csr.requested_ekus.iter().find(|e| !granted.contains(&e.as_str())) {
+        return Err(IssueError::Policy(format!("the CSR asks for extended key usage {eku}, which profile '{name}' does not grant")));
+    }
+    let kind = csr.key_kind.config_name();
+    if !profile.key_types.iter().any(|k| k == kind) {
+        return Err(IssueError::Policy(format!("key type {kind} is not allowed by profile '{name}'")));
+    }
+    Ok(())
+}
+
+/// The group-commit writer: takes whatever has queued (up to `max_batch`), stores it
+/// in one transaction, answers every caller with its own outcome.
+fn spawn_writer(store: Arc<dyn Store>, max_batch: usize) -> mpsc::Sender<(Issuance, Reply)> {
+    let (tx, mut rx) = mpsc::channel::<(Issuance, Reply)>(max_batch * 4);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(max_batch);
+        while rx.recv_many(&mut batch, max_batch).await > 0 {
+            let (items, replies): (Vec<Issuance>, Vec<Reply>) = batch.drain(..).unzip();
+            match store.store_certificates(&items).await {
+                Ok(outcomes) if outcomes.len() == replies.len() => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(outcomes) => {
+                    let msg = format!("store answered {} outcomes for {} certificates", outcomes.len(), replies.len());
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Database(msg.clone())));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batch = replies.len(), "storing issued certificates failed; none released");
+                    let msg = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Database(msg.clone())));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, data))
+}
+
+pub fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn subject_string(der: &[u8]) -> String {
+    x509_parser::certificate::X509Certificate::from_der(der)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,25 @@
+//! The device PKI service: configuration, the CA hierarchy and its key ceremony,
+//! certificate profiles, issuance, storage (SQLite and PostgreSQL), the
+//! tamper-evident audit log, the HTTP/TLS servers and the `ca-service` CLI.
+//!
+//! Protocol crates (`enrollment`, `revocation`) know nothing of storage or
+//! configuration; this crate wires them to both.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod hierarchy;
+pub mod issuance;
+pub mod keys;
+pub mod profile;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+/// Installs the tracing subscriber (stderr; `text` or `json`), once.
+pub fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}

@@ -1,0 +1,190 @@
+//! `ca-service serve`: the public plain-HTTP listener (health, CA certificates; CRLs
+//! and OCSP to come) and the authenticated HTTPS listener (EST and the admin API to
+//! come), both actix-web; HTTPS over rustls with the server key in the key store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Service;
+use actix_web::http::header;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use tracing::Instrument;
+
+use crate::config::ProfileKind;
+use crate::issuance::Pki;
+use crate::profile::Subject;
+
+/// Largest request body any endpoint accepts unless it sets its own lower limit.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Label of the HTTPS server key, kept in the TLS issuer CA's key store.
+pub const TLS_KEY_LABEL: &str = "tls-server";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("HTTPS server certificate: {0}")]
+    ServerCert(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server stopped: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Issues (or re-issues at each start, so it never expires under a running fleet)
+/// the HTTPS server certificate and returns the rustls configuration.
+async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
+    let err = |e: String| ServeError::ServerCert(e);
+    let cfg = &pki.config;
+    let (profile_name, profile) = cfg
+        .profiles
+        .iter()
+        .find(|(_, p)| p.kind == ProfileKind::TlsServer && p.issuer == cfg.server.tls_issuer)
+        .ok_or_else(|| err(format!("no tls-server profile issued by CA '{}'", cfg.server.tls_issuer)))?;
+    let ca = cfg.cas.get(&cfg.server.tls_issuer).ok_or_else(|| err("unknown TLS issuer".into()))?;
+    let (keys, store) = (pki.keys.clone(), ca.key_store.clone());
+    let key = tokio::task::spawn_blocking(move || match keys.find(&store, TLS_KEY_LABEL) {
+        Ok(k) => Ok(k),
+        Err(crate::keys::KeyStoreError::Hsm { source: hsm::HsmError::KeyNotFound(_), .. }) => {
+            keys.generate(&store, TLS_KEY_LABEL, hsm::KeyAlgorithm::EcdsaP256)
+        }
+        Err(e) => Err(e),
+    })
+    .await
+    .map_err(|e| err(e.to_string()))?
+    .map_err(|e| err(e.to_string()))?;
+    let issued = pki
+        .issue_checked(profile_name, profile, Subject::Server(cfg.server.tls_names.clone()), key.public_key_der(), "system:serve")
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut chain = vec![issued.record.der];
+    chain.extend(issued.chain);
+    // Clients may present certificates from the identity hierarchy (stations,
+    // devices, operators); which ones an endpoint accepts is the endpoint's rule.
+    let roots: Vec<Vec<u8>> =
+        pki.cas().filter(|c| c.record.parent.is_none()).map(|c| c.record.cert_der.clone()).collect();
+    crate::tls::server_config(chain, key, &roots).map_err(|e| err(e.to_string()))
+}
+
+/// Runs both listeners until a shutdown signal.
+pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
+    let tls = https_config(&pki).await?;
+    let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
+    let state = web::Data::from(pki);
+
+    let public = {
+        let state = state.clone();
+        HttpServer::new(move || App::new().app_data(state.clone()).wrap_fn(request_span).configure(public_routes))
+            .bind(http_addr)
+            .map_err(|source| ServeError::Bind { addr: http_addr, source })?
+            .run()
+    };
+    let private = {
+        let state = state.clone();
+        HttpServer::new(move || App::new().app_data(state.clone()).wrap_fn(request_span).configure(https_routes))
+            .bind_rustls_0_23(https_addr, tls)
+            .map_err(|source| ServeError::Bind { addr: https_addr, source })?
+            .run()
+    };
+    tracing::info!(%http_addr, %https_addr, "serving");
+    tokio::try_join!(public, private)?;
+    Ok(())
+}
+
+/// Routes of the public listener.
+pub fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/ca/{file}", web::get().to(ca_certificate));
+}
+
+/// Routes of the HTTPS listener.
+pub fn https_routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES)).route("/healthz", web::get().to(healthz));
+}
+
+/// A span per request with a request id, echoed in `x-request-id`.
+fn request_span<S, B>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<actix_web::dev::ServiceRequest, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let started = Instant::now();
+    let fut = srv.call(req);
+    async move {
+        let mut res = fut.await?;
+        tracing::info!(status = res.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+        if let Ok(v) = header::HeaderValue::from_str(&id) {
+            res.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
+        }
+        Ok(res)
+    }
+    .instrument(span)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Ready when the database answers and every loaded issuing key's store answers.
+async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
+    if let Err(e) = pki.store.ping().await {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": format!("storage: {e}")}));
+    }
+    let stores: Vec<String> = pki
+        .cas()
+        .filter(|c| c.issuer().is_some())
+        .map(|c| c.record.key_store.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let keys = pki.keys.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for s in stores {
+            keys.get(&s).and_then(|k| k.ping().map_err(|source| crate::keys::KeyStoreError::Hsm { store: s.clone(), source }))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await;
+    match checked {
+        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"ready": true})),
+        Ok(Err(reason)) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": reason})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": e.to_string()})),
+    }
+}
+
+/// `GET /ca/{name}.pem` (PEM) and `GET /ca/{name}.crt` (DER, the AIA caIssuers target).
+async fn ca_certificate(pki: web::Data<Pki>, file: web::Path<String>) -> HttpResponse {
+    let file = file.into_inner();
+    let (name, pem) = match (file.strip_suffix(".pem"), file.strip_suffix(".crt")) {
+        (Some(n), _) => (n, true),
+        (_, Some(n)) => (n, false),
+        _ => return not_found("use /ca/{name}.pem or /ca/{name}.crt"),
+    };
+    let Some(ca) = pki.ca(name) else {
+        return not_found("no such CA");
+    };
+    let der = ca.record.cert_der.clone();
+    let cache = (header::CACHE_CONTROL, "public, max-age=3600");
+    if pem {
+        HttpResponse::Ok()
+            .content_type("application/x-pem-file")
+            .insert_header(cache)
+            .body(pem::encode(&pem::Pem::new("CERTIFICATE", der)))
+    } else {
+        HttpResponse::Ok().content_type("application/pkix-cert").insert_header(cache).body(der)
+    }
+}
+
+fn not_found(reason: &str) -> HttpResponse {
+    HttpResponse::NotFound().content_type("text/plain").body(format!("{reason}\n"))
+}

@@ -1,0 +1,224 @@
+//! Storage: one interface, two implementations — SQLite (the embedded default) and
+//! PostgreSQL (production, several instances may share one database).
+//!
+//! Every write that matters is audited in the same transaction as the change it
+//! records, and the audit chain is extended inside that transaction, so a certificate,
+//! its record and its audit entry are durable together or not at all.
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEntry, AuditEvent};
+
+pub mod postgres;
+pub mod sqlite;
+
+/// A CA of the hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaRecord {
+    /// `identity-root`, `device`, `station`, `update-root`, `update-authority`.
+    pub name: String,
+    /// The CA's current certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// The configured key store holding the CA key (a name from the config).
+    pub key_store: String,
+    /// The key's label inside that store.
+    pub key_label: String,
+    /// The issuing CA's name; `None` for roots and externally signed CAs.
+    pub parent: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertStatus {
+    Valid,
+    Revoked,
+    /// Replaced by a renewal; still valid cryptographically until it expires.
+    Superseded,
+}
+
+impl CertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::Valid => "valid",
+            CertStatus::Revoked => "revoked",
+            CertStatus::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "valid" => Ok(CertStatus::Valid),
+            "revoked" => Ok(CertStatus::Revoked),
+            "superseded" => Ok(CertStatus::Superseded),
+            other => Err(StoreError::Corrupt(format!("unknown certificate status '{other}'"))),
+        }
+    }
+}
+
+/// An issued certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertRecord {
+    /// The issuing CA's name.
+    pub issuer: String,
+    /// The serial number's content octets (positive, ≤ 20 octets).
+    pub serial: Vec<u8>,
+    /// The subject as an RFC 4514 string, for search and display.
+    pub subject: String,
+    pub device_id: Option<String>,
+    pub profile: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub status: CertStatus,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 CRLReason code.
+    pub revocation_reason: Option<i32>,
+    /// SHA-256 of the certificate DER, lower-case hex.
+    pub fingerprint: String,
+    /// SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex (to refuse compromised keys).
+    pub public_key_sha256: String,
+    pub der: Vec<u8>,
+}
+
+/// A certificate and the audit event that records its issuance.
+#[derive(Clone, Debug)]
+pub struct Issuance {
+    pub cert: CertRecord,
+    pub audit: AuditEvent,
+}
+
+/// What happened to one issuance of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssuanceOutcome {
+    /// Stored together with its audit entry.
+    Stored,
+    /// The issuer already has a certificate with this serial: nothing was stored for
+    /// this item; re-sign with a fresh serial.
+    SerialTaken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    Expected,
+    Active,
+    Revoked,
+    Decommissioned,
+}
+
+impl DeviceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Expected => "expected",
+            DeviceState::Active => "active",
+            DeviceState::Revoked => "revoked",
+            DeviceState::Decommissioned => "decommissioned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "expected" => Ok(DeviceState::Expected),
+            "active" => Ok(DeviceState::Active),
+            "revoked" => Ok(DeviceState::Revoked),
+            "decommissioned" => Ok(DeviceState::Decommissioned),
+            other => Err(StoreError::Corrupt(format!("unknown device state '{other}'"))),
+        }
+    }
+}
+
+/// A device known to the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub model: String,
+    pub class: String,
+    pub batch: String,
+    pub hardware_serial: Option<String>,
+    pub state: DeviceState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database unreachable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The storage interface. Implementations must give the same behaviour (DESIGN
+/// invariant 5); `tests` in this module's `suite` run against both.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Checks the database answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records a new CA. `AlreadyExists` if the name is taken.
+    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError>;
+    /// Replaces a CA's certificate (external signing, renewal). `NotFound` if absent.
+    async fn update_ca_certificate(&self, name: &str, cert_der: &[u8], audit: AuditEvent) -> Result<(), StoreError>;
+    async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
+    /// All CAs, in creation order.
+    async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
+
+    /// Stores a batch of certificates and their audit entries in ONE transaction,
+    /// extending the audit chain in batch order. Items whose (issuer, serial) exists
+    /// already are skipped (`SerialTaken`) without an audit entry; all others are
+    /// durably committed (SQLite `synchronous=FULL`) before this returns.
+    async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError>;
+    async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
+    /// A device's certificates, newest first.
+    async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError>;
+
+    /// Adds devices (all or none); `AlreadyExists` names the first duplicate id.
+    async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError>;
+    async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// Appends audit entries (for actions that change nothing else, such as refusals).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Up to `limit` entries with `seq > after_seq`, in order.
+    async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[cfg(test)]
+mod suite;
+
+/// Opens the store named by a URL: `sqlite:PATH` (or `sqlite://PATH`) or
+/// `postgres://…` / `postgresql://…`. Migrations are applied on open.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = std::path::PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(path))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(std::sync::Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unsupported storage URL (expected sqlite:PATH or postgres://…): {}",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A URL with any password removed, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,114 @@
+//! TLS for the HTTPS listener: rustls with the aws-lc-rs provider passed explicitly,
+//! TLS 1.2 and 1.3 only, the server key used through the key store (it never leaves
+//! it), and client certificates requested but not required at the handshake — each
+//! endpoint decides what it needs and checks live revocation against the store.
+
+use std::sync::Arc;
+
+use hsm::{KeyAlgorithm, Signer};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme};
+
+/// The one crypto provider of the process.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A key-store key presented to rustls.
+#[derive(Debug)]
+struct StoreKey {
+    signer: Arc<dyn Signer>,
+    scheme: SignatureScheme,
+}
+
+impl rustls::sign::SigningKey for StoreKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered.contains(&self.scheme).then(|| {
+            Box::new(StoreSigner { signer: self.signer.clone(), scheme: self.scheme }) as Box<dyn rustls::sign::Signer>
+        })
+    }
+
+    fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
+        Some(SubjectPublicKeyInfoDer::from(self.signer.public_key_der()))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        match self.signer.algorithm() {
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => SignatureAlgorithm::ECDSA,
+            KeyAlgorithm::Ed25519 => SignatureAlgorithm::ED25519,
+            KeyAlgorithm::Rsa3072 => SignatureAlgorithm::RSA,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StoreSigner {
+    signer: Arc<dyn Signer>,
+    scheme: SignatureScheme,
+}
+
+impl rustls::sign::Signer for StoreSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.signer.sign(message).map_err(|e| rustls::Error::General(format!("server key: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("the TLS server key type {0} cannot be used (use ecdsa-p256, ecdsa-p384 or ed25519)")]
+    UnsupportedKey(KeyAlgorithm),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Builds the HTTPS server configuration. `client_roots` are the CAs whose
+/// certificates clients may present (stations, devices, operators).
+pub fn server_config(
+    chain: Vec<Vec<u8>>,
+    key: Arc<dyn Signer>,
+    client_roots: &[Vec<u8>],
+) -> Result<ServerConfig, TlsError> {
+    // Our hsm RSA keys sign PKCS#1 v1.5, which TLS 1.3 forbids for handshakes.
+    let scheme = match key.algorithm() {
+        KeyAlgorithm::EcdsaP256 => SignatureScheme::ECDSA_NISTP256_SHA256,
+        KeyAlgorithm::EcdsaP384 => SignatureScheme::ECDSA_NISTP384_SHA384,
+        KeyAlgorithm::Ed25519 => SignatureScheme::ED25519,
+        other => return Err(TlsError::UnsupportedKey(other)),
+    };
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for der in client_roots {
+        roots.add(CertificateDer::from(der.clone())).map_err(|e| TlsError::Config(format!("client root: {e}")))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let certified = Arc::new(CertifiedKey::new(
+        chain.into_iter().map(CertificateDer::from).collect(),
+        Arc::new(StoreKey { signer: key, scheme }),
+    ));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCert(certified)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct SingleCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for SingleCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
