@@ -1,0 +1,559 @@
+//! PostgreSQL store: production, several instances may share one database.
+//!
+//! - `tokio-postgres` + `deadpool-postgres`, no TLS (use `sslmode=disable` with a
+//!   local server; Debian's default server has ssl on).
+//! - Migrations are applied at connect, serialized across instances by a session
+//!   advisory lock.
+//! - Every write is one transaction that first takes `pg_advisory_xact_lock` on the
+//!   audit-chain key, so instances extend one chain without gaps or forks
+//!   (DESIGN invariant 6), then reads the head, makes the change and appends the
+//!   audit entries.
+//! - `store_certificates` inserts a whole batch with one `INSERT … SELECT FROM UNNEST`
+//!   and `ON CONFLICT DO NOTHING RETURNING`, so a taken serial skips that item without
+//!   aborting the transaction.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Config, NoTls, Row};
+
+use super::{
+    CaRecord, CertRecord, CertStatus, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store, StoreError,
+};
+use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Advisory lock key serializing audit-chain extension (every write transaction).
+/// ASCII "pkiaudit".
+pub const AUDIT_CHAIN_LOCK_KEY: i64 = 0x706b_6961_7564_6974;
+/// Advisory lock key serializing schema migrations across instances. ASCII "pkimigr8".
+pub const MIGRATION_LOCK_KEY: i64 = 0x706b_696d_6967_7238;
+
+/// Default TCP connect timeout when the URL sets none (`connect_timeout=`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_SIZE: usize = 16;
+/// How long a caller waits for a pooled connection before `Unavailable`.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The PostgreSQL implementation of [`Store`]. Cheap to clone (shared pool).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    target: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (e.g. `postgres://user@127.0.0.1:5432/pki?sslmode=disable`,
+    /// or the `key=value` form) and applies the migrations. An unreachable server
+    /// gives `Unavailable` within the connect timeout (default 5 s).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // The parse error never echoes the URL (which may hold a password).
+        let config = Config::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid PostgreSQL connection string: {e}")))?;
+        Self::connect_with_config(config).await
+    }
+
+    /// Like [`connect`](Self::connect) with an already built configuration.
+    pub async fn connect_with_config(mut config: Config) -> Result<Self, StoreError> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let target = describe(&config);
+        migrate(&config, &target).await?;
+
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT * 2))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Database(format!("building PostgreSQL pool: {e}")))?;
+        Ok(Self { pool, target })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| pool_err(&self.target, e))
+    }
+}
+
+/// `host:port/dbname`, for messages (never the password).
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+/// Applies the embedded migrations on a dedicated connection holding the migration lock.
+async fn migrate(config: &Config, target: &str) -> Result<(), StoreError> {
+    let timeout = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+    let (mut client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: timed out")))?
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
+    let conn_task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL migration connection ended with an error");
+        }
+    });
+
+    let result = async {
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(pg_err)?;
+        let report = embedded::migrations::runner()
+            .run_async(&mut client)
+            .await
+            .map_err(|e| StoreError::Database(format!("applying PostgreSQL migrations to {target}: {e}")));
+        // Closing the connection releases the lock anyway.
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await;
+        for m in report?.applied_migrations() {
+            tracing::info!(migration = %m, database = %target, "applied migration");
+        }
+        Ok(())
+    }
+    .await;
+    drop(client);
+    let _ = conn_task.await;
+    result
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exception, 57P: operator intervention (shutdown), 53: resources.
+        if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+            return StoreError::Unavailable(db.to_string());
+        }
+        return StoreError::Database(format!("{db} (SQLSTATE {code})"));
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Database(e.to_string())
+    }
+}
+
+fn pool_err(target: &str, e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => match pg_err(e) {
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!("PostgreSQL at {target}: {m}")),
+            other => other,
+        },
+        PoolError::Timeout(_) => {
+            StoreError::Unavailable(format!("PostgreSQL at {target}: timed out waiting for a connection"))
+        }
+        other => StoreError::Unavailable(format!("PostgreSQL at {target}: {other}")),
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: bad hash '{s}': {e}")))?;
+    Ok(out)
+}
+
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+
+/// Takes the chain lock and reads the head, in the caller's transaction.
+/// Both statements are sent together (pipelined); the server runs them in order.
+async fn lock_chain(tx: &deadpool_postgres::Transaction<'_>) -> Result<(i64, [u8; 32]), StoreError> {
+    let (lock, head) = tokio::try_join!(tx.prepare_cached(LOCK_SQL), tx.prepare_cached(HEAD_SQL)).map_err(pg_err)?;
+    let (_, row) =
+        tokio::try_join!(tx.execute(&lock, &[&AUDIT_CHAIN_LOCK_KEY]), tx.query_opt(&head, &[])).map_err(pg_err)?;
+    read_head(row)
+}
+
+fn read_head(row: Option<Row>) -> Result<(i64, [u8; 32]), StoreError> {
+    match row {
+        Some(row) => {
+            let seq: i64 = row.try_get(0).map_err(pg_err)?;
+            let hash: String = row.try_get(1).map_err(pg_err)?;
+            Ok((seq, hash_from_hex(seq, &hash)?))
+        }
+        None => Ok((0, GENESIS_HASH)),
+    }
+}
+
+const INSERT_AUDIT_SQL: &str =
+    "INSERT INTO audit_log (seq, time_us, actor, action, target, outcome, details, prev_hash, hash) \
+     SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                          $8::text[], $9::text[])";
+
+/// Inserts chained entries in one statement.
+async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let seq: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    let time: Vec<i64> = entries.iter().map(|e| e.time_us).collect();
+    let actor: Vec<&str> = entries.iter().map(|e| e.event.actor.as_str()).collect();
+    let action: Vec<&str> = entries.iter().map(|e| e.event.action.as_str()).collect();
+    let target: Vec<&str> = entries.iter().map(|e| e.event.target.as_str()).collect();
+    let outcome: Vec<&str> = entries.iter().map(|e| e.event.outcome.as_str()).collect();
+    let details: Vec<&str> = entries.iter().map(|e| e.event.details.as_str()).collect();
+    let prev: Vec<String> = entries.iter().map(|e| hex::encode(e.prev_hash)).collect();
+    let hash: Vec<String> = entries.iter().map(|e| hex::encode(e.hash)).collect();
+    let stmt = tx.prepare_cached(INSERT_AUDIT_SQL).await.map_err(pg_err)?;
+    tx.execute(&stmt, &[&seq, &time, &actor, &action, &target, &outcome, &details, &prev, &hash])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Reads the head (the lock must be held) and appends `events`.
+async fn append_chain(
+    tx: &deadpool_postgres::Transaction<'_>,
+    head: (i64, [u8; 32]),
+    events: Vec<AuditEvent>,
+) -> Result<(), StoreError> {
+    let entries = audit::chain(head, now_us(), events);
+    insert_audit(tx, &entries).await
+}
+
+const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
+
+fn ca_from_row(row: &Row) -> Result<CaRecord, StoreError> {
+    Ok(CaRecord {
+        name: row.try_get(0).map_err(pg_err)?,
+        cert_der: row.try_get(1).map_err(pg_err)?,
+        key_store: row.try_get(2).map_err(pg_err)?,
+        key_label: row.try_get(3).map_err(pg_err)?,
+        parent: row.try_get(4).map_err(pg_err)?,
+    })
+}
+
+const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
+                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der";
+
+fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
+    let serial_hex: String = row.try_get(1).map_err(pg_err)?;
+    let serial =
+        hex::decode(&serial_hex).map_err(|e| StoreError::Corrupt(format!("certificate serial '{serial_hex}': {e}")))?;
+    let status: String = row.try_get(7).map_err(pg_err)?;
+    Ok(CertRecord {
+        issuer: row.try_get(0).map_err(pg_err)?,
+        serial,
+        subject: row.try_get(2).map_err(pg_err)?,
+        device_id: row.try_get(3).map_err(pg_err)?,
+        profile: row.try_get(4).map_err(pg_err)?,
+        not_before: row.try_get(5).map_err(pg_err)?,
+        not_after: row.try_get(6).map_err(pg_err)?,
+        status: CertStatus::parse(&status)?,
+        revoked_at: row.try_get(8).map_err(pg_err)?,
+        revocation_reason: row.try_get(9).map_err(pg_err)?,
+        fingerprint: row.try_get(10).map_err(pg_err)?,
+        public_key_sha256: row.try_get(11).map_err(pg_err)?,
+        der: row.try_get(12).map_err(pg_err)?,
+    })
+}
+
+fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
+    let state: String = row.try_get(5).map_err(pg_err)?;
+    Ok(DeviceRecord {
+        device_id: row.try_get(0).map_err(pg_err)?,
+        model: row.try_get(1).map_err(pg_err)?,
+        class: row.try_get(2).map_err(pg_err)?,
+        batch: row.try_get(3).map_err(pg_err)?,
+        hardware_serial: row.try_get(4).map_err(pg_err)?,
+        state: DeviceState::parse(&state)?,
+    })
+}
+
+fn entry_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
+    let seq: i64 = row.try_get(0).map_err(pg_err)?;
+    let prev_hash: String = row.try_get(7).map_err(pg_err)?;
+    let hash: String = row.try_get(8).map_err(pg_err)?;
+    Ok(AuditEntry {
+        seq,
+        time_us: row.try_get(1).map_err(pg_err)?,
+        event: AuditEvent {
+            actor: row.try_get(2).map_err(pg_err)?,
+            action: row.try_get(3).map_err(pg_err)?,
+            target: row.try_get(4).map_err(pg_err)?,
+            outcome: row.try_get(5).map_err(pg_err)?,
+            details: row.try_get(6).map_err(pg_err)?,
+        },
+        prev_hash: hash_from_hex(seq, &prev_hash)?,
+        hash: hash_from_hex(seq, &hash)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let now = now_us();
+        // created_at orders list_cas: strictly increasing (the chain lock serializes writers).
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, GREATEST($6, (SELECT MAX(created_at) + 1 FROM cas)), $6) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx
+            .execute(&stmt, &[&ca.name, &ca.cert_der, &ca.key_store, &ca.key_label, &ca.parent, &now])
+            .await
+            .map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn update_ca_certificate(&self, name: &str, cert_der: &[u8], audit: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt =
+            tx.prepare_cached("UPDATE cas SET cert_der = $1, updated_at = $2 WHERE name = $3").await.map_err(pg_err)?;
+        let n = tx.execute(&stmt, &[&cert_der, &now_us(), &name]).await.map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("CA '{name}'")));
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached(&format!("SELECT {CA_COLUMNS} FROM cas WHERE name = $1")).await.map_err(pg_err)?;
+        client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(ca_from_row).transpose()
+    }
+
+    async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {CA_COLUMNS} FROM cas ORDER BY created_at, name"))
+            .await
+            .map_err(pg_err)?;
+        client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(ca_from_row).collect()
+    }
+
+    async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let serials: Vec<String> = batch.iter().map(|i| hex::encode(&i.cert.serial)).collect();
+
+        // A repeated (issuer, serial) inside the batch: only its first occurrence is sent.
+        let mut seen = HashSet::with_capacity(batch.len());
+        let first: Vec<bool> =
+            batch.iter().zip(&serials).map(|(i, s)| seen.insert((i.cert.issuer.as_str(), s.as_str()))).collect();
+        let sent = || batch.iter().zip(&serials).zip(&first).filter(|(_, f)| **f).map(|(x, _)| x);
+
+        let issuer: Vec<&str> = sent().map(|(i, _)| i.cert.issuer.as_str()).collect();
+        let serial_hex: Vec<&str> = sent().map(|(_, s)| s.as_str()).collect();
+        let subject: Vec<&str> = sent().map(|(i, _)| i.cert.subject.as_str()).collect();
+        let device_id: Vec<Option<&str>> = sent().map(|(i, _)| i.cert.device_id.as_deref()).collect();
+        let profile: Vec<&str> = sent().map(|(i, _)| i.cert.profile.as_str()).collect();
+        let not_before: Vec<i64> = sent().map(|(i, _)| i.cert.not_before).collect();
+        let not_after: Vec<i64> = sent().map(|(i, _)| i.cert.not_after).collect();
+        let status: Vec<&str> = sent().map(|(i, _)| i.cert.status.as_str()).collect();
+        let revoked_at: Vec<Option<i64>> = sent().map(|(i, _)| i.cert.revoked_at).collect();
+        let reason: Vec<Option<i32>> = sent().map(|(i, _)| i.cert.revocation_reason).collect();
+        let fingerprint: Vec<&str> = sent().map(|(i, _)| i.cert.fingerprint.as_str()).collect();
+        let spki: Vec<&str> = sent().map(|(i, _)| i.cert.public_key_sha256.as_str()).collect();
+        let der: Vec<&[u8]> = sent().map(|(i, _)| i.cert.der.as_slice()).collect();
+        let now = now_us();
+
+        let insert_sql = format!(
+            "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
+             SELECT {CERT_COLUMNS}, $14 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int4[], $11::text[], $12::text[], \
+                 $13::bytea[]) WITH ORDINALITY AS t({CERT_COLUMNS}, ord) \
+             ORDER BY ord \
+             ON CONFLICT (issuer, serial_hex) DO NOTHING \
+             RETURNING issuer, serial_hex"
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+            &issuer,
+            &serial_hex,
+            &subject,
+            &device_id,
+            &profile,
+            &not_before,
+            &not_after,
+            &status,
+            &revoked_at,
+            &reason,
+            &fingerprint,
+            &spki,
+            &der,
+            &now,
+        ];
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let (lock, head, insert) =
+            tokio::try_join!(tx.prepare_cached(LOCK_SQL), tx.prepare_cached(HEAD_SQL), tx.prepare_cached(&insert_sql),)
+                .map_err(pg_err)?;
+        // Lock, head and insert are pipelined; the server runs them in this order.
+        let (_, head, inserted) = tokio::try_join!(
+            tx.execute(&lock, &[&AUDIT_CHAIN_LOCK_KEY]),
+            tx.query_opt(&head, &[]),
+            tx.query(&insert, &params),
+        )
+        .map_err(pg_err)?;
+        let head = read_head(head)?;
+
+        let mut stored = HashSet::with_capacity(inserted.len());
+        for row in &inserted {
+            let i: String = row.try_get(0).map_err(pg_err)?;
+            let s: String = row.try_get(1).map_err(pg_err)?;
+            stored.insert((i, s));
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(inserted.len());
+        for ((item, serial), first) in batch.iter().zip(&serials).zip(&first) {
+            // Tuple of owned Strings for lookup; batches are small.
+            if *first && stored.contains(&(item.cert.issuer.clone(), serial.clone())) {
+                outcomes.push(IssuanceOutcome::Stored);
+                events.push(item.audit.clone());
+            } else {
+                outcomes.push(IssuanceOutcome::SerialTaken);
+            }
+        }
+        append_chain(&tx, head, events).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(outcomes)
+    }
+
+    async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND serial_hex = $2"))
+            .await
+            .map_err(pg_err)?;
+        client
+            .query_opt(&stmt, &[&issuer, &hex::encode(serial)])
+            .await
+            .map_err(pg_err)?
+            .as_ref()
+            .map(cert_from_row)
+            .transpose()
+    }
+
+    async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = $1 ORDER BY created_at DESC, id DESC"
+            ))
+            .await
+            .map_err(pg_err)?;
+        client.query(&stmt, &[&device_id]).await.map_err(pg_err)?.iter().map(cert_from_row).collect()
+    }
+
+    async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let id: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+        let model: Vec<&str> = devices.iter().map(|d| d.model.as_str()).collect();
+        let class: Vec<&str> = devices.iter().map(|d| d.class.as_str()).collect();
+        let batch: Vec<&str> = devices.iter().map(|d| d.batch.as_str()).collect();
+        let hw: Vec<Option<&str>> = devices.iter().map(|d| d.hardware_serial.as_deref()).collect();
+        let state: Vec<&str> = devices.iter().map(|d| d.state.as_str()).collect();
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, created_at, updated_at) \
+                 SELECT device_id, model, class, batch, hardware_serial, state, $7, $7 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                     WITH ORDINALITY AS t(device_id, model, class, batch, hardware_serial, state, ord) \
+                 ORDER BY ord \
+                 ON CONFLICT (device_id) DO NOTHING \
+                 RETURNING device_id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = tx.query(&stmt, &[&id, &model, &class, &batch, &hw, &state, &now_us()]).await.map_err(pg_err)?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            inserted.insert(row.try_get::<_, String>(0).map_err(pg_err)?);
+        }
+        // The first id (in input order) that repeats an earlier one or already existed.
+        let mut seen = HashSet::with_capacity(id.len());
+        if let Some(dup) = id.iter().find(|d| !seen.insert(**d) || !inserted.contains(**d)) {
+            return Err(StoreError::AlreadyExists(format!("device '{dup}'")));
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT device_id, model, class, batch, hardware_serial, state FROM devices WHERE device_id = $1",
+            )
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&device_id]).await.map_err(pg_err)?.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        append_chain(&tx, head, events.to_vec()).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, time_us, actor, action, target, outcome, details, prev_hash, hash \
+                 FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        client.query(&stmt, &[&after_seq, &limit.max(0)]).await.map_err(pg_err)?.iter().map(entry_from_row).collect()
+    }
+}

@@ -1,0 +1,500 @@
+//! SQLite store: the embedded default.
+//!
+//! - WAL journal with `synchronous=FULL`: a commit is on disk before it is
+//!   acknowledged (DESIGN invariant 1; WAL + `NORMAL` can lose the last commits on
+//!   power loss).
+//! - One writer connection behind a mutex; every write is a `BEGIN IMMEDIATE`
+//!   transaction, which also serializes the audit chain against other processes
+//!   opening the same file.
+//! - Readers use their own read-only connections (a small pool), so reads never wait
+//!   for the writer.
+//! - Every rusqlite call runs under `tokio::task::spawn_blocking`; the async runtime is
+//!   never blocked. [`SqliteStore::open`] itself is synchronous (startup).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
+
+use super::{
+    CaRecord, CertRecord, CertStatus, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store, StoreError,
+};
+use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+/// How long a connection waits for a lock held by another connection or process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The SQLite implementation of [`Store`]. Cheap to clone (shared connections).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies the
+    /// embedded migrations. Blocking: call at startup or inside `spawn_blocking`.
+    /// The path must be a file (not `:memory:`): readers use their own connections.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = Connection::open(&path).map_err(|e| open_err(&path, e))?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "cannot enable WAL journal on {} (journal mode is '{mode}')",
+                path.display()
+            )));
+        }
+        writer.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(db_err)?;
+        embedded::migrations::runner()
+            .run(&mut writer)
+            .map_err(|e| StoreError::Database(format!("applying SQLite migrations to {}: {e}", path.display())))?;
+
+        let inner = Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) };
+        // Open one reader now so that a database readers cannot open fails at startup.
+        let reader = inner.open_reader()?;
+        lock(&inner.readers).push(reader);
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer connection and
+    /// commits if it returns `Ok`; any error rolls everything back.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` on a reader connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let idle = lock(&inner.readers).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => inner.open_reader()?,
+            };
+            let out = f(&conn);
+            let mut readers = lock(&inner.readers);
+            if readers.len() < MAX_IDLE_READERS {
+                readers.push(conn);
+            }
+            out
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| open_err(&self.path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        conn.execute_batch("PRAGMA query_only = ON;").map_err(db_err)?;
+        Ok(conn)
+    }
+}
+
+/// A mutex guard even if a previous holder panicked: the connection is still sound
+/// because an unfinished transaction rolls back when it is dropped.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
+}
+
+fn open_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", path.display()))
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(err, _)
+            if matches!(err.code, ErrorCode::CannotOpen | ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: bad hash '{s}': {e}")))?;
+    Ok(out)
+}
+
+/// The last entry's (seq, hash), or (0, GENESIS_HASH) for an empty log.
+fn chain_head(tx: &Transaction<'_>) -> Result<(i64, [u8; 32]), StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    match rows.next().map_err(db_err)? {
+        Some(row) => {
+            let seq: i64 = row.get(0).map_err(db_err)?;
+            let hash: String = row.get(1).map_err(db_err)?;
+            Ok((seq, hash_from_hex(seq, &hash)?))
+        }
+        None => Ok((0, GENESIS_HASH)),
+    }
+}
+
+/// Extends the audit chain with `events` inside the caller's transaction.
+fn append_chain(tx: &Transaction<'_>, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head = chain_head(tx)?;
+    let entries = audit::chain(head, now_us(), events);
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_log (seq, time_us, actor, action, target, outcome, details, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(db_err)?;
+    for e in &entries {
+        stmt.execute(params![
+            e.seq,
+            e.time_us,
+            e.event.actor,
+            e.event.action,
+            e.event.target,
+            e.event.outcome,
+            e.event.details,
+            hex::encode(e.prev_hash),
+            hex::encode(e.hash),
+        ])
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
+
+fn ca_from_row(row: &Row<'_>) -> Result<CaRecord, StoreError> {
+    Ok(CaRecord {
+        name: row.get(0).map_err(db_err)?,
+        cert_der: row.get(1).map_err(db_err)?,
+        key_store: row.get(2).map_err(db_err)?,
+        key_label: row.get(3).map_err(db_err)?,
+        parent: row.get(4).map_err(db_err)?,
+    })
+}
+
+const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
+                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der";
+
+fn cert_from_row(row: &Row<'_>) -> Result<CertRecord, StoreError> {
+    let serial_hex: String = row.get(1).map_err(db_err)?;
+    let serial =
+        hex::decode(&serial_hex).map_err(|e| StoreError::Corrupt(format!("certificate serial '{serial_hex}': {e}")))?;
+    let status: String = row.get(7).map_err(db_err)?;
+    Ok(CertRecord {
+        issuer: row.get(0).map_err(db_err)?,
+        serial,
+        subject: row.get(2).map_err(db_err)?,
+        device_id: row.get(3).map_err(db_err)?,
+        profile: row.get(4).map_err(db_err)?,
+        not_before: row.get(5).map_err(db_err)?,
+        not_after: row.get(6).map_err(db_err)?,
+        status: CertStatus::parse(&status)?,
+        revoked_at: row.get(8).map_err(db_err)?,
+        revocation_reason: row.get(9).map_err(db_err)?,
+        fingerprint: row.get(10).map_err(db_err)?,
+        public_key_sha256: row.get(11).map_err(db_err)?,
+        der: row.get(12).map_err(db_err)?,
+    })
+}
+
+fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
+    let state: String = row.get(5).map_err(db_err)?;
+    Ok(DeviceRecord {
+        device_id: row.get(0).map_err(db_err)?,
+        model: row.get(1).map_err(db_err)?,
+        class: row.get(2).map_err(db_err)?,
+        batch: row.get(3).map_err(db_err)?,
+        hardware_serial: row.get(4).map_err(db_err)?,
+        state: DeviceState::parse(&state)?,
+    })
+}
+
+fn entry_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
+    let seq: i64 = row.get(0).map_err(db_err)?;
+    let prev_hash: String = row.get(7).map_err(db_err)?;
+    let hash: String = row.get(8).map_err(db_err)?;
+    Ok(AuditEntry {
+        seq,
+        time_us: row.get(1).map_err(db_err)?,
+        event: AuditEvent {
+            actor: row.get(2).map_err(db_err)?,
+            action: row.get(3).map_err(db_err)?,
+            target: row.get(4).map_err(db_err)?,
+            outcome: row.get(5).map_err(db_err)?,
+            details: row.get(6).map_err(db_err)?,
+        },
+        prev_hash: hash_from_hex(seq, &prev_hash)?,
+        hash: hash_from_hex(seq, &hash)?,
+    })
+}
+
+/// Runs a query and maps every row with `f`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = stmt.query(params).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        out.push(f(row)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)).await
+    }
+
+    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        let ca = ca.clone();
+        self.write(move |tx| {
+            let now = now_us();
+            // created_at orders list_cas: keep it strictly increasing even if the clock steps back.
+            let last: Option<i64> =
+                tx.query_row("SELECT MAX(created_at) FROM cas", [], |r| r.get(0)).map_err(db_err)?;
+            let created_at = last.map_or(now, |l| now.max(l.saturating_add(1)));
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
+                )
+                .map_err(db_err)?
+                .execute(params![ca.name, ca.cert_der, ca.key_store, ca.key_label, ca.parent, created_at, now])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
+            }
+            append_chain(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn update_ca_certificate(&self, name: &str, cert_der: &[u8], audit: AuditEvent) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let cert_der = cert_der.to_vec();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached("UPDATE cas SET cert_der = ?1, updated_at = ?2 WHERE name = ?3")
+                .map_err(db_err)?
+                .execute(params![cert_der, now_us(), name])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("CA '{name}'")));
+            }
+            append_chain(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let sql = format!("SELECT {CA_COLUMNS} FROM cas WHERE name = ?1");
+            Ok(query_all(conn, &sql, [name], ca_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
+        self.read(|conn| {
+            let sql = format!("SELECT {CA_COLUMNS} FROM cas ORDER BY created_at, name");
+            query_all(conn, &sql, [], ca_from_row)
+        })
+        .await
+    }
+
+    async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = batch.to_vec();
+        self.write(move |tx| {
+            let now = now_us();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let mut events = Vec::with_capacity(batch.len());
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                         ON CONFLICT (issuer, serial_hex) DO NOTHING"
+                    ))
+                    .map_err(db_err)?;
+                for item in batch {
+                    let c = &item.cert;
+                    let n = stmt
+                        .execute(params![
+                            c.issuer,
+                            hex::encode(&c.serial),
+                            c.subject,
+                            c.device_id,
+                            c.profile,
+                            c.not_before,
+                            c.not_after,
+                            c.status.as_str(),
+                            c.revoked_at,
+                            c.revocation_reason,
+                            c.fingerprint,
+                            c.public_key_sha256,
+                            c.der,
+                            now,
+                        ])
+                        .map_err(db_err)?;
+                    if n == 1 {
+                        outcomes.push(IssuanceOutcome::Stored);
+                        events.push(item.audit);
+                    } else {
+                        outcomes.push(IssuanceOutcome::SerialTaken);
+                    }
+                }
+            }
+            append_chain(tx, events)?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError> {
+        let issuer = issuer.to_owned();
+        let serial_hex = hex::encode(serial);
+        self.read(move |conn| {
+            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND serial_hex = ?2");
+            Ok(query_all(conn, &sql, [issuer, serial_hex], cert_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let device_id = device_id.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = ?1 ORDER BY created_at DESC, id DESC"
+            );
+            query_all(conn, &sql, [device_id], cert_from_row)
+        })
+        .await
+    }
+
+    async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let devices = devices.to_vec();
+        self.write(move |tx| {
+            let now = now_us();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (device_id) DO NOTHING",
+                    )
+                    .map_err(db_err)?;
+                for d in &devices {
+                    let n = stmt
+                        .execute(params![d.device_id, d.model, d.class, d.batch, d.hardware_serial, d.state.as_str(), now])
+                        .map_err(db_err)?;
+                    if n == 0 {
+                        return Err(StoreError::AlreadyExists(format!("device '{}'", d.device_id)));
+                    }
+                }
+            }
+            append_chain(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let device_id = device_id.to_owned();
+        self.read(move |conn| {
+            let sql = "SELECT device_id, model, class, batch, hardware_serial, state FROM devices WHERE device_id = ?1";
+            Ok(query_all(conn, sql, [device_id], device_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |tx| append_chain(tx, events)).await
+    }
+
+    async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = limit.max(0);
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT seq, time_us, actor, action, target, outcome, details, prev_hash, hash \
+                 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![after_seq, limit],
+                entry_from_row,
+            )
+        })
+        .await
+    }
+}

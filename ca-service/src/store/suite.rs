@@ -1,0 +1,780 @@
+//! The storage test suite, written once and run against both backends
+//! (DESIGN invariant 5): `store::suite::sqlite::*` and `store::suite::postgres::*`.
+//!
+//! PostgreSQL tests need a server: `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`) is the admin
+//! connection; every test creates its own database `pki_test_<pid>_<random>` there and
+//! drops it afterwards (also when the test fails). An unreachable server fails the
+//! PostgreSQL tests; they are never skipped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
+use super::*;
+use crate::audit::{self, AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH};
+
+// ---------------------------------------------------------------------------------
+// Harness
+
+/// Direct access to the database behind a store, bypassing it (to tamper) and to open
+/// a second, independent store instance on the same database.
+#[async_trait]
+trait Backend: Send + Sync {
+    /// Runs raw SQL (several statements allowed) directly against the database.
+    async fn exec_sql(&self, sql: &str);
+    /// Another store instance on the same database (own connections).
+    async fn second_instance(&self) -> Arc<dyn Store>;
+}
+
+struct Harness {
+    store: Arc<dyn Store>,
+    backend: Box<dyn Backend>,
+}
+
+impl Harness {
+    fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+}
+
+// --- SQLite
+
+struct SqliteBackend {
+    dir: tempfile::TempDir,
+}
+
+impl SqliteBackend {
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("pki.db")
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn exec_sql(&self, sql: &str) {
+        let path = self.path();
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch(&sql).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn second_instance(&self) -> Arc<dyn Store> {
+        let path = self.path();
+        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(path)).await.unwrap().unwrap())
+    }
+}
+
+async fn sqlite_harness() -> Harness {
+    let backend = SqliteBackend { dir: tempfile::tempdir().unwrap() };
+    let path = backend.path();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(path)).await.unwrap().unwrap();
+    Harness { store: Arc::new(store), backend: Box::new(backend) }
+}
+
+// --- PostgreSQL
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+
+fn admin_config() -> (tokio_postgres::Config, String) {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+    let mut config = tokio_postgres::Config::from_str(&url)
+        .unwrap_or_else(|e| panic!("DATABASE_URL is not a valid PostgreSQL connection string: {e}"));
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let shown = match (config.get_hosts().first(), config.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(h)), Some(p)) => format!("{h}:{p}"),
+        _ => "the server named by DATABASE_URL".to_owned(),
+    };
+    (config, shown)
+}
+
+async fn admin_client(config: &tokio_postgres::Config, shown: &str) -> tokio_postgres::Client {
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL tests need a reachable server: cannot connect to {shown} \
+             (set DATABASE_URL, default {DEFAULT_DATABASE_URL}): {e}"
+        )
+    });
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A throw-away database; dropped (WITH (FORCE)) when this guard drops, even on panic.
+struct TestDatabase {
+    admin: tokio_postgres::Config,
+    name: String,
+    config: tokio_postgres::Config,
+}
+
+impl TestDatabase {
+    async fn create() -> Self {
+        let (admin, shown) = admin_config();
+        let name = format!("pki_test_{}_{:016x}", std::process::id(), rand::random::<u64>());
+        let client = admin_client(&admin, &shown).await;
+        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        let mut config = admin.clone();
+        config.dbname(&name);
+        Self { admin, name, config }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        // Our own runtime on our own thread: Drop may run inside (or while unwinding
+        // out of) the test's runtime.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let (client, conn) = admin.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client.batch_execute(&sql).await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+struct PostgresBackend {
+    db: TestDatabase,
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn exec_sql(&self, sql: &str) {
+        let (client, conn) = self.db.config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client.batch_execute(sql).await.unwrap();
+    }
+
+    async fn second_instance(&self) -> Arc<dyn Store> {
+        Arc::new(PostgresStore::connect_with_config(self.db.config.clone()).await.unwrap())
+    }
+}
+
+async fn postgres_harness() -> Harness {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::connect_with_config(db.config.clone()).await.unwrap();
+    Harness { store: Arc::new(store), backend: Box::new(PostgresBackend { db }) }
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` for each shared test.
+macro_rules! both_backends {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::sqlite_harness().await;
+                    super::$name(&h).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::postgres_harness().await;
+                    super::$name(&h).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    ping_and_empty_reads,
+    ca_create_get_list,
+    ca_duplicate_is_already_exists,
+    ca_update_certificate,
+    certificate_round_trip,
+    serial_taken_in_later_batch,
+    serial_taken_within_batch,
+    same_serial_other_issuer,
+    failed_batch_stores_nothing,
+    certificates_for_device_newest_first,
+    devices_add_get,
+    devices_duplicate_stores_nothing,
+    audit_records_every_write_in_order,
+    tamper_edit_detected,
+    tamper_delete_detected,
+    concurrent_store_certificates,
+    two_instances_one_chain,
+    #[ignore = "throughput measurement; run with --ignored --nocapture"]
+    throughput,
+);
+
+// ---------------------------------------------------------------------------------
+// Fixtures
+
+fn event(action: &str, target: &str) -> AuditEvent {
+    AuditEvent::success("cli:test", action, target)
+}
+
+fn ca(name: &str, parent: Option<&str>) -> CaRecord {
+    CaRecord {
+        name: name.into(),
+        cert_der: format!("cert of {name}").into_bytes(),
+        key_store: "soft".into(),
+        key_label: format!("{name}-key"),
+        parent: parent.map(Into::into),
+    }
+}
+
+async fn create_ca(s: &dyn Store, name: &str) {
+    s.create_ca(&ca(name, None), event("ca.init", &format!("ca:{name}"))).await.unwrap();
+}
+
+fn cert(issuer: &str, serial: &[u8], device: Option<&str>) -> CertRecord {
+    let hex = hex::encode(serial);
+    CertRecord {
+        issuer: issuer.into(),
+        serial: serial.to_vec(),
+        subject: format!("CN={}", device.unwrap_or("station")),
+        device_id: device.map(Into::into),
+        profile: "device".into(),
+        not_before: 1_700_000_000,
+        not_after: 1_800_000_000,
+        status: CertStatus::Valid,
+        revoked_at: None,
+        revocation_reason: None,
+        fingerprint: format!("{hex:0>64}"),
+        public_key_sha256: format!("{:0>64}", format!("{hex}ff")),
+        der: [b"der:".as_slice(), serial].concat(),
+    }
+}
+
+fn issue(c: CertRecord) -> Issuance {
+    let audit = event("certificate.issue", &format!("certificate:{}/{}", c.issuer, hex::encode(&c.serial)))
+        .with_details(serde_json::json!({ "profile": c.profile }));
+    Issuance { cert: c, audit }
+}
+
+fn device(id: &str, batch: &str) -> DeviceRecord {
+    DeviceRecord {
+        device_id: id.into(),
+        model: "sensor-v2".into(),
+        class: "sensor".into(),
+        batch: batch.into(),
+        hardware_serial: Some(format!("HW-{id}")),
+        state: DeviceState::Expected,
+    }
+}
+
+/// All entries, read in pages of `page`.
+async fn all_entries(s: &dyn Store, page: i64) -> Vec<AuditEntry> {
+    let mut out: Vec<AuditEntry> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.seq);
+        let got = s.audit_entries(after, page).await.unwrap();
+        assert!(got.len() as i64 <= page);
+        let done = (got.len() as i64) < page;
+        out.extend(got);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Verifies the whole log page by page, as `ca-service audit verify` would.
+async fn verify_log(s: &dyn Store, page: i64) -> Result<(i64, [u8; 32]), ChainBreak> {
+    let mut head = (0, GENESIS_HASH);
+    let mut after = 0;
+    loop {
+        let entries = s.audit_entries(after, page).await.unwrap();
+        let Some(last) = entries.last() else {
+            return Ok(head);
+        };
+        after = last.seq;
+        head = audit::verify(head, &entries)?;
+    }
+}
+
+fn events_of(entries: &[AuditEntry]) -> Vec<AuditEvent> {
+    entries.iter().map(|e| e.event.clone()).collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Tests
+
+async fn ping_and_empty_reads(h: &Harness) {
+    let s = h.store();
+    s.ping().await.unwrap();
+    assert_eq!(s.get_ca("device").await.unwrap(), None);
+    assert!(s.list_cas().await.unwrap().is_empty());
+    assert_eq!(s.get_certificate("device", &[1, 2, 3]).await.unwrap(), None);
+    assert!(s.certificates_for_device("d-1").await.unwrap().is_empty());
+    assert_eq!(s.get_device("d-1").await.unwrap(), None);
+    assert!(s.audit_entries(0, 100).await.unwrap().is_empty());
+    // Empty writes are no-ops and leave no audit entry.
+    assert!(s.store_certificates(&[]).await.unwrap().is_empty());
+    s.append_audit(&[]).await.unwrap();
+    assert!(s.audit_entries(0, 100).await.unwrap().is_empty());
+    assert_eq!(verify_log(s, 10).await, Ok((0, GENESIS_HASH)));
+}
+
+async fn ca_create_get_list(h: &Harness) {
+    let s = h.store();
+    let root = ca("identity-root", None);
+    let device = ca("device", Some("identity-root"));
+    let station = ca("station", Some("identity-root"));
+    let update = ca("update-root", None);
+    for c in [&root, &device, &station, &update] {
+        s.create_ca(c, event("ca.init", &format!("ca:{}", c.name))).await.unwrap();
+    }
+    assert_eq!(s.get_ca("device").await.unwrap(), Some(device.clone()));
+    assert_eq!(s.get_ca("identity-root").await.unwrap(), Some(root.clone()));
+    assert_eq!(s.get_ca("nope").await.unwrap(), None);
+    // Creation order, not name order.
+    assert_eq!(s.list_cas().await.unwrap(), vec![root, device, station, update]);
+}
+
+async fn ca_duplicate_is_already_exists(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mut other = ca("device", None);
+    other.key_label = "other".into();
+    let err = s.create_ca(&other, event("ca.init", "ca:device")).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(ref m) if m.contains("device")), "{err:?}");
+    // The original is untouched and the refused write left no audit entry.
+    assert_eq!(s.get_ca("device").await.unwrap(), Some(ca("device", None)));
+    assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), 1);
+}
+
+async fn ca_update_certificate(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    s.update_ca_certificate("device", b"renewed", event("ca.renew", "ca:device")).await.unwrap();
+    let got = s.get_ca("device").await.unwrap().unwrap();
+    assert_eq!(got.cert_der, b"renewed");
+    assert_eq!(got.key_label, "device-key");
+
+    let err = s.update_ca_certificate("nope", b"x", event("ca.renew", "ca:nope")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(ref m) if m.contains("nope")), "{err:?}");
+    let actions: Vec<String> = s.audit_entries(0, 100).await.unwrap().into_iter().map(|e| e.event.action).collect();
+    assert_eq!(actions, ["ca.init", "ca.renew"]);
+}
+
+async fn certificate_round_trip(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let plain = cert("device", &[0x01, 0x02, 0xab], Some("d-1"));
+    let mut revoked = cert("device", &[0x00, 0xff, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70], None);
+    revoked.status = CertStatus::Revoked;
+    revoked.revoked_at = Some(1_750_000_000);
+    revoked.revocation_reason = Some(1);
+    revoked.subject = "CN=station-7,O=Example Factory,C=DE".into();
+    revoked.profile = "station".into();
+    let mut superseded = cert("device", &[0x7f; 20], Some("d-1"));
+    superseded.status = CertStatus::Superseded;
+    superseded.not_before = -5;
+    superseded.not_after = i64::MAX;
+    superseded.der = (0..=255u8).cycle().take(1500).collect();
+
+    let outcomes =
+        s.store_certificates(&[issue(plain.clone()), issue(revoked.clone()), issue(superseded.clone())]).await.unwrap();
+    assert_eq!(outcomes, [IssuanceOutcome::Stored; 3]);
+    for c in [&plain, &revoked, &superseded] {
+        assert_eq!(s.get_certificate("device", &c.serial).await.unwrap().as_ref(), Some(c));
+    }
+    assert_eq!(s.get_certificate("station", &plain.serial).await.unwrap(), None);
+    assert_eq!(s.get_certificate("device", &[0x01, 0x02]).await.unwrap(), None);
+}
+
+async fn serial_taken_in_later_batch(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let first = s.store_certificates(&[issue(cert("device", &[1], None)), issue(cert("device", &[2], None))]).await;
+    assert_eq!(first.unwrap(), [IssuanceOutcome::Stored; 2]);
+
+    let mut clash = cert("device", &[2], Some("other"));
+    clash.der = b"different".to_vec();
+    let batch = [issue(cert("device", &[3], None)), issue(clash), issue(cert("device", &[4], None))];
+    let outcomes = s.store_certificates(&batch).await.unwrap();
+    assert_eq!(outcomes, [IssuanceOutcome::Stored, IssuanceOutcome::SerialTaken, IssuanceOutcome::Stored]);
+    // The original keeps its data; the others were stored.
+    assert_eq!(s.get_certificate("device", &[2]).await.unwrap(), Some(cert("device", &[2], None)));
+    for serial in [[3u8], [4]] {
+        assert!(s.get_certificate("device", &serial).await.unwrap().is_some());
+    }
+    // Audit: ca.init + 2 + 2, no entry for the skipped item.
+    let entries = s.audit_entries(0, 100).await.unwrap();
+    let targets: Vec<&str> = entries.iter().map(|e| e.event.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "ca:device",
+            "certificate:device/01",
+            "certificate:device/02",
+            "certificate:device/03",
+            "certificate:device/04"
+        ]
+    );
+    assert!(verify_log(s, 100).await.is_ok());
+}
+
+async fn serial_taken_within_batch(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mut dup = cert("device", &[0x10], Some("second"));
+    dup.der = b"second".to_vec();
+    let batch = [
+        issue(cert("device", &[0x10], Some("first"))),
+        issue(cert("device", &[0x11], None)),
+        issue(dup),
+        issue(cert("device", &[0x12], None)),
+    ];
+    let outcomes = s.store_certificates(&batch).await.unwrap();
+    use IssuanceOutcome::{SerialTaken, Stored};
+    assert_eq!(outcomes, [Stored, Stored, SerialTaken, Stored]);
+    let got = s.get_certificate("device", &[0x10]).await.unwrap().unwrap();
+    assert_eq!(got.device_id.as_deref(), Some("first"));
+    let entries = s.audit_entries(0, 100).await.unwrap();
+    assert_eq!(events_of(&entries[1..]), [&batch[0], &batch[1], &batch[3]].map(|i| i.audit.clone()));
+    assert_eq!(verify_log(s, 2).await.map(|h| h.0), Ok(4));
+}
+
+async fn same_serial_other_issuer(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    create_ca(s, "station").await;
+    let a = cert("device", &[0x42], Some("d-1"));
+    let b = cert("station", &[0x42], None);
+    let outcomes = s.store_certificates(&[issue(a.clone()), issue(b.clone())]).await.unwrap();
+    assert_eq!(outcomes, [IssuanceOutcome::Stored; 2]);
+    assert_eq!(s.get_certificate("device", &[0x42]).await.unwrap(), Some(a));
+    assert_eq!(s.get_certificate("station", &[0x42]).await.unwrap(), Some(b));
+}
+
+async fn failed_batch_stores_nothing(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    // The issuer must be a known CA: one bad item fails the whole batch atomically.
+    let batch = [issue(cert("device", &[1], None)), issue(cert("no-such-ca", &[2], None))];
+    let err = s.store_certificates(&batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert_eq!(s.get_certificate("device", &[1]).await.unwrap(), None);
+    assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), 1);
+    // The store is still usable and the chain intact.
+    assert_eq!(s.store_certificates(&batch[..1]).await.unwrap(), [IssuanceOutcome::Stored]);
+    assert_eq!(verify_log(s, 100).await.map(|h| h.0), Ok(2));
+}
+
+async fn certificates_for_device_newest_first(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    s.store_certificates(&[issue(cert("device", &[1], Some("d-1"))), issue(cert("device", &[2], Some("d-2")))])
+        .await
+        .unwrap();
+    let mut renewed = cert("device", &[3], Some("d-1"));
+    renewed.not_before += 100;
+    s.store_certificates(&[issue(renewed), issue(cert("device", &[4], None))]).await.unwrap();
+    s.store_certificates(&[issue(cert("device", &[5], Some("d-1"))), issue(cert("device", &[6], Some("d-1")))])
+        .await
+        .unwrap();
+
+    let serials: Vec<Vec<u8>> = s.certificates_for_device("d-1").await.unwrap().into_iter().map(|c| c.serial).collect();
+    assert_eq!(serials, [vec![6], vec![5], vec![3], vec![1]]);
+    assert_eq!(s.certificates_for_device("d-2").await.unwrap().len(), 1);
+    assert!(s.certificates_for_device("d-3").await.unwrap().is_empty());
+}
+
+async fn devices_add_get(h: &Harness) {
+    let s = h.store();
+    let mut d2 = device("d-2", "b-1");
+    d2.hardware_serial = None;
+    d2.state = DeviceState::Active;
+    let devices = [device("d-1", "b-1"), d2.clone(), device("d-3", "b-2")];
+    s.add_devices(&devices, event("device.register", "batch:b-1")).await.unwrap();
+    for d in &devices {
+        assert_eq!(s.get_device(&d.device_id).await.unwrap().as_ref(), Some(d));
+    }
+    assert_eq!(s.get_device("d-4").await.unwrap(), None);
+    // One audit entry for the whole registration; an empty one is a no-op.
+    s.add_devices(&[], event("device.register", "batch:empty")).await.unwrap();
+    assert_eq!(events_of(&s.audit_entries(0, 100).await.unwrap()), [event("device.register", "batch:b-1")]);
+}
+
+async fn devices_duplicate_stores_nothing(h: &Harness) {
+    let s = h.store();
+    s.add_devices(&[device("d-1", "b-1")], event("device.register", "batch:b-1")).await.unwrap();
+
+    // Clashes with a stored device.
+    let batch = [device("d-2", "b-2"), device("d-1", "b-2"), device("d-3", "b-2")];
+    let err = s.add_devices(&batch, event("device.register", "batch:b-2")).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(ref m) if m.contains("'d-1'")), "{err:?}");
+
+    // Repeats an id within the batch.
+    let batch = [device("d-4", "b-3"), device("d-5", "b-3"), device("d-4", "b-3")];
+    let err = s.add_devices(&batch, event("device.register", "batch:b-3")).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(ref m) if m.contains("'d-4'")), "{err:?}");
+
+    for id in ["d-2", "d-3", "d-4", "d-5"] {
+        assert_eq!(s.get_device(id).await.unwrap(), None, "{id}");
+    }
+    assert_eq!(s.get_device("d-1").await.unwrap(), Some(device("d-1", "b-1")));
+    assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), 1);
+}
+
+async fn audit_records_every_write_in_order(h: &Harness) {
+    let s = h.store();
+    let mut expected = Vec::new();
+
+    let e = event("ca.init", "ca:device");
+    s.create_ca(&ca("device", None), e.clone()).await.unwrap();
+    expected.push(e);
+    let e = event("ca.renew", "ca:device").with_details(serde_json::json!({ "reason": "external signing" }));
+    s.update_ca_certificate("device", b"new", e.clone()).await.unwrap();
+    expected.push(e);
+    let batch: Vec<Issuance> = (1..=3u8).map(|i| issue(cert("device", &[i], Some("d-1")))).collect();
+    s.store_certificates(&batch).await.unwrap();
+    expected.extend(batch.iter().map(|i| i.audit.clone()));
+    let e = event("device.register", "batch:b-1");
+    s.add_devices(&[device("d-1", "b-1"), device("d-2", "b-1")], e.clone()).await.unwrap();
+    expected.push(e);
+    let refusals = [
+        AuditEvent::success("station:ab12", "certificate.enroll", "device:d-9").with_outcome("denied: not registered"),
+        AuditEvent::success("cli:bob", "audit.read", "audit").with_outcome("failed: bad page"),
+    ];
+    s.append_audit(&refusals).await.unwrap();
+    expected.extend(refusals.iter().cloned());
+    // Refused writes add nothing.
+    assert!(s.create_ca(&ca("device", None), event("ca.init", "ca:device")).await.is_err());
+    assert!(s.update_ca_certificate("x", b"", event("ca.renew", "ca:x")).await.is_err());
+    assert!(s.add_devices(&[device("d-1", "b")], event("device.register", "batch:b")).await.is_err());
+    assert_eq!(s.store_certificates(&batch[..1]).await.unwrap(), [IssuanceOutcome::SerialTaken]);
+
+    let entries = all_entries(s, 3).await;
+    assert_eq!(events_of(&entries), expected);
+    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<i64>>());
+    assert_eq!(entries[0].prev_hash, GENESIS_HASH);
+    assert!(entries.windows(2).all(|w| w[1].prev_hash == w[0].hash && w[1].time_us >= w[0].time_us));
+    assert_eq!(verify_log(s, 3).await, Ok((8, entries[7].hash)));
+    assert_eq!(verify_log(s, 1).await, Ok((8, entries[7].hash)));
+    // Paging from the middle.
+    let tail = s.audit_entries(5, 2).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
+    assert!(s.audit_entries(8, 10).await.unwrap().is_empty());
+    assert!(s.audit_entries(0, 0).await.unwrap().is_empty());
+}
+
+/// Five entries: ca.init, three issuances, one refusal.
+async fn write_five(s: &dyn Store) {
+    create_ca(s, "device").await;
+    let batch: Vec<Issuance> = (1..=3u8).map(|i| issue(cert("device", &[i], None))).collect();
+    s.store_certificates(&batch).await.unwrap();
+    s.append_audit(&[event("certificate.enroll", "device:x").with_outcome("denied: unknown")]).await.unwrap();
+    assert_eq!(verify_log(s, 2).await.map(|h| h.0), Ok(5));
+}
+
+async fn tamper_edit_detected(h: &Harness) {
+    let s = h.store();
+    write_five(s).await;
+    h.backend.exec_sql("UPDATE audit_log SET outcome = 'denied' WHERE seq = 2").await;
+    for page in [1, 2, 100] {
+        let err = verify_log(s, page).await.unwrap_err();
+        assert_eq!(err.seq, 2, "{err}");
+        assert!(err.reason.contains("edited"), "{err}");
+    }
+    // A forged hash for the edited row moves the break to the next entry.
+    let forged = {
+        let entries = s.audit_entries(1, 1).await.unwrap();
+        let e = &entries[0];
+        hex::encode(audit::entry_hash(&e.prev_hash, e.seq, e.time_us, &e.event))
+    };
+    h.backend.exec_sql(&format!("UPDATE audit_log SET hash = '{forged}' WHERE seq = 2")).await;
+    assert_eq!(verify_log(s, 100).await.unwrap_err().seq, 3);
+}
+
+async fn tamper_delete_detected(h: &Harness) {
+    let s = h.store();
+    write_five(s).await;
+    h.backend.exec_sql("DELETE FROM audit_log WHERE seq = 3").await;
+    for page in [1, 2, 100] {
+        let err = verify_log(s, page).await.unwrap_err();
+        assert_eq!(err.seq, 3, "{err}");
+        assert!(err.reason.contains("missing"), "{err}");
+    }
+    // Deleting the newest entries is not visible in the chain alone, but a gap is:
+    // deleting the first one breaks at 1.
+    h.backend.exec_sql("DELETE FROM audit_log WHERE seq = 1").await;
+    assert_eq!(verify_log(s, 100).await.unwrap_err().seq, 1);
+}
+
+/// 8 tasks × 50 certificates, in batches of 1–5, all at once.
+async fn concurrent_store_certificates(h: &Harness) {
+    create_ca(h.store(), "device").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8u8 {
+        let store = Arc::clone(&h.store);
+        tasks.spawn(async move {
+            let certs: Vec<Issuance> = (0..50u8).map(|i| issue(cert("device", &[t, i, 0xc0], None))).collect();
+            for chunk in certs.chunks(usize::from(t % 5) + 1) {
+                let outcomes = store.store_certificates(chunk).await.unwrap();
+                assert!(outcomes.iter().all(|o| *o == IssuanceOutcome::Stored));
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let s = h.store();
+    for t in 0..8u8 {
+        for i in 0..50u8 {
+            assert!(s.get_certificate("device", &[t, i, 0xc0]).await.unwrap().is_some());
+        }
+    }
+    let entries = all_entries(s, 64).await;
+    assert_eq!(entries.len(), 401);
+    assert!(entries.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
+    assert_eq!(verify_log(s, 64).await.map(|h| h.0), Ok(401));
+}
+
+/// Two store instances on one database write at once and keep a single valid chain
+/// (DESIGN invariant 6; on SQLite, two opens of one file).
+async fn two_instances_one_chain(h: &Harness) {
+    let a = Arc::clone(&h.store);
+    let b = h.backend.second_instance().await;
+    create_ca(&*a, "device").await;
+    assert!(b.get_ca("device").await.unwrap().is_some());
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        tasks.spawn(async move {
+            for i in 0..25u8 {
+                let n = u8::try_from(n).unwrap();
+                if i % 5 == 0 {
+                    store.append_audit(&[event("audit.read", &format!("audit:{n}/{i}"))]).await.unwrap();
+                }
+                let batch = [issue(cert("device", &[n, i, 1], None)), issue(cert("device", &[n, i, 2], None))];
+                store.store_certificates(&batch).await.unwrap();
+            }
+        });
+    }
+    // Both instances race for the same serials too: exactly one wins each.
+    for store in [a.clone(), b.clone()] {
+        tasks.spawn(async move {
+            for i in 0..20u8 {
+                store.store_certificates(&[issue(cert("device", &[0xee, i], None))]).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let entries = all_entries(&*b, 50).await;
+    // 1 ca.init + 4 × (5 reads + 50 certs) + 20 contested serials.
+    assert_eq!(entries.len(), 1 + 4 * 55 + 20);
+    assert_eq!(verify_log(&*a, 50).await.map(|h| h.0), Ok(241));
+    assert_eq!(verify_log(&*b, 7).await.map(|h| h.0), Ok(241));
+}
+
+/// Not a pass/fail test: prints certificates/s for 16 concurrent callers storing
+/// batches of 128 (as the upstream batching writer would), plus single-caller numbers.
+async fn throughput(h: &Harness) {
+    create_ca(h.store(), "device").await;
+    for (callers, batch, batches) in [(1usize, 128usize, 20usize), (4, 128, 10), (16, 64, 5), (16, 256, 2)] {
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for caller in 0..callers {
+            let store = Arc::clone(&h.store);
+            tasks.spawn(async move {
+                for b in 0..batches {
+                    let items: Vec<Issuance> = (0..batch)
+                        .map(|i| {
+                            let serial: [u8; 16] = rand::random();
+                            let mut c = cert("device", &serial, Some(&format!("dev-{caller}-{b}-{i}")));
+                            c.der = (0..700).map(|_| rand::random::<u8>()).collect();
+                            issue(c)
+                        })
+                        .collect();
+                    store.store_certificates(&items).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let n = callers * batch * batches;
+        let secs = start.elapsed().as_secs_f64();
+        println!("{callers:>2} callers × batches of {batch:>3}: {n} certs in {secs:.2}s = {:.0}/s", n as f64 / secs);
+    }
+    assert!(verify_log(h.store(), 1000).await.is_ok());
+}
+
+// ---------------------------------------------------------------------------------
+// Backend-specific
+
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable_fast() {
+    let start = Instant::now();
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/pki?sslmode=disable").await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(matches!(err, StoreError::Unavailable(ref m) if m.contains("127.0.0.1:1")), "{err:?}");
+    // Bad connection strings are reported without echoing them.
+    let err = PostgresStore::connect("postgres://user:secret@host:notaport/db").await.unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_migrations_are_idempotent_across_instances() {
+    let db = TestDatabase::create().await;
+    let stores = tokio::join!(
+        PostgresStore::connect_with_config(db.config.clone()),
+        PostgresStore::connect_with_config(db.config.clone()),
+        PostgresStore::connect_with_config(db.config.clone()),
+    );
+    for s in [stores.0, stores.1, stores.2] {
+        s.unwrap().ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_data_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pki.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        create_ca(&s, "device").await;
+        s.store_certificates(&[issue(cert("device", &[9], None))]).await.unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s.get_certificate("device", &[9]).await.unwrap().is_some());
+    assert_eq!(verify_log(&s, 10).await.map(|h| h.0), Ok(2));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn sqlite_unopenable_path_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SqliteStore::open(dir.path().join("missing/dir/pki.db")).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
