@@ -106,10 +106,7 @@ pub fn verify(head: (i64, [u8; 32]), entries: &[AuditEntry]) -> Result<(i64, [u8
     let (mut seq, mut prev) = head;
     for e in entries {
         if e.seq != seq + 1 {
-            return Err(ChainBreak {
-                seq: seq + 1,
-                reason: format!("entry missing (next stored entry is {})", e.seq),
-            });
+            return Err(ChainBreak { seq: seq + 1, reason: format!("entry missing (next stored entry is {})", e.seq) });
         }
         if e.prev_hash != prev {
             return Err(ChainBreak { seq: e.seq, reason: "previous-hash link does not match".into() });

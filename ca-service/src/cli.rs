@@ -92,7 +92,9 @@ pub enum CaCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let evaluation = cli.config.is_none();
     let config = Arc::new(Config::load(cli.config.as_deref())?);
-    crate::init_logging(&config.server.log_format);
+    // Commands print their results; only the server narrates what it does.
+    let level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    crate::init_logging(&config.server.log_format, level);
     if evaluation && matches!(cli.command, Command::Init | Command::Serve) {
         prepare_evaluation_secret(&config)?;
     }

@@ -175,11 +175,27 @@ impl Default for Config {
         );
         cas.insert(
             "device".into(),
-            ca("CN=Device Issuing CA,O=Device PKI", Some("identity-root"), "ca-device", KeyAlgorithm::EcdsaP256, 3652, 0, true),
+            ca(
+                "CN=Device Issuing CA,O=Device PKI",
+                Some("identity-root"),
+                "ca-device",
+                KeyAlgorithm::EcdsaP256,
+                3652,
+                0,
+                true,
+            ),
         );
         cas.insert(
             "station".into(),
-            ca("CN=Station CA,O=Device PKI", Some("identity-root"), "ca-station", KeyAlgorithm::EcdsaP256, 3652, 0, true),
+            ca(
+                "CN=Station CA,O=Device PKI",
+                Some("identity-root"),
+                "ca-station",
+                KeyAlgorithm::EcdsaP256,
+                3652,
+                0,
+                true,
+            ),
         );
         cas.insert(
             "update-root".into(),
@@ -187,7 +203,15 @@ impl Default for Config {
         );
         cas.insert(
             "update-authority".into(),
-            ca("CN=Update Authority CA,O=Device PKI", Some("update-root"), "ca-update-authority", KeyAlgorithm::EcdsaP256, 3652, 0, true),
+            ca(
+                "CN=Update Authority CA,O=Device PKI",
+                Some("update-root"),
+                "ca-update-authority",
+                KeyAlgorithm::EcdsaP256,
+                3652,
+                0,
+                true,
+            ),
         );
         let profile = |kind, issuer: &str, days| ProfileConfig {
             kind,
@@ -236,6 +260,11 @@ impl Default for Config {
 impl Config {
     /// Loads defaults ← `path` (if given; it must exist) ← `CA_…` environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(path)?)
+    }
+
+    /// The layered sources, for callers (tests, tools) that add their own layer.
+    pub fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
@@ -243,10 +272,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let config: Config = fig
-            .merge(Env::prefixed("CA_").split("__"))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(fig.merge(Env::prefixed("CA_").split("__")))
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }

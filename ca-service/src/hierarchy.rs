@@ -18,7 +18,9 @@ pub enum HierarchyError {
     Exists(usize),
     #[error("no CA hierarchy in the database: run `ca-service init` first")]
     Missing,
-    #[error("key '{label}' already exists in key store '{store}': remove it or configure another key_label before init")]
+    #[error(
+        "key '{label}' already exists in key store '{store}': remove it or configure another key_label before init"
+    )]
     KeyPresent { store: String, label: String },
     #[error("unknown CA '{0}'")]
     UnknownCa(String),
@@ -77,11 +79,7 @@ pub fn summaries(records: &[CaRecord]) -> Vec<CaSummary> {
 }
 
 fn colon_hex(hex: &str) -> String {
-    hex.as_bytes()
-        .chunks(2)
-        .map(|c| String::from_utf8_lossy(c).to_uppercase())
-        .collect::<Vec<_>>()
-        .join(":")
+    hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect::<Vec<_>>().join(":")
 }
 
 /// Label of an issuing CA's OCSP-signer key.
@@ -201,7 +199,12 @@ async fn issue_ocsp_signers(
 
 /// A CSR for a CA's existing key, to have it signed externally (e.g. by an offline
 /// root on another system).
-pub async fn ca_csr(config: &Config, store: &dyn Store, keys: Arc<KeyStores>, name: &str) -> Result<String, HierarchyError> {
+pub async fn ca_csr(
+    config: &Config,
+    store: &dyn Store,
+    keys: Arc<KeyStores>,
+    name: &str,
+) -> Result<String, HierarchyError> {
     let ca_cfg = config.cas.get(name).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?.clone();
     let (store_name, label) = match store.get_ca(name).await? {
         Some(r) => (r.key_store, r.key_label),
@@ -268,7 +271,13 @@ pub async fn ca_import(
             r
         }
         None => {
-            let r = CaRecord { name: name.to_string(), cert_der: der, key_store: store_name, key_label: label, parent: None };
+            let r = CaRecord {
+                name: name.to_string(),
+                cert_der: der,
+                key_store: store_name,
+                key_label: label,
+                parent: None,
+            };
             store.create_ca(&r, audit).await?;
             r
         }

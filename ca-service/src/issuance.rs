@@ -221,11 +221,10 @@ impl Pki {
                     None => cn()?,
                 };
                 profile::validate_device_id(&id)?;
-                let model = req
-                    .model
-                    .clone()
-                    .or_else(|| profile.default_model.clone())
-                    .ok_or_else(|| IssueError::Policy("no device model given and the profile has no default".into()))?;
+                let model =
+                    req.model.clone().or_else(|| profile.default_model.clone()).ok_or_else(|| {
+                        IssueError::Policy("no device model given and the profile has no default".into())
+                    })?;
                 let oid = self.config.models.get(&model).ok_or_else(|| ProfileError::UnknownModel(model.clone()))?;
                 let model_oid = ObjectIdentifier::new(&oid.oid)
                     .map_err(|_| IssueError::Policy(format!("model '{model}' has an invalid OID")))?;
@@ -246,7 +245,8 @@ impl Pki {
         public_key_der: &[u8],
         actor: &str,
     ) -> Result<Issued, IssueError> {
-        let ca = self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
+        let ca =
+            self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
         if ca.issuer.is_none() {
             return Err(IssueError::CaUnavailable(profile.issuer.clone()));
         }
@@ -325,7 +325,9 @@ pub fn check_policy(name: &str, profile: &ProfileConfig, csr: &CheckedCsr) -> Re
     }
     let granted = profile::granted_ekus(profile.kind);
     if let Some(eku) = csr.requested_ekus.iter().find(|e| !granted.contains(&e.as_str())) {
-        return Err(IssueError::Policy(format!("the CSR asks for extended key usage {eku}, which profile '{name}' does not grant")));
+        return Err(IssueError::Policy(format!(
+            "the CSR asks for extended key usage {eku}, which profile '{name}' does not grant"
+        )));
     }
     let kind = csr.key_kind.config_name();
     if !profile.key_types.iter().any(|k| k == kind) {
@@ -376,7 +378,5 @@ pub fn unix(t: SystemTime) -> i64 {
 }
 
 fn subject_string(der: &[u8]) -> String {
-    x509_parser::certificate::X509Certificate::from_der(der)
-        .map(|(_, c)| c.subject().to_string())
-        .unwrap_or_default()
+    x509_parser::certificate::X509Certificate::from_der(der).map(|(_, c)| c.subject().to_string()).unwrap_or_default()
 }

@@ -74,16 +74,12 @@ impl KeyStores {
 
     /// Finds a key, naming the store in the error.
     pub fn find(&self, store: &str, label: &str) -> Result<Arc<dyn Signer>, KeyStoreError> {
-        self.get(store)?
-            .find(label)
-            .map_err(|source| KeyStoreError::Hsm { store: store.to_string(), source })
+        self.get(store)?.find(label).map_err(|source| KeyStoreError::Hsm { store: store.to_string(), source })
     }
 
     /// Generates a key, naming the store in the error.
     pub fn generate(&self, store: &str, label: &str, alg: KeyAlgorithm) -> Result<Arc<dyn Signer>, KeyStoreError> {
-        self.get(store)?
-            .generate(label, alg)
-            .map_err(|source| KeyStoreError::Hsm { store: store.to_string(), source })
+        self.get(store)?.generate(label, alg).map_err(|source| KeyStoreError::Hsm { store: store.to_string(), source })
     }
 }
 
@@ -104,11 +100,8 @@ impl CaKey {
         let bad = |m: String| KeyStoreError::Config { store: signer.label().to_string(), message: m };
         let spki = spki::SubjectPublicKeyInfoRef::from_der(signer.public_key_der())
             .map_err(|e| bad(format!("public key does not parse: {e}")))?;
-        let public_key_bits = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| bad("public key has unused bits".into()))?
-            .to_vec();
+        let public_key_bits =
+            spki.subject_public_key.as_bytes().ok_or_else(|| bad("public key has unused bits".into()))?.to_vec();
         Ok(Self { algorithm: rcgen_algorithm(signer.algorithm()), public_key_bits, signer })
     }
 

@@ -16,10 +16,11 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-/// Installs the tracing subscriber (stderr; `text` or `json`), once.
-pub fn init_logging(format: &str) {
+/// Installs the tracing subscriber (stderr; `text` or `json`), once. `CA_LOG`
+/// (an `EnvFilter` directive) overrides `default_level`.
+pub fn init_logging(format: &str, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("CA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }

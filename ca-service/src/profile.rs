@@ -211,9 +211,7 @@ pub fn end_entity_params(
                 p.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
                     Ok(ip) => SanType::IpAddress(ip),
                     Err(_) => SanType::DnsName(
-                        n.clone()
-                            .try_into()
-                            .map_err(|_| ProfileError::Subject(n.clone(), "not a DNS name".into()))?,
+                        n.clone().try_into().map_err(|_| ProfileError::Subject(n.clone(), "not a DNS name".into()))?,
                     ),
                 });
             }

@@ -57,7 +57,13 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
     .map_err(|e| err(e.to_string()))?
     .map_err(|e| err(e.to_string()))?;
     let issued = pki
-        .issue_checked(profile_name, profile, Subject::Server(cfg.server.tls_names.clone()), key.public_key_der(), "system:serve")
+        .issue_checked(
+            profile_name,
+            profile,
+            Subject::Server(cfg.server.tls_names.clone()),
+            key.public_key_der(),
+            "system:serve",
+        )
         .await
         .map_err(|e| err(e.to_string()))?;
     let mut chain = vec![issued.record.der];
@@ -137,7 +143,8 @@ async fn healthz() -> HttpResponse {
 /// Ready when the database answers and every loaded issuing key's store answers.
 async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
     if let Err(e) = pki.store.ping().await {
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": format!("storage: {e}")}));
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "reason": format!("storage: {e}")}));
     }
     let stores: Vec<String> = pki
         .cas()
@@ -149,7 +156,8 @@ async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
     let keys = pki.keys.clone();
     let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
         for s in stores {
-            keys.get(&s).and_then(|k| k.ping().map_err(|source| crate::keys::KeyStoreError::Hsm { store: s.clone(), source }))
+            keys.get(&s)
+                .and_then(|k| k.ping().map_err(|source| crate::keys::KeyStoreError::Hsm { store: s.clone(), source }))
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -157,7 +165,9 @@ async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
     .await;
     match checked {
         Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"ready": true})),
-        Ok(Err(reason)) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": reason})),
+        Ok(Err(reason)) => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": reason}))
+        }
         Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": e.to_string()})),
     }
 }

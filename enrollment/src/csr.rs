@@ -5,12 +5,12 @@
 //! contributes its public key and identity, and what it *asks* for (CA:TRUE, extended
 //! key usages) is surfaced so the caller can refuse it rather than silently drop it.
 
+use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::der_parser::oid;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::Oid;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
-use x509_parser::certification_request::X509CertificationRequest;
 
 /// Requests larger than this are refused before parsing.
 pub const MAX_CSR_BYTES: usize = 64 * 1024;
@@ -81,23 +81,23 @@ pub struct CheckedCsr {
 /// Signature algorithms accepted on requests. Anything else (SHA-1, MD5, unknown)
 /// is refused by policy, even where the parser could verify it.
 const ACCEPTED_SIGNATURES: &[Oid<'static>] = &[
-    oid!(1.2.840.10045.4.3.2),  // ecdsa-with-SHA256
-    oid!(1.2.840.10045.4.3.3),  // ecdsa-with-SHA384
-    oid!(1.2.840.10045.4.3.4),  // ecdsa-with-SHA512
-    oid!(1.3.101.112),          // Ed25519
-    oid!(1.2.840.113549.1.1.11), // sha256WithRSAEncryption
-    oid!(1.2.840.113549.1.1.12), // sha384WithRSAEncryption
-    oid!(1.2.840.113549.1.1.13), // sha512WithRSAEncryption
-    oid!(1.2.840.113549.1.1.10), // RSASSA-PSS (hash checked by the verifier)
+    oid!(1.2.840 .10045 .4 .3 .2),   // ecdsa-with-SHA256
+    oid!(1.2.840 .10045 .4 .3 .3),   // ecdsa-with-SHA384
+    oid!(1.2.840 .10045 .4 .3 .4),   // ecdsa-with-SHA512
+    oid!(1.3.101 .112),              // Ed25519
+    oid!(1.2.840 .113549 .1 .1 .11), // sha256WithRSAEncryption
+    oid!(1.2.840 .113549 .1 .1 .12), // sha384WithRSAEncryption
+    oid!(1.2.840 .113549 .1 .1 .13), // sha512WithRSAEncryption
+    oid!(1.2.840 .113549 .1 .1 .10), // RSASSA-PSS (hash checked by the verifier)
 ];
 
-const OID_EC_PUBLIC_KEY: Oid<'static> = oid!(1.2.840.10045.2.1);
-const OID_P256: Oid<'static> = oid!(1.2.840.10045.3.1.7);
-const OID_P384: Oid<'static> = oid!(1.3.132.0.34);
-const OID_ED25519: Oid<'static> = oid!(1.3.101.112);
-const OID_RSA: Oid<'static> = oid!(1.2.840.113549.1.1.1);
-const OID_CN: Oid<'static> = oid!(2.5.4.3);
-const OID_SERIAL_NUMBER: Oid<'static> = oid!(2.5.4.5);
+const OID_EC_PUBLIC_KEY: Oid<'static> = oid!(1.2.840 .10045 .2 .1);
+const OID_P256: Oid<'static> = oid!(1.2.840 .10045 .3 .1 .7);
+const OID_P384: Oid<'static> = oid!(1.3.132 .0 .34);
+const OID_ED25519: Oid<'static> = oid!(1.3.101 .112);
+const OID_RSA: Oid<'static> = oid!(1.2.840 .113549 .1 .1 .1);
+const OID_CN: Oid<'static> = oid!(2.5.4 .3);
+const OID_SERIAL_NUMBER: Oid<'static> = oid!(2.5.4 .5);
 
 /// Decodes a PEM (`CERTIFICATE REQUEST` / `NEW CERTIFICATE REQUEST`) or DER request
 /// and checks it.
@@ -111,10 +111,7 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, CsrError> {
     let der = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
         let block = pem::parse(input).map_err(|e| CsrError::Malformed(e.to_string()))?;
         if !matches!(block.tag(), "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST") {
-            return Err(CsrError::Malformed(format!(
-                "PEM block is '{}', expected 'CERTIFICATE REQUEST'",
-                block.tag()
-            )));
+            return Err(CsrError::Malformed(format!("PEM block is '{}', expected 'CERTIFICATE REQUEST'", block.tag())));
         }
         block.into_contents()
     } else {
@@ -124,8 +121,7 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, CsrError> {
 }
 
 fn check_csr_der(der: Vec<u8>) -> Result<CheckedCsr, CsrError> {
-    let (rest, csr) =
-        X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrError::Malformed("trailing bytes after the request".into()));
     }
@@ -229,10 +225,7 @@ fn classify_key(
     }
 }
 
-fn first_attribute(
-    name: &x509_parser::x509::X509Name<'_>,
-    oid: &Oid<'_>,
-) -> Result<Option<String>, CsrError> {
+fn first_attribute(name: &x509_parser::x509::X509Name<'_>, oid: &Oid<'_>) -> Result<Option<String>, CsrError> {
     match name.iter_by_oid(oid).next() {
         None => Ok(None),
         Some(attr) => attr
@@ -289,10 +282,15 @@ mod tests {
     fn garbage_empty_oversized_and_wrong_pem_are_refused() {
         assert_eq!(check_csr(b"").unwrap_err(), CsrError::Empty);
         assert!(matches!(check_csr(b"\x30\x03\x02\x01").unwrap_err(), CsrError::Malformed(_)));
-        assert!(matches!(check_csr(b"-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n").unwrap_err(), CsrError::Malformed(_)));
+        assert!(matches!(
+            check_csr(b"-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n").unwrap_err(),
+            CsrError::Malformed(_)
+        ));
         assert_eq!(check_csr(&vec![0x30; MAX_CSR_BYTES + 1]).unwrap_err(), CsrError::TooLarge);
         let wrong = pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2, 3]));
-        assert!(matches!(check_csr(wrong.as_bytes()).unwrap_err(), CsrError::Malformed(m) if m.contains("CERTIFICATE")));
+        assert!(
+            matches!(check_csr(wrong.as_bytes()).unwrap_err(), CsrError::Malformed(m) if m.contains("CERTIFICATE"))
+        );
     }
 
     #[test]
@@ -340,6 +338,8 @@ mod golden {
 
     #[test]
     fn unsupported_curve_is_refused() {
-        assert!(matches!(check_csr(&vector("secp256k1.csr")).unwrap_err(), CsrError::UnsupportedKey(c) if c.contains("1.3.132.0.10")));
+        assert!(
+            matches!(check_csr(&vector("secp256k1.csr")).unwrap_err(), CsrError::UnsupportedKey(c) if c.contains("1.3.132.0.10"))
+        );
     }
 }
