@@ -153,3 +153,65 @@ mod tests {
         assert_ne!(entry_hash(&GENESIS_HASH, 1, 0, &a), entry_hash(&GENESIS_HASH, 1, 0, &b));
     }
 }
+
+/// The result of checking a store's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReport {
+    pub entries: i64,
+    pub head: [u8; 32],
+    pub certificates: usize,
+}
+
+/// Why a store's audit log does not check out.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Broken(#[from] ChainBreak),
+    /// The chain verifies but records are missing their entries: the newest entries
+    /// were removed (truncation leaves a shorter chain that still links up).
+    #[error("audit log incomplete: {0} has no audit entry (entries after seq {1} may have been removed)")]
+    Missing(String, i64),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Walks the whole chain, then checks that every stored CA and certificate has the
+/// audit entry that recorded it. The chain alone cannot notice its newest entries
+/// being cut off; the records can, because each was committed with its entry.
+pub async fn verify_store(store: &dyn crate::store::Store) -> Result<LogReport, LogError> {
+    const PAGE: i64 = 1000;
+    let mut head = (0, GENESIS_HASH);
+    let mut recorded = std::collections::HashSet::new();
+    loop {
+        let page = store.audit_entries(head.0, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        head = verify(head, &page)?;
+        for e in page {
+            if matches!(e.event.action.as_str(), "certificate.issue" | "ca.create" | "ca.import") {
+                recorded.insert(e.event.target);
+            }
+        }
+    }
+    for ca in store.list_cas().await? {
+        let target = format!("ca:{}", ca.name);
+        if !recorded.contains(&target) {
+            return Err(LogError::Missing(target, head.0));
+        }
+    }
+    let (mut after, mut certificates) = (0, 0);
+    loop {
+        let page = store.certificate_keys(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for k in &page {
+            let target = format!("certificate:{}/{}", k.issuer, hex::encode(&k.serial));
+            if !recorded.contains(&target) {
+                return Err(LogError::Missing(target, head.0));
+            }
+        }
+        certificates += page.len();
+    }
+    Ok(LogReport { entries: head.0, head: head.1, certificates })
+}

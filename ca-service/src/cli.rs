@@ -169,15 +169,13 @@ async fn ensure_hierarchy(store: &dyn Store) -> anyhow::Result<()> {
 }
 
 async fn verify_audit(store: &dyn Store) -> anyhow::Result<()> {
-    let mut head = (0, audit::GENESIS_HASH);
-    loop {
-        let page = store.audit_entries(head.0, 1000).await?;
-        if page.is_empty() {
-            break;
-        }
-        head = audit::verify(head, &page)?;
-    }
-    println!("audit log intact: {} entries, head {}", head.0, hex::encode(head.1));
+    let report = audit::verify_store(store).await?;
+    println!(
+        "audit log intact: {} entries, head {}; all {} certificates and every CA have their entries",
+        report.entries,
+        hex::encode(report.head),
+        report.certificates
+    );
     Ok(())
 }
 

@@ -242,7 +242,9 @@ impl Default for Config {
             server: ServerConfig {
                 http: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 https: SocketAddr::from(([127, 0, 0, 1], 8443)),
-                tls_names: vec!["localhost".into(), "127.0.0.1".into()],
+                // An IP SAN: "localhost" is a single-label dNSName, which strict RFC 5280
+                // linters reject.
+                tls_names: vec!["127.0.0.1".into()],
                 tls_issuer: "device".into(),
                 log_format: "text".into(),
             },
@@ -318,6 +320,14 @@ impl Config {
         }
         if !self.cas.contains_key(&self.server.tls_issuer) {
             return bad(format!("server.tls_issuer names unknown CA '{}'", self.server.tls_issuer));
+        }
+        for name in &self.server.tls_names {
+            if name.parse::<std::net::IpAddr>().is_err() && !name.contains('.') {
+                return bad(format!(
+                    "server.tls_names: '{name}' is a single-label DNS name, which strict RFC 5280 linters \
+                     reject; use a fully qualified name or an IP address"
+                ));
+            }
         }
         if self.issuance.max_batch == 0 {
             return bad("issuance.max_batch must be at least 1".into());
@@ -397,6 +407,15 @@ mod tests {
         let mut c = Config::default();
         c.cas.get_mut("identity-root").unwrap().parent = Some("device".into());
         assert!(c.validate().unwrap_err().to_string().contains("cycle"));
+    }
+
+    #[test]
+    fn single_label_tls_names_are_refused() {
+        let mut c = Config::default();
+        c.server.tls_names = vec!["localhost".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("single-label"));
+        c.server.tls_names = vec!["pki.example.com".into(), "::1".into(), "10.0.0.1".into()];
+        c.validate().unwrap();
     }
 
     #[test]

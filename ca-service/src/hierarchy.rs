@@ -117,7 +117,7 @@ pub async fn init(
             for (store, label) in labels {
                 match keys.find(&store, &label) {
                     Ok(_) => return Err(HierarchyError::KeyPresent { store, label }),
-                    Err(KeyStoreError::Hsm { source: hsm::HsmError::KeyNotFound(_), .. }) => {}
+                    Err(KeyStoreError::Hsm { cause: hsm::HsmError::KeyNotFound(_), .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -259,25 +259,35 @@ pub async fn ca_import(
             "it certifies a different public key than CA '{name}' holds in {store_name}:{label}"
         )));
     }
+    // The parent is whichever stored CA actually signed it; an external issuer
+    // (another organisation's or an offline root elsewhere) leaves it empty.
+    let mut parent = None;
+    for other in store.list_cas().await? {
+        if other.name == name {
+            continue;
+        }
+        if let Ok((_, o)) = x509_parser::certificate::X509Certificate::from_der(&other.cert_der) {
+            if o.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(Some(o.public_key())).is_ok() {
+                parent = Some(other.name.clone());
+                break;
+            }
+        }
+    }
     let audit = AuditEvent::success(actor, "ca.import", format!("ca:{name}")).with_details(serde_json::json!({
         "subject": cert.subject().to_string(),
         "issuer": cert.issuer().to_string(),
+        "parent": parent,
         "sha256_fingerprint": sha256_hex(&der),
     }));
     let record = match existing {
         Some(mut r) => {
-            store.update_ca_certificate(name, &der, audit).await?;
+            store.update_ca_certificate(name, &der, parent.as_deref(), audit).await?;
             r.cert_der = der;
+            r.parent = parent;
             r
         }
         None => {
-            let r = CaRecord {
-                name: name.to_string(),
-                cert_der: der,
-                key_store: store_name,
-                key_label: label,
-                parent: None,
-            };
+            let r = CaRecord { name: name.to_string(), cert_der: der, key_store: store_name, key_label: label, parent };
             store.create_ca(&r, audit).await?;
             r
         }

@@ -48,12 +48,16 @@ pub enum IssueError {
     SerialExhausted,
     #[error("the issuance writer has stopped")]
     WriterStopped,
+    #[error("{0}")]
+    ConfigMismatch(String),
 }
 
 /// A CA as loaded for service: its certificate, and its key if this process signs.
 pub struct Ca {
     pub record: CaRecord,
     pub subject: String,
+    /// Issuer and subject are the same name (a root).
+    pub self_signed: bool,
     pub not_after: SystemTime,
     pub fingerprint: String,
     issuer: Option<rcgen::Issuer<'static, CaKey>>,
@@ -86,7 +90,8 @@ impl Ca {
             }
             None => None,
         };
-        Ok(Self { fingerprint: sha256_hex(&record.cert_der), subject, not_after, issuer, record })
+        let self_signed = cert.subject().as_raw() == cert.issuer().as_raw();
+        Ok(Self { fingerprint: sha256_hex(&record.cert_der), subject, self_signed, not_after, issuer, record })
     }
 
     pub fn issuer(&self) -> Option<&rcgen::Issuer<'static, CaKey>> {
@@ -150,6 +155,19 @@ impl Pki {
     pub async fn load(config: Arc<Config>, store: Arc<dyn Store>, keys: Arc<KeyStores>) -> Result<Self, IssueError> {
         let mut cas = BTreeMap::new();
         for record in store.list_cas().await? {
+            // The database records where each CA's key is; a configuration that has
+            // since been edited to point elsewhere must not be silently ignored.
+            if let Some(c) = config.cas.get(&record.name) {
+                if (c.key_store.as_str(), c.key_label.as_str())
+                    != (record.key_store.as_str(), record.key_label.as_str())
+                {
+                    return Err(IssueError::ConfigMismatch(format!(
+                        "CA '{}': the configuration names key {}:{} but the hierarchy holds it in {}:{}; \
+                         restore the configuration, or move the CA with `ca-service ca import`",
+                        record.name, c.key_store, c.key_label, record.key_store, record.key_label
+                    )));
+                }
+            }
             let key = match config.cas.get(&record.name) {
                 Some(c) if c.issuing => {
                     let (store_name, label) = (record.key_store.clone(), record.key_label.clone());
@@ -189,14 +207,18 @@ impl Pki {
         self.cas.values()
     }
 
-    /// The issuing chain above `ca`: its own certificate, then its parents, root excluded.
+    /// The issuing chain above `ca`: its own certificate, then its parents, up to but
+    /// excluding a self-signed root (an externally signed CA has no parent here, and
+    /// its certificate is still part of the chain).
     pub fn chain_of(&self, ca: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut next = self.cas.get(ca);
         while let Some(c) = next {
-            let Some(parent) = &c.record.parent else { break };
+            if c.self_signed {
+                break;
+            }
             out.push(c.record.cert_der.clone());
-            next = self.cas.get(parent);
+            next = c.record.parent.as_ref().and_then(|p| self.cas.get(p));
         }
         out
     }

@@ -23,12 +23,10 @@ pub struct KeyStores {
 pub enum KeyStoreError {
     #[error("no key store named '{0}' in the configuration")]
     Unknown(String),
-    #[error("key store '{store}': {source}")]
-    Hsm {
-        store: String,
-        #[source]
-        source: HsmError,
-    },
+    // The cause is part of the message and deliberately not a `source` (thiserror
+    // treats a field named so as one), so `{:#}` error chains print it once.
+    #[error("key store '{store}': {cause}")]
+    Hsm { store: String, cause: HsmError },
     #[error("key store '{store}': {message}")]
     Config { store: String, message: String },
 }
@@ -48,7 +46,7 @@ impl KeyStores {
         let secret = cfg
             .secret_source()
             .map_err(|e| KeyStoreError::Config { store: name.to_string(), message: e.to_string() })?;
-        let hsm_err = |source| KeyStoreError::Hsm { store: name.to_string(), source };
+        let hsm_err = |source| KeyStoreError::Hsm { store: name.to_string(), cause: source };
         let store: Arc<dyn KeyStore> = match cfg {
             KeyStoreConfig::Software { dir, key_file, .. } => {
                 let secret = if key_file.is_some() {
@@ -74,12 +72,14 @@ impl KeyStores {
 
     /// Finds a key, naming the store in the error.
     pub fn find(&self, store: &str, label: &str) -> Result<Arc<dyn Signer>, KeyStoreError> {
-        self.get(store)?.find(label).map_err(|source| KeyStoreError::Hsm { store: store.to_string(), source })
+        self.get(store)?.find(label).map_err(|source| KeyStoreError::Hsm { store: store.to_string(), cause: source })
     }
 
     /// Generates a key, naming the store in the error.
     pub fn generate(&self, store: &str, label: &str, alg: KeyAlgorithm) -> Result<Arc<dyn Signer>, KeyStoreError> {
-        self.get(store)?.generate(label, alg).map_err(|source| KeyStoreError::Hsm { store: store.to_string(), source })
+        self.get(store)?
+            .generate(label, alg)
+            .map_err(|source| KeyStoreError::Hsm { store: store.to_string(), cause: source })
     }
 }
 

@@ -19,8 +19,19 @@ pub mod tls;
 /// Installs the tracing subscriber (stderr; `text` or `json`), once. `CA_LOG`
 /// (an `EnvFilter` directive) overrides `default_level`.
 pub fn init_logging(format: &str, default_level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // cryptoki logs every mechanism number it has no name for at ERROR while listing
+    // a token's mechanisms: noise, not an error of ours. Silenced unless the operator's
+    // own filter says something about cryptoki.
+    let mut directives = std::env::var("CA_LOG").unwrap_or_else(|_| default_level.to_string());
+    if !directives.contains("cryptoki") {
+        directives.push_str(",cryptoki::mechanism=off");
+    }
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }

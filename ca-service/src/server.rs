@@ -48,7 +48,7 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
     let (keys, store) = (pki.keys.clone(), ca.key_store.clone());
     let key = tokio::task::spawn_blocking(move || match keys.find(&store, TLS_KEY_LABEL) {
         Ok(k) => Ok(k),
-        Err(crate::keys::KeyStoreError::Hsm { source: hsm::HsmError::KeyNotFound(_), .. }) => {
+        Err(crate::keys::KeyStoreError::Hsm { cause: hsm::HsmError::KeyNotFound(_), .. }) => {
             keys.generate(&store, TLS_KEY_LABEL, hsm::KeyAlgorithm::EcdsaP256)
         }
         Err(e) => Err(e),
@@ -157,7 +157,9 @@ async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
     let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
         for s in stores {
             keys.get(&s)
-                .and_then(|k| k.ping().map_err(|source| crate::keys::KeyStoreError::Hsm { store: s.clone(), source }))
+                .and_then(|k| {
+                    k.ping().map_err(|source| crate::keys::KeyStoreError::Hsm { store: s.clone(), cause: source })
+                })
                 .map_err(|e| e.to_string())?;
         }
         Ok(())

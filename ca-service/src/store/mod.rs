@@ -80,6 +80,14 @@ pub struct CertRecord {
     pub der: Vec<u8>,
 }
 
+/// Where a stored certificate is, for walks over the whole table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateKey {
+    pub id: i64,
+    pub issuer: String,
+    pub serial: Vec<u8>,
+}
+
 /// A certificate and the audit event that records its issuance.
 #[derive(Clone, Debug)]
 pub struct Issuance {
@@ -160,8 +168,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records a new CA. `AlreadyExists` if the name is taken.
     async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError>;
-    /// Replaces a CA's certificate (external signing, renewal). `NotFound` if absent.
-    async fn update_ca_certificate(&self, name: &str, cert_der: &[u8], audit: AuditEvent) -> Result<(), StoreError>;
+    /// Replaces a CA's certificate and its parent (external signing, renewal).
+    /// `NotFound` if absent.
+    async fn update_ca_certificate(
+        &self,
+        name: &str,
+        cert_der: &[u8],
+        parent: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
     async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
     /// All CAs, in creation order.
     async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
@@ -172,6 +187,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// durably committed (SQLite `synchronous=FULL`) before this returns.
     async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError>;
     async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
+    /// Issuer and serial of stored certificates with row id > `after_id`, in id order,
+    /// at most `limit` (the audit cross-check pages through all of them).
+    async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError>;
     /// A device's certificates, newest first.
     async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError>;
 
@@ -184,9 +202,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Up to `limit` entries with `seq > after_seq`, in order.
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }
-
-#[cfg(test)]
-mod suite;
 
 /// Opens the store named by a URL: `sqlite:PATH` (or `sqlite://PATH`) or
 /// `postgres://…` / `postgresql://…`. Migrations are applied on open.
@@ -214,11 +229,23 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 /// A URL with any password removed, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
+        (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
+            let user = url[s + 3..at].split(':').next().unwrap_or("");
             format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod suite;
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn passwords_are_redacted_and_nothing_else() {
+        assert_eq!(super::redact_url("postgres://pki:s3cret@db:5432/pki"), "postgres://pki:***@db:5432/pki");
+        assert_eq!(super::redact_url("postgres://pki@db/pki"), "postgres://pki@db/pki");
+        assert_eq!(super::redact_url("sqlite:./x.db"), "sqlite:./x.db");
     }
 }

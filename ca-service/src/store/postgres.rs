@@ -23,7 +23,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
 use super::{
-    CaRecord, CertRecord, CertStatus, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store, StoreError,
+    CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store,
+    StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
@@ -338,13 +339,21 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg_err)
     }
 
-    async fn update_ca_certificate(&self, name: &str, cert_der: &[u8], audit: AuditEvent) -> Result<(), StoreError> {
+    async fn update_ca_certificate(
+        &self,
+        name: &str,
+        cert_der: &[u8],
+        parent: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         let head = lock_chain(&tx).await?;
-        let stmt =
-            tx.prepare_cached("UPDATE cas SET cert_der = $1, updated_at = $2 WHERE name = $3").await.map_err(pg_err)?;
-        let n = tx.execute(&stmt, &[&cert_der, &now_us(), &name]).await.map_err(pg_err)?;
+        let stmt = tx
+            .prepare_cached("UPDATE cas SET cert_der = $1, parent = $2, updated_at = $3 WHERE name = $4")
+            .await
+            .map_err(pg_err)?;
+        let n = tx.execute(&stmt, &[&cert_der, &parent, &now_us(), &name]).await.map_err(pg_err)?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("CA '{name}'")));
         }
@@ -470,6 +479,27 @@ impl Store for PostgresStore {
             .as_ref()
             .map(cert_from_row)
             .transpose()
+    }
+
+    async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT id, issuer, serial_hex FROM certificates WHERE id > $1 ORDER BY id LIMIT $2")
+            .await
+            .map_err(pg_err)?;
+        client
+            .query(&stmt, &[&after_id, &limit])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0).map_err(pg_err)?;
+                let serial_hex: String = row.try_get(2).map_err(pg_err)?;
+                let serial = hex::decode(&serial_hex)
+                    .map_err(|_| StoreError::Corrupt(format!("certificate {id}: serial '{serial_hex}' is not hex")))?;
+                Ok(CertificateKey { id, issuer: row.try_get(1).map_err(pg_err)?, serial })
+            })
+            .collect()
     }
 
     async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError> {

@@ -20,7 +20,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
-    CaRecord, CertRecord, CertStatus, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store, StoreError,
+    CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store,
+    StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
@@ -333,14 +334,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_ca_certificate(&self, name: &str, cert_der: &[u8], audit: AuditEvent) -> Result<(), StoreError> {
+    async fn update_ca_certificate(
+        &self,
+        name: &str,
+        cert_der: &[u8],
+        parent: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
         let name = name.to_owned();
         let cert_der = cert_der.to_vec();
+        let parent = parent.map(str::to_owned);
         self.write(move |tx| {
             let n = tx
-                .prepare_cached("UPDATE cas SET cert_der = ?1, updated_at = ?2 WHERE name = ?3")
+                .prepare_cached("UPDATE cas SET cert_der = ?1, parent = ?2, updated_at = ?3 WHERE name = ?4")
                 .map_err(db_err)?
-                .execute(params![cert_der, now_us(), name])
+                .execute(params![cert_der, parent, now_us(), name])
                 .map_err(db_err)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("CA '{name}'")));
@@ -424,6 +432,28 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND serial_hex = ?2");
             Ok(query_all(conn, &sql, [issuer, serial_hex], cert_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError> {
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT id, issuer, serial_hex FROM certificates WHERE id > ?1 ORDER BY id LIMIT ?2",
+                params![after_id, limit],
+                |row| {
+                    let serial_hex: String = row.get(2).map_err(db_err)?;
+                    Ok((row.get::<_, i64>(0).map_err(db_err)?, row.get::<_, String>(1).map_err(db_err)?, serial_hex))
+                },
+            )?
+            .into_iter()
+            .map(|(id, issuer, serial_hex)| {
+                let serial = hex::decode(&serial_hex)
+                    .map_err(|_| StoreError::Corrupt(format!("certificate {id}: serial '{serial_hex}' is not hex")))?;
+                Ok(CertificateKey { id, issuer, serial })
+            })
+            .collect()
         })
         .await
     }

@@ -369,15 +369,20 @@ async fn ca_duplicate_is_already_exists(h: &Harness) {
 async fn ca_update_certificate(h: &Harness) {
     let s = h.store();
     create_ca(s, "device").await;
-    s.update_ca_certificate("device", b"renewed", event("ca.renew", "ca:device")).await.unwrap();
+    s.update_ca_certificate("device", b"renewed", None, event("ca.renew", "ca:device")).await.unwrap();
     let got = s.get_ca("device").await.unwrap().unwrap();
     assert_eq!(got.cert_der, b"renewed");
     assert_eq!(got.key_label, "device-key");
+    assert_eq!(got.parent, None);
 
-    let err = s.update_ca_certificate("nope", b"x", event("ca.renew", "ca:nope")).await.unwrap_err();
+    let err = s.update_ca_certificate("nope", b"x", None, event("ca.renew", "ca:nope")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(ref m) if m.contains("nope")), "{err:?}");
+    // Re-parenting (an import signed by another stored CA) is recorded.
+    create_ca(s, "root").await;
+    s.update_ca_certificate("device", b"signed-by-root", Some("root"), event("ca.import", "ca:device")).await.unwrap();
+    assert_eq!(s.get_ca("device").await.unwrap().unwrap().parent.as_deref(), Some("root"));
     let actions: Vec<String> = s.audit_entries(0, 100).await.unwrap().into_iter().map(|e| e.event.action).collect();
-    assert_eq!(actions, ["ca.init", "ca.renew"]);
+    assert_eq!(actions, ["ca.init", "ca.renew", "ca.init", "ca.import"]);
 }
 
 async fn certificate_round_trip(h: &Harness) {
@@ -549,7 +554,7 @@ async fn audit_records_every_write_in_order(h: &Harness) {
     s.create_ca(&ca("device", None), e.clone()).await.unwrap();
     expected.push(e);
     let e = event("ca.renew", "ca:device").with_details(serde_json::json!({ "reason": "external signing" }));
-    s.update_ca_certificate("device", b"new", e.clone()).await.unwrap();
+    s.update_ca_certificate("device", b"new", None, e.clone()).await.unwrap();
     expected.push(e);
     let batch: Vec<Issuance> = (1..=3u8).map(|i| issue(cert("device", &[i], Some("d-1")))).collect();
     s.store_certificates(&batch).await.unwrap();
@@ -565,7 +570,7 @@ async fn audit_records_every_write_in_order(h: &Harness) {
     expected.extend(refusals.iter().cloned());
     // Refused writes add nothing.
     assert!(s.create_ca(&ca("device", None), event("ca.init", "ca:device")).await.is_err());
-    assert!(s.update_ca_certificate("x", b"", event("ca.renew", "ca:x")).await.is_err());
+    assert!(s.update_ca_certificate("x", b"", None, event("ca.renew", "ca:x")).await.is_err());
     assert!(s.add_devices(&[device("d-1", "b")], event("device.register", "batch:b")).await.is_err());
     assert_eq!(s.store_certificates(&batch[..1]).await.unwrap(), [IssuanceOutcome::SerialTaken]);
 
