@@ -23,7 +23,7 @@ pub mod software;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use secret::{SecretSource, SecretBytes};
+pub use secret::{SecretBytes, SecretSource};
 
 /// Key types a CA or signer may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -41,31 +41,22 @@ pub enum KeyAlgorithm {
 
 impl KeyAlgorithm {
     /// All supported algorithms, for tests and help texts.
-    pub const ALL: [KeyAlgorithm; 4] = [
-        KeyAlgorithm::EcdsaP256,
-        KeyAlgorithm::EcdsaP384,
-        KeyAlgorithm::Ed25519,
-        KeyAlgorithm::Rsa3072,
-    ];
+    pub const ALL: [KeyAlgorithm; 4] =
+        [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa3072];
 
     /// The DER encoding of the AlgorithmIdentifier of the signatures this key makes.
     pub fn signature_algorithm_der(self) -> &'static [u8] {
         match self {
             // SEQUENCE { OID ecdsa-with-SHA256 }
-            KeyAlgorithm::EcdsaP256 => &[
-                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
-            ],
+            KeyAlgorithm::EcdsaP256 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
             // SEQUENCE { OID ecdsa-with-SHA384 }
-            KeyAlgorithm::EcdsaP384 => &[
-                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
-            ],
+            KeyAlgorithm::EcdsaP384 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
             // SEQUENCE { OID id-Ed25519 }
             KeyAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
             // SEQUENCE { OID sha256WithRSAEncryption, NULL }
-            KeyAlgorithm::Rsa3072 => &[
-                0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b,
-                0x05, 0x00,
-            ],
+            KeyAlgorithm::Rsa3072 => {
+                &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
+            }
         }
     }
 }

@@ -27,14 +27,11 @@ impl SecretSource {
         match self {
             SecretSource::Env(var) => match std::env::var_os(var) {
                 Some(v) => Ok(Zeroizing::new(v.into_encoded_bytes())),
-                None => Err(HsmError::SecretUnavailable(format!(
-                    "environment variable {var} is not set"
-                ))),
+                None => Err(HsmError::SecretUnavailable(format!("environment variable {var} is not set"))),
             },
             SecretSource::File(path) => {
-                let mut bytes = std::fs::read(path).map_err(|e| {
-                    HsmError::SecretUnavailable(format!("cannot read {}: {e}", path.display()))
-                })?;
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| HsmError::SecretUnavailable(format!("cannot read {}: {e}", path.display())))?;
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
                     if bytes.last() == Some(&b'\r') {
