@@ -7,10 +7,10 @@ use x509_parser::prelude::FromDer;
 
 use crate::audit::AuditEvent;
 use crate::config::Config;
-use crate::issuance::{sha256_hex, IssueError, Pki};
+use crate::issuance::{issuance_event, sha256_hex, EndEntity, IssueError};
 use crate::keys::{CaKey, KeyStoreError, KeyStores};
 use crate::profile::{self, PublicUrls, Subject};
-use crate::store::{CaRecord, Store, StoreError};
+use crate::store::{CaRecord, Issuance, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HierarchyError {
@@ -127,74 +127,91 @@ pub async fn init(
     }
 
     let urls = PublicUrls { base: config.public_base_url.clone() };
-    let mut records: Vec<CaRecord> = Vec::new();
-    for name in &order {
-        let ca_cfg = config.cas[name].clone();
-        let parent = ca_cfg.parent.as_ref().and_then(|p| records.iter().find(|r| &r.name == p)).cloned();
-        let (keys2, name2, urls2) = (keys.clone(), name.clone(), urls.clone());
-        let record = blocking(move || -> Result<CaRecord, HierarchyError> {
-            let key = CaKey::new(keys2.generate(&ca_cfg.key_store, &ca_cfg.key_label, ca_cfg.algorithm)?)?;
-            let parent_limit = match &parent {
-                Some(p) => Some(not_after(&p.cert_der)?),
-                None => None,
-            };
-            let window = profile::validity(ca_cfg.validity_days, parent_limit);
-            let params = profile::ca_params(&name2, &ca_cfg, profile::random_serial(), window, &urls2)
+    let (config2, order2, actor2) = (config.clone(), order.clone(), actor.to_string());
+    // Keys are generated and everything is signed first; the database sees the
+    // whole ceremony in one transaction, or nothing.
+    let (cas, certificates) = blocking(move || {
+        let mut built: Vec<(CaRecord, CaKey)> = Vec::new();
+        for name in &order2 {
+            let ca_cfg = config2.cas[name].clone();
+            let key = CaKey::new(keys.generate(&ca_cfg.key_store, &ca_cfg.key_label, ca_cfg.algorithm)?)?;
+            let parent = ca_cfg.parent.as_ref().and_then(|p| built.iter().find(|(r, _)| &r.name == p));
+            let window = profile::validity(
+                ca_cfg.validity_days,
+                match parent {
+                    Some((p, _)) => Some(not_after(&p.cert_der)?),
+                    None => None,
+                },
+            );
+            let params = profile::ca_params(name, &ca_cfg, profile::random_serial(), window, &urls)
                 .map_err(|e| HierarchyError::Build(e.to_string()))?;
-            let cert = match &parent {
+            let cert = match parent {
                 None => params.self_signed(&key),
-                Some(p) => {
-                    let pkey = CaKey::new(keys2.find(&p.key_store, &p.key_label)?)?;
-                    let issuer = rcgen::Issuer::from_ca_cert_der(&p.cert_der.clone().into(), pkey)
-                        .map_err(|e| HierarchyError::Build(e.to_string()))?;
-                    params.signed_by(&key, &issuer)
-                }
+                Some((p, pkey)) => params.signed_by(&key, &issuer_for(p, pkey.clone())?),
             }
             .map_err(|e| HierarchyError::Build(e.to_string()))?;
-            Ok(CaRecord {
-                name: name2,
+            let record = CaRecord {
+                name: name.clone(),
                 cert_der: cert.der().to_vec(),
                 key_store: ca_cfg.key_store,
                 key_label: ca_cfg.key_label,
                 parent: ca_cfg.parent,
-            })
-        })
-        .await?;
-        let audit = AuditEvent::success(actor, "ca.create", format!("ca:{name}")).with_details(serde_json::json!({
-            "subject": summaries(std::slice::from_ref(&record))[0].subject,
-            "sha256_fingerprint": sha256_hex(&record.cert_der),
-            "key": format!("{}:{}", record.key_store, record.key_label),
-            "parent": record.parent,
-        }));
-        store.create_ca(&record, audit).await?;
-        records.push(record);
-    }
+            };
+            built.push((record, key));
+        }
 
-    issue_ocsp_signers(config, store, keys, actor).await?;
+        // The delegated OCSP signer of each issuing CA.
+        let mut certificates = Vec::new();
+        for (record, key) in &built {
+            let ca_cfg = &config2.cas[&record.name];
+            let Some((profile_name, profile)) = config2.ocsp_profile_for(&record.name).filter(|_| ca_cfg.issuing)
+            else {
+                continue;
+            };
+            let signer =
+                keys.generate(&ca_cfg.key_store, &ocsp_key_label(&record.name), hsm::KeyAlgorithm::EcdsaP256)?;
+            let request = EndEntity {
+                profile_name: profile_name.clone(),
+                profile: profile.clone(),
+                subject: Subject::Named(format!("OCSP Signer for {}", record.name)),
+                public_key_der: signer.public_key_der().to_vec(),
+            };
+            let cert = request.sign(
+                &record.name,
+                &issuer_for(record, key.clone())?,
+                not_after(&record.cert_der)?,
+                profile::random_serial(),
+                &urls,
+            )?;
+            let audit = issuance_event(&actor2, &cert);
+            certificates.push(Issuance { cert, audit });
+        }
+        let cas: Vec<(CaRecord, AuditEvent)> = built
+            .into_iter()
+            .map(|(record, _)| {
+                let audit = AuditEvent::success(&actor2, "ca.create", format!("ca:{}", record.name)).with_details(
+                    serde_json::json!({
+                        "subject": summaries(std::slice::from_ref(&record))[0].subject,
+                        "sha256_fingerprint": sha256_hex(&record.cert_der),
+                        "key": format!("{}:{}", record.key_store, record.key_label),
+                        "parent": record.parent,
+                    }),
+                );
+                (record, audit)
+            })
+            .collect();
+        Ok((cas, certificates))
+    })
+    .await?;
+
+    store.create_hierarchy(&cas, &certificates).await?;
+    let records: Vec<CaRecord> = cas.into_iter().map(|(r, _)| r).collect();
     Ok(summaries(&records))
 }
 
-/// Generates and certifies the delegated OCSP signer of each issuing CA.
-async fn issue_ocsp_signers(
-    config: Arc<Config>,
-    store: Arc<dyn Store>,
-    keys: Arc<KeyStores>,
-    actor: &str,
-) -> Result<(), HierarchyError> {
-    let pki = Pki::load(config.clone(), store, keys.clone()).await?;
-    for (name, ca) in &config.cas {
-        if !ca.issuing {
-            continue;
-        }
-        let Some((profile_name, profile)) = config.ocsp_profile_for(name) else {
-            continue;
-        };
-        let (keys2, store_name, label) = (keys.clone(), ca.key_store.clone(), ocsp_key_label(name));
-        let signer = blocking(move || Ok(keys2.generate(&store_name, &label, hsm::KeyAlgorithm::EcdsaP256)?)).await?;
-        let subject = Subject::Named(format!("OCSP Signer for {name}"));
-        pki.issue_checked(profile_name, profile, subject, signer.public_key_der(), actor).await?;
-    }
-    Ok(())
+fn issuer_for(record: &CaRecord, key: CaKey) -> Result<rcgen::Issuer<'static, CaKey>, HierarchyError> {
+    rcgen::Issuer::from_ca_cert_der(&record.cert_der.clone().into(), key)
+        .map_err(|e| HierarchyError::Build(format!("CA '{}' cannot act as issuer: {e}", record.name)))
 }
 
 /// A CSR for a CA's existing key, to have it signed externally (e.g. by an offline

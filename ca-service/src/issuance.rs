@@ -272,53 +272,22 @@ impl Pki {
         if ca.issuer.is_none() {
             return Err(IssueError::CaUnavailable(profile.issuer.clone()));
         }
-        let subject_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_der)
-            .map_err(|e| IssueError::Policy(format!("unsupported public key: {e}")))?;
-        let device_id = match &subject {
-            Subject::Device { id, .. } => Some(id.clone()),
-            _ => None,
-        };
-        let public_key_sha256 = sha256_hex(public_key_der);
+        let request = Arc::new(EndEntity {
+            profile_name: profile_name.to_string(),
+            profile: profile.clone(),
+            subject,
+            public_key_der: public_key_der.to_vec(),
+        });
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = (self.serials)();
-            let window = profile::validity(profile.validity_days, Some(ca.not_after));
-            let params = profile::end_entity_params(profile, &ca.record.name, &subject, serial, window, &self.urls)?;
-            let (ca2, key2) = (ca.clone(), subject_key.clone());
-            let der = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, IssueError> {
+            let (ca2, request2, urls) = (ca.clone(), request.clone(), self.urls.clone());
+            let record = tokio::task::spawn_blocking(move || {
                 let issuer = ca2.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(ca2.record.name.clone()))?;
-                let cert = params.signed_by(&key2, issuer).map_err(|e| IssueError::Signing(e.to_string()))?;
-                Ok(cert.der().to_vec())
+                request2.sign(&ca2.record.name, issuer, ca2.not_after, serial, &urls)
             })
             .await
             .map_err(|e| IssueError::Signing(e.to_string()))??;
-
-            let record = CertRecord {
-                issuer: ca.record.name.clone(),
-                serial: serial.to_vec(),
-                subject: subject_string(&der),
-                device_id: device_id.clone(),
-                profile: profile_name.to_string(),
-                not_before: unix(window.0),
-                not_after: unix(window.1),
-                status: CertStatus::Valid,
-                revoked_at: None,
-                revocation_reason: None,
-                fingerprint: sha256_hex(&der),
-                public_key_sha256: public_key_sha256.clone(),
-                der,
-            };
-            let audit = AuditEvent::success(
-                actor,
-                "certificate.issue",
-                format!("certificate:{}/{}", record.issuer, hex::encode(&record.serial)),
-            )
-            .with_details(serde_json::json!({
-                "profile": profile_name,
-                "subject": record.subject,
-                "device_id": record.device_id,
-                "fingerprint": record.fingerprint,
-                "not_after": record.not_after,
-            }));
+            let audit = issuance_event(actor, &record);
             let (tx, rx) = oneshot::channel();
             self.writer
                 .send((Issuance { cert: record.clone(), audit }, tx))
@@ -335,6 +304,70 @@ impl Pki {
         }
         Err(IssueError::SerialExhausted)
     }
+}
+
+/// An end-entity certificate to be made: everything but the issuer and serial.
+#[derive(Debug, Clone)]
+pub struct EndEntity {
+    pub profile_name: String,
+    pub profile: ProfileConfig,
+    pub subject: Subject,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key_der: Vec<u8>,
+}
+
+impl EndEntity {
+    /// Builds the certificate from the profile and signs it with `issuer`'s key.
+    /// Blocking (the key may be in an HSM): run it on the blocking pool.
+    pub fn sign(
+        &self,
+        ca_name: &str,
+        issuer: &rcgen::Issuer<'_, CaKey>,
+        issuer_not_after: SystemTime,
+        serial: [u8; 16],
+        urls: &PublicUrls,
+    ) -> Result<CertRecord, IssueError> {
+        let subject_key = rcgen::SubjectPublicKeyInfo::from_der(&self.public_key_der)
+            .map_err(|e| IssueError::Policy(format!("unsupported public key: {e}")))?;
+        let window = profile::validity(self.profile.validity_days, Some(issuer_not_after));
+        let params = profile::end_entity_params(&self.profile, ca_name, &self.subject, serial, window, urls)?;
+        let cert = params.signed_by(&subject_key, issuer).map_err(|e| IssueError::Signing(e.to_string()))?;
+        let der = cert.der().to_vec();
+        Ok(CertRecord {
+            issuer: ca_name.to_string(),
+            serial: serial.to_vec(),
+            subject: subject_string(&der),
+            device_id: match &self.subject {
+                Subject::Device { id, .. } => Some(id.clone()),
+                _ => None,
+            },
+            profile: self.profile_name.clone(),
+            not_before: unix(window.0),
+            not_after: unix(window.1),
+            status: CertStatus::Valid,
+            revoked_at: None,
+            revocation_reason: None,
+            fingerprint: sha256_hex(&der),
+            public_key_sha256: sha256_hex(&self.public_key_der),
+            der,
+        })
+    }
+}
+
+/// The audit event recording an issuance.
+pub fn issuance_event(actor: &str, record: &CertRecord) -> AuditEvent {
+    AuditEvent::success(
+        actor,
+        "certificate.issue",
+        format!("certificate:{}/{}", record.issuer, hex::encode(&record.serial)),
+    )
+    .with_details(serde_json::json!({
+        "profile": record.profile,
+        "subject": record.subject,
+        "device_id": record.device_id,
+        "fingerprint": record.fingerprint,
+        "not_after": record.not_after,
+    }))
 }
 
 /// Refuses what a profile does not grant. Requests never add extensions: they may

@@ -167,7 +167,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Records a new CA. `AlreadyExists` if the name is taken.
-    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError>;
+    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        self.create_hierarchy(&[(ca.clone(), audit)], &[]).await
+    }
+    /// Records CAs (parents first) and certificates they issued (the delegated OCSP
+    /// signers) in ONE transaction: a ceremony is stored whole or not at all.
+    /// `AlreadyExists` names the first CA whose name is taken; a certificate whose
+    /// serial is taken fails the whole call.
+    async fn create_hierarchy(
+        &self,
+        cas: &[(CaRecord, AuditEvent)],
+        certificates: &[Issuance],
+    ) -> Result<(), StoreError>;
     /// Replaces a CA's certificate and its parent (external signing, renewal).
     /// `NotFound` if absent.
     async fn update_ca_certificate(

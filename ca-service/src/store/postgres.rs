@@ -314,13 +314,18 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError> {
+    async fn create_hierarchy(
+        &self,
+        cas: &[(CaRecord, AuditEvent)],
+        certificates: &[Issuance],
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         let head = lock_chain(&tx).await?;
         let now = now_us();
+        let mut events = Vec::with_capacity(cas.len() + certificates.len());
         // created_at orders list_cas: strictly increasing (the chain lock serializes writers).
-        let stmt = tx
+        let ca_stmt = tx
             .prepare_cached(
                 "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, GREATEST($6, (SELECT MAX(created_at) + 1 FROM cas)), $6) \
@@ -328,14 +333,55 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg_err)?;
-        let n = tx
-            .execute(&stmt, &[&ca.name, &ca.cert_der, &ca.key_store, &ca.key_label, &ca.parent, &now])
+        for (ca, audit) in cas {
+            let n = tx
+                .execute(&ca_stmt, &[&ca.name, &ca.cert_der, &ca.key_store, &ca.key_label, &ca.parent, &now])
+                .await
+                .map_err(pg_err)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
+            }
+            events.push(audit.clone());
+        }
+        let cert_stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT (issuer, serial_hex) DO NOTHING"
+            ))
             .await
             .map_err(pg_err)?;
-        if n == 0 {
-            return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
+        for item in certificates {
+            let c = &item.cert;
+            let serial_hex = hex::encode(&c.serial);
+            let n = tx
+                .execute(
+                    &cert_stmt,
+                    &[
+                        &c.issuer,
+                        &serial_hex,
+                        &c.subject,
+                        &c.device_id,
+                        &c.profile,
+                        &c.not_before,
+                        &c.not_after,
+                        &c.status.as_str(),
+                        &c.revoked_at,
+                        &c.revocation_reason,
+                        &c.fingerprint,
+                        &c.public_key_sha256,
+                        &c.der,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("certificate {}/{serial_hex}", c.issuer)));
+            }
+            events.push(item.audit.clone());
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_chain(&tx, head, events).await?;
         tx.commit().await.map_err(pg_err)
     }
 

@@ -289,6 +289,35 @@ fn entry_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
 }
 
 /// Runs a query and maps every row with `f`.
+/// Inserts one certificate; `false` if its (issuer, serial) is taken.
+fn insert_certificate(tx: &Transaction<'_>, c: &CertRecord, now: i64) -> Result<bool, StoreError> {
+    let n = tx
+        .prepare_cached(&format!(
+            "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (issuer, serial_hex) DO NOTHING"
+        ))
+        .map_err(db_err)?
+        .execute(params![
+            c.issuer,
+            hex::encode(&c.serial),
+            c.subject,
+            c.device_id,
+            c.profile,
+            c.not_before,
+            c.not_after,
+            c.status.as_str(),
+            c.revoked_at,
+            c.revocation_reason,
+            c.fingerprint,
+            c.public_key_sha256,
+            c.der,
+            now,
+        ])
+        .map_err(db_err)?;
+    Ok(n == 1)
+}
+
 fn query_all<T>(
     conn: &Connection,
     sql: &str,
@@ -310,26 +339,46 @@ impl Store for SqliteStore {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)).await
     }
 
-    async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError> {
-        let ca = ca.clone();
+    async fn create_hierarchy(
+        &self,
+        cas: &[(CaRecord, AuditEvent)],
+        certificates: &[Issuance],
+    ) -> Result<(), StoreError> {
+        let cas = cas.to_vec();
+        let certificates = certificates.to_vec();
         self.write(move |tx| {
             let now = now_us();
             // created_at orders list_cas: keep it strictly increasing even if the clock steps back.
             let last: Option<i64> =
                 tx.query_row("SELECT MAX(created_at) FROM cas", [], |r| r.get(0)).map_err(db_err)?;
-            let created_at = last.map_or(now, |l| now.max(l.saturating_add(1)));
-            let n = tx
-                .prepare_cached(
-                    "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
-                )
-                .map_err(db_err)?
-                .execute(params![ca.name, ca.cert_der, ca.key_store, ca.key_label, ca.parent, created_at, now])
-                .map_err(db_err)?;
-            if n == 0 {
-                return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
+            let mut created_at = last.map_or(now, |l| now.max(l.saturating_add(1)));
+            let mut events = Vec::with_capacity(cas.len() + certificates.len());
+            for (ca, audit) in cas {
+                let n = tx
+                    .prepare_cached(
+                        "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .map_err(db_err)?
+                    .execute(params![ca.name, ca.cert_der, ca.key_store, ca.key_label, ca.parent, created_at, now])
+                    .map_err(db_err)?;
+                if n == 0 {
+                    return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
+                }
+                created_at += 1;
+                events.push(audit);
             }
-            append_chain(tx, vec![audit])
+            for item in certificates {
+                if !insert_certificate(tx, &item.cert, now)? {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "certificate {}/{}",
+                        item.cert.issuer,
+                        hex::encode(&item.cert.serial)
+                    )));
+                }
+                events.push(item.audit);
+            }
+            append_chain(tx, events)
         })
         .await
     }
@@ -384,40 +433,12 @@ impl Store for SqliteStore {
             let now = now_us();
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut events = Vec::with_capacity(batch.len());
-            {
-                let mut stmt = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-                         ON CONFLICT (issuer, serial_hex) DO NOTHING"
-                    ))
-                    .map_err(db_err)?;
-                for item in batch {
-                    let c = &item.cert;
-                    let n = stmt
-                        .execute(params![
-                            c.issuer,
-                            hex::encode(&c.serial),
-                            c.subject,
-                            c.device_id,
-                            c.profile,
-                            c.not_before,
-                            c.not_after,
-                            c.status.as_str(),
-                            c.revoked_at,
-                            c.revocation_reason,
-                            c.fingerprint,
-                            c.public_key_sha256,
-                            c.der,
-                            now,
-                        ])
-                        .map_err(db_err)?;
-                    if n == 1 {
-                        outcomes.push(IssuanceOutcome::Stored);
-                        events.push(item.audit);
-                    } else {
-                        outcomes.push(IssuanceOutcome::SerialTaken);
-                    }
+            for item in batch {
+                if insert_certificate(tx, &item.cert, now)? {
+                    outcomes.push(IssuanceOutcome::Stored);
+                    events.push(item.audit);
+                } else {
+                    outcomes.push(IssuanceOutcome::SerialTaken);
                 }
             }
             append_chain(tx, events)?;

@@ -212,6 +212,8 @@ both_backends!(
     ca_create_get_list,
     ca_duplicate_is_already_exists,
     ca_update_certificate,
+    hierarchy_is_stored_whole_or_not_at_all,
+    certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
     serial_taken_within_batch,
@@ -383,6 +385,41 @@ async fn ca_update_certificate(h: &Harness) {
     assert_eq!(s.get_ca("device").await.unwrap().unwrap().parent.as_deref(), Some("root"));
     let actions: Vec<String> = s.audit_entries(0, 100).await.unwrap().into_iter().map(|e| e.event.action).collect();
     assert_eq!(actions, ["ca.init", "ca.renew", "ca.init", "ca.import"]);
+}
+
+async fn hierarchy_is_stored_whole_or_not_at_all(h: &Harness) {
+    let s = h.store();
+    let cas = [
+        (ca("root", None), event("ca.create", "ca:root")),
+        (ca("device", Some("root")), event("ca.create", "ca:device")),
+    ];
+    // The second OCSP certificate repeats the first one's serial: the whole ceremony fails.
+    let clash = [issue(cert("device", &[7], None)), issue(cert("device", &[7], None))];
+    let err = s.create_hierarchy(&cas, &clash).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(ref m) if m.contains("07")), "{err:?}");
+    assert!(s.list_cas().await.unwrap().is_empty(), "no CA may remain from a failed ceremony");
+    assert!(s.audit_entries(0, 10).await.unwrap().is_empty());
+
+    let ocsp = [issue(cert("device", &[7], None))];
+    s.create_hierarchy(&cas, &ocsp).await.unwrap();
+    let names: Vec<String> = s.list_cas().await.unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["root", "device"], "parents first, in creation order");
+    assert!(s.get_certificate("device", &[7]).await.unwrap().is_some());
+    let actions: Vec<String> = s.audit_entries(0, 10).await.unwrap().into_iter().map(|e| e.event.action).collect();
+    assert_eq!(actions, ["ca.create", "ca.create", "certificate.issue"]);
+}
+
+async fn certificate_keys_page_in_id_order(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let batch: Vec<Issuance> = (1..=5u8).map(|i| issue(cert("device", &[i], None))).collect();
+    s.store_certificates(&batch).await.unwrap();
+    let first = s.certificate_keys(0, 3).await.unwrap();
+    let rest = s.certificate_keys(first[2].id, 3).await.unwrap();
+    let serials: Vec<Vec<u8>> = first.iter().chain(&rest).map(|k| k.serial.clone()).collect();
+    assert_eq!(serials, (1..=5u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert!(first.iter().chain(&rest).all(|k| k.issuer == "device"));
+    assert!(s.certificate_keys(rest[1].id, 3).await.unwrap().is_empty());
 }
 
 async fn certificate_round_trip(h: &Harness) {
