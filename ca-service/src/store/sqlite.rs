@@ -351,9 +351,9 @@ impl Store for SqliteStore {
             // created_at orders list_cas: keep it strictly increasing even if the clock steps back.
             let last: Option<i64> =
                 tx.query_row("SELECT MAX(created_at) FROM cas", [], |r| r.get(0)).map_err(db_err)?;
-            let mut created_at = last.map_or(now, |l| now.max(l.saturating_add(1)));
+            let first = last.map_or(now, |l| now.max(l.saturating_add(1)));
             let mut events = Vec::with_capacity(cas.len() + certificates.len());
-            for (ca, audit) in cas {
+            for (created_at, (ca, audit)) in (first..).zip(cas) {
                 let n = tx
                     .prepare_cached(
                         "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
@@ -365,7 +365,6 @@ impl Store for SqliteStore {
                 if n == 0 {
                     return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
                 }
-                created_at += 1;
                 events.push(audit);
             }
             for item in certificates {
