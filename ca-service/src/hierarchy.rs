@@ -184,7 +184,7 @@ pub async fn init(
                 &urls,
             )?;
             let audit = issuance_event(&actor2, &cert);
-            certificates.push(Issuance { cert, audit });
+            certificates.push(Issuance::new(cert, audit));
         }
         let cas: Vec<(CaRecord, AuditEvent)> = built
             .into_iter()

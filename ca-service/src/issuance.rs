@@ -21,7 +21,7 @@ use crate::audit::AuditEvent;
 use crate::config::{Config, ProfileConfig, ProfileKind};
 use crate::keys::{CaKey, KeyStoreError, KeyStores};
 use crate::profile::{self, ProfileError, PublicUrls, Subject};
-use crate::store::{CaRecord, CertRecord, CertStatus, Issuance, IssuanceOutcome, Store, StoreError};
+use crate::store::{CaRecord, CertRecord, CertStatus, Issuance, IssuanceEffect, IssuanceOutcome, Store, StoreError};
 
 /// How often a serial collision is retried with a fresh serial before giving up.
 const SERIAL_ATTEMPTS: usize = 3;
@@ -50,6 +50,9 @@ pub enum IssueError {
     WriterStopped,
     #[error("{0}")]
     ConfigMismatch(String),
+    /// The state the request relied on changed before it could be stored.
+    #[error("request refused: {0}")]
+    Refused(String),
 }
 
 /// A CA as loaded for service: its certificate, and its key if this process signs.
@@ -229,7 +232,7 @@ impl Pki {
             self.config.profiles.get(&req.profile).ok_or_else(|| IssueError::UnknownProfile(req.profile.clone()))?;
         check_policy(&req.profile, profile, &req.csr)?;
         let subject = self.subject_for(profile, &req)?;
-        self.issue_checked(&req.profile, profile, subject, &req.csr.public_key_der, &req.actor).await
+        self.issue_checked(&req.profile, profile, subject, &req.csr.public_key_der, &req.actor, None).await
     }
 
     fn subject_for(&self, profile: &ProfileConfig, req: &IssueRequest) -> Result<Subject, IssueError> {
@@ -266,6 +269,7 @@ impl Pki {
         subject: Subject,
         public_key_der: &[u8],
         actor: &str,
+        effect: Option<IssuanceEffect>,
     ) -> Result<Issued, IssueError> {
         let ca =
             self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
@@ -290,7 +294,7 @@ impl Pki {
             let audit = issuance_event(actor, &record);
             let (tx, rx) = oneshot::channel();
             self.writer
-                .send((Issuance { cert: record.clone(), audit }, tx))
+                .send((Issuance { cert: record.clone(), audit, effect: effect.clone() }, tx))
                 .await
                 .map_err(|_| IssueError::WriterStopped)?;
             match rx.await.map_err(|_| IssueError::WriterStopped)?? {
@@ -300,6 +304,7 @@ impl Pki {
                 IssuanceOutcome::SerialTaken => {
                     tracing::warn!(issuer = %ca.record.name, "serial collision; re-signing with a fresh serial");
                 }
+                IssuanceOutcome::Refused(reason) => return Err(IssueError::Refused(reason)),
             }
         }
         Err(IssueError::SerialExhausted)

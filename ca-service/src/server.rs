@@ -63,6 +63,7 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
             Subject::Server(cfg.server.tls_names.clone()),
             key.public_key_der(),
             "system:serve",
+            None,
         )
         .await
         .map_err(|e| err(e.to_string()))?;

@@ -93,16 +93,40 @@ pub struct CertificateKey {
 pub struct Issuance {
     pub cert: CertRecord,
     pub audit: AuditEvent,
+    /// A state change that must happen in the same transaction, or the certificate
+    /// is not stored (and so never released).
+    pub effect: Option<IssuanceEffect>,
+}
+
+impl Issuance {
+    pub fn new(cert: CertRecord, audit: AuditEvent) -> Self {
+        Self { cert, audit, effect: None }
+    }
+}
+
+/// What an issuance changes besides adding the certificate. Each has a
+/// precondition checked inside the storing transaction, so two racing enrollments
+/// of one device, or a revocation racing a renewal, cannot both win.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssuanceEffect {
+    /// First enrollment: device `expected` → `active` (also `active` → `active` when
+    /// the device may be re-provisioned).
+    ActivateDevice { device_id: String, allow_reprovision: bool },
+    /// Renewal: the current certificate `valid` → `superseded`.
+    Supersede { issuer: String, serial: Vec<u8> },
 }
 
 /// What happened to one issuance of a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IssuanceOutcome {
-    /// Stored together with its audit entry.
+    /// Stored together with its audit entry (and its effect applied).
     Stored,
     /// The issuer already has a certificate with this serial: nothing was stored for
     /// this item; re-sign with a fresh serial.
     SerialTaken,
+    /// The effect's precondition no longer held (the device is not in a state that
+    /// may enroll, the certificate being renewed is no longer valid): nothing stored.
+    Refused(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +167,28 @@ pub struct DeviceRecord {
     pub batch: String,
     pub hardware_serial: Option<String>,
     pub state: DeviceState,
+    /// An `active` device may be enrolled again (factory re-provisioning).
+    pub reprovision: bool,
+}
+
+/// A provisioning station and what it may enroll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StationRecord {
+    /// The station's certificate CN.
+    pub name: String,
+    pub enabled: bool,
+    /// Models it may enroll; `*` = any.
+    pub models: Vec<String>,
+    /// Batches it may enroll; `*` = any.
+    pub batches: Vec<String>,
+}
+
+impl StationRecord {
+    /// Whether this station may enroll `device`.
+    pub fn may_enroll(&self, device: &DeviceRecord) -> bool {
+        let allows = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        allows(&self.models, &device.model) && allows(&self.batches, &device.batch)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +244,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// durably committed (SQLite `synchronous=FULL`) before this returns.
     async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError>;
     async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
+    /// The certificate with this SHA-256 fingerprint (lower-case hex), if we issued it.
+    async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError>;
     /// Issuer and serial of stored certificates with row id > `after_id`, in id order,
     /// at most `limit` (the audit cross-check pages through all of them).
     async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError>;
@@ -208,10 +256,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError>;
     async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
 
+    /// Adds a station; `AlreadyExists` if the name is taken.
+    async fn add_station(&self, station: &StationRecord, audit: AuditEvent) -> Result<(), StoreError>;
+    async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError>;
+    /// All stations, by name.
+    async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError>;
+
     /// Appends audit entries (for actions that change nothing else, such as refusals).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Up to `limit` entries with `seq > after_seq`, in order.
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Why an effect's precondition failed, in words for the refusal.
+fn effect_refusal(effect: &IssuanceEffect) -> String {
+    match effect {
+        IssuanceEffect::ActivateDevice { device_id, .. } => {
+            format!("device '{device_id}' is no longer in a state that may enroll")
+        }
+        IssuanceEffect::Supersede { .. } => "the certificate being renewed is no longer valid".to_string(),
+    }
+}
+
+/// A stored comma-separated list.
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
 }
 
 /// Opens the store named by a URL: `sqlite:PATH` (or `sqlite://PATH`) or

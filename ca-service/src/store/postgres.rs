@@ -23,8 +23,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
 use super::{
-    CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store,
-    StoreError,
+    effect_refusal, split_list, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance,
+    IssuanceEffect, IssuanceOutcome, StationRecord, Store, StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
@@ -275,6 +275,97 @@ fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
     })
 }
 
+/// Applies the effects of the stored items of a batch, set-wise: one UPDATE per kind.
+/// Items whose precondition fails (or that repeat a device/certificate an earlier item
+/// of the batch already claimed) become `Refused` and their certificate rows, inserted
+/// moments ago in this transaction, are deleted again.
+async fn apply_effects(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &[Issuance],
+    serials: &[String],
+    outcomes: &mut [IssuanceOutcome],
+) -> Result<(), StoreError> {
+    let now = now_us();
+    let (mut act_ids, mut act_allow, mut sup_issuer, mut sup_serial) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (item, outcome) in batch.iter().zip(outcomes.iter()) {
+        match (&item.effect, outcome) {
+            (Some(IssuanceEffect::ActivateDevice { device_id, allow_reprovision }), IssuanceOutcome::Stored) => {
+                act_ids.push(device_id.as_str());
+                act_allow.push(*allow_reprovision);
+            }
+            (Some(IssuanceEffect::Supersede { issuer, serial }), IssuanceOutcome::Stored) => {
+                sup_issuer.push(issuer.clone());
+                sup_serial.push(hex::encode(serial));
+            }
+            _ => {}
+        }
+    }
+    let mut activated = HashSet::new();
+    if !act_ids.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE devices SET state = 'active', updated_at = $1 \
+                 FROM UNNEST($2::text[], $3::bool[]) AS t(id, allow) \
+                 WHERE devices.device_id = t.id AND (devices.state = 'expected' OR (t.allow AND devices.state = 'active')) \
+                 RETURNING devices.device_id",
+            )
+            .await
+            .map_err(pg_err)?;
+        for row in tx.query(&stmt, &[&now, &act_ids, &act_allow]).await.map_err(pg_err)? {
+            activated.insert(row.try_get::<_, String>(0).map_err(pg_err)?);
+        }
+    }
+    let mut superseded = HashSet::new();
+    if !sup_issuer.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'superseded' \
+                 FROM UNNEST($1::text[], $2::text[]) AS t(issuer, serial_hex) \
+                 WHERE certificates.issuer = t.issuer AND certificates.serial_hex = t.serial_hex \
+                   AND certificates.status = 'valid' \
+                 RETURNING certificates.issuer, certificates.serial_hex",
+            )
+            .await
+            .map_err(pg_err)?;
+        for row in tx.query(&stmt, &[&sup_issuer, &sup_serial]).await.map_err(pg_err)? {
+            superseded
+                .insert((row.try_get::<_, String>(0).map_err(pg_err)?, row.try_get::<_, String>(1).map_err(pg_err)?));
+        }
+    }
+    // Each device / certificate goes to the first item of the batch that claims it.
+    let (mut undo_issuer, mut undo_serial) = (Vec::new(), Vec::new());
+    for ((item, serial), outcome) in batch.iter().zip(serials).zip(outcomes.iter_mut()) {
+        if *outcome != IssuanceOutcome::Stored {
+            continue;
+        }
+        let won = match &item.effect {
+            None => true,
+            Some(IssuanceEffect::ActivateDevice { device_id, .. }) => activated.remove(device_id),
+            Some(IssuanceEffect::Supersede { issuer, serial }) => {
+                superseded.remove(&(issuer.clone(), hex::encode(serial)))
+            }
+        };
+        if !won {
+            if let Some(effect) = &item.effect {
+                *outcome = IssuanceOutcome::Refused(effect_refusal(effect));
+            }
+            undo_issuer.push(item.cert.issuer.clone());
+            undo_serial.push(serial.clone());
+        }
+    }
+    if !undo_issuer.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "DELETE FROM certificates USING UNNEST($1::text[], $2::text[]) AS t(issuer, serial_hex) \
+                 WHERE certificates.issuer = t.issuer AND certificates.serial_hex = t.serial_hex",
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&undo_issuer, &undo_serial]).await.map_err(pg_err)?;
+    }
+    Ok(())
+}
+
 fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     let state: String = row.try_get(5).map_err(pg_err)?;
     Ok(DeviceRecord {
@@ -284,6 +375,18 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
         batch: row.try_get(3).map_err(pg_err)?,
         hardware_serial: row.try_get(4).map_err(pg_err)?,
         state: DeviceState::parse(&state)?,
+        reprovision: row.try_get(6).map_err(pg_err)?,
+    })
+}
+
+fn station_from_row(row: &Row) -> Result<StationRecord, StoreError> {
+    let models: String = row.try_get(2).map_err(pg_err)?;
+    let batches: String = row.try_get(3).map_err(pg_err)?;
+    Ok(StationRecord {
+        name: row.try_get(0).map_err(pg_err)?,
+        enabled: row.try_get(1).map_err(pg_err)?,
+        models: split_list(&models),
+        batches: split_list(&batches),
     })
 }
 
@@ -496,17 +599,25 @@ impl Store for PostgresStore {
             let s: String = row.try_get(1).map_err(pg_err)?;
             stored.insert((i, s));
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut events = Vec::with_capacity(inserted.len());
-        for ((item, serial), first) in batch.iter().zip(&serials).zip(&first) {
-            // Tuple of owned Strings for lookup; batches are small.
-            if *first && stored.contains(&(item.cert.issuer.clone(), serial.clone())) {
-                outcomes.push(IssuanceOutcome::Stored);
-                events.push(item.audit.clone());
-            } else {
-                outcomes.push(IssuanceOutcome::SerialTaken);
-            }
-        }
+        let mut outcomes: Vec<IssuanceOutcome> = batch
+            .iter()
+            .zip(&serials)
+            .zip(&first)
+            .map(|((item, serial), first)| {
+                if *first && stored.contains(&(item.cert.issuer.clone(), serial.clone())) {
+                    IssuanceOutcome::Stored
+                } else {
+                    IssuanceOutcome::SerialTaken
+                }
+            })
+            .collect();
+        apply_effects(&tx, batch, &serials, &mut outcomes).await?;
+        let events: Vec<AuditEvent> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == IssuanceOutcome::Stored)
+            .map(|(i, _)| i.audit.clone())
+            .collect();
         append_chain(&tx, head, events).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(outcomes)
@@ -569,23 +680,28 @@ impl Store for PostgresStore {
         let batch: Vec<&str> = devices.iter().map(|d| d.batch.as_str()).collect();
         let hw: Vec<Option<&str>> = devices.iter().map(|d| d.hardware_serial.as_deref()).collect();
         let state: Vec<&str> = devices.iter().map(|d| d.state.as_str()).collect();
+        let reprovision: Vec<bool> = devices.iter().map(|d| d.reprovision).collect();
 
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         let head = lock_chain(&tx).await?;
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, created_at, updated_at) \
-                 SELECT device_id, model, class, batch, hardware_serial, state, $7, $7 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                     WITH ORDINALITY AS t(device_id, model, class, batch, hardware_serial, state, ord) \
+                "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, reprovision, \
+                     created_at, updated_at) \
+                 SELECT device_id, model, class, batch, hardware_serial, state, reprovision, $8, $8 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) \
+                     WITH ORDINALITY AS t(device_id, model, class, batch, hardware_serial, state, reprovision, ord) \
                  ORDER BY ord \
                  ON CONFLICT (device_id) DO NOTHING \
                  RETURNING device_id",
             )
             .await
             .map_err(pg_err)?;
-        let rows = tx.query(&stmt, &[&id, &model, &class, &batch, &hw, &state, &now_us()]).await.map_err(pg_err)?;
+        let rows = tx
+            .query(&stmt, &[&id, &model, &class, &batch, &hw, &state, &reprovision, &now_us()])
+            .await
+            .map_err(pg_err)?;
         let mut inserted = HashSet::with_capacity(rows.len());
         for row in &rows {
             inserted.insert(row.try_get::<_, String>(0).map_err(pg_err)?);
@@ -603,11 +719,64 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT device_id, model, class, batch, hardware_serial, state FROM devices WHERE device_id = $1",
+                "SELECT device_id, model, class, batch, hardware_serial, state, reprovision \
+                 FROM devices WHERE device_id = $1",
             )
             .await
             .map_err(pg_err)?;
         client.query_opt(&stmt, &[&device_id]).await.map_err(pg_err)?.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn add_station(&self, station: &StationRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO stations (name, enabled, models, batches, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx
+            .execute(
+                &stmt,
+                &[&station.name, &station.enabled, &station.models.join(","), &station.batches.join(","), &now_us()],
+            )
+            .await
+            .map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::AlreadyExists(format!("station '{}'", station.name)));
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT name, enabled, models, batches FROM stations WHERE name = $1")
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(station_from_row).transpose()
+    }
+
+    async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT name, enabled, models, batches FROM stations ORDER BY name")
+            .await
+            .map_err(pg_err)?;
+        client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(station_from_row).collect()
+    }
+
+    async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {CERT_COLUMNS} FROM certificates WHERE fingerprint = $1"))
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&fingerprint]).await.map_err(pg_err)?.as_ref().map(cert_from_row).transpose()
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
-    CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance, IssuanceOutcome, Store,
-    StoreError,
+    effect_refusal, split_list, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance,
+    IssuanceEffect, IssuanceOutcome, StationRecord, Store, StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
@@ -266,7 +266,43 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
         batch: row.get(3).map_err(db_err)?,
         hardware_serial: row.get(4).map_err(db_err)?,
         state: DeviceState::parse(&state)?,
+        reprovision: row.get(6).map_err(db_err)?,
     })
+}
+
+fn station_from_row(row: &Row<'_>) -> Result<StationRecord, StoreError> {
+    let list = |i: usize| -> Result<Vec<String>, StoreError> {
+        let s: String = row.get(i).map_err(db_err)?;
+        Ok(split_list(&s))
+    };
+    Ok(StationRecord {
+        name: row.get(0).map_err(db_err)?,
+        enabled: row.get(1).map_err(db_err)?,
+        models: list(2)?,
+        batches: list(3)?,
+    })
+}
+
+/// Applies an issuance's effect; `Err(reason)` if its precondition no longer holds.
+fn apply_effect(tx: &Transaction<'_>, effect: &IssuanceEffect, now: i64) -> Result<Result<(), String>, StoreError> {
+    let n = match effect {
+        IssuanceEffect::ActivateDevice { device_id, allow_reprovision } => tx
+            .prepare_cached(
+                "UPDATE devices SET state = 'active', updated_at = ?1 \
+                 WHERE device_id = ?2 AND (state = 'expected' OR (?3 AND state = 'active'))",
+            )
+            .map_err(db_err)?
+            .execute(params![now, device_id, allow_reprovision])
+            .map_err(db_err)?,
+        IssuanceEffect::Supersede { issuer, serial } => tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'superseded' WHERE issuer = ?1 AND serial_hex = ?2 AND status = 'valid'",
+            )
+            .map_err(db_err)?
+            .execute(params![issuer, hex::encode(serial)])
+            .map_err(db_err)?,
+    };
+    Ok(if n == 1 { Ok(()) } else { Err(effect_refusal(effect)) })
 }
 
 fn entry_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
@@ -433,12 +469,23 @@ impl Store for SqliteStore {
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut events = Vec::with_capacity(batch.len());
             for item in batch {
-                if insert_certificate(tx, &item.cert, now)? {
-                    outcomes.push(IssuanceOutcome::Stored);
-                    events.push(item.audit);
-                } else {
+                if !insert_certificate(tx, &item.cert, now)? {
                     outcomes.push(IssuanceOutcome::SerialTaken);
+                    continue;
                 }
+                if let Some(effect) = &item.effect {
+                    if let Err(reason) = apply_effect(tx, effect, now)? {
+                        // Inside the transaction nobody has seen the row: take it back.
+                        tx.prepare_cached("DELETE FROM certificates WHERE issuer = ?1 AND serial_hex = ?2")
+                            .map_err(db_err)?
+                            .execute(params![item.cert.issuer, hex::encode(&item.cert.serial)])
+                            .map_err(db_err)?;
+                        outcomes.push(IssuanceOutcome::Refused(reason));
+                        continue;
+                    }
+                }
+                outcomes.push(IssuanceOutcome::Stored);
+                events.push(item.audit);
             }
             append_chain(tx, events)?;
             Ok(outcomes)
@@ -452,6 +499,15 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND serial_hex = ?2");
             Ok(query_all(conn, &sql, [issuer, serial_hex], cert_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
+        let fingerprint = fingerprint.to_owned();
+        self.read(move |conn| {
+            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE fingerprint = ?1");
+            Ok(query_all(conn, &sql, [fingerprint], cert_from_row)?.into_iter().next())
         })
         .await
     }
@@ -499,13 +555,23 @@ impl Store for SqliteStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (device_id) DO NOTHING",
+                        "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, reprovision, \
+                         created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT (device_id) DO NOTHING",
                     )
                     .map_err(db_err)?;
                 for d in &devices {
                     let n = stmt
-                        .execute(params![d.device_id, d.model, d.class, d.batch, d.hardware_serial, d.state.as_str(), now])
+                        .execute(params![
+                            d.device_id,
+                            d.model,
+                            d.class,
+                            d.batch,
+                            d.hardware_serial,
+                            d.state.as_str(),
+                            d.reprovision,
+                            now
+                        ])
                         .map_err(db_err)?;
                     if n == 0 {
                         return Err(StoreError::AlreadyExists(format!("device '{}'", d.device_id)));
@@ -520,8 +586,45 @@ impl Store for SqliteStore {
     async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let device_id = device_id.to_owned();
         self.read(move |conn| {
-            let sql = "SELECT device_id, model, class, batch, hardware_serial, state FROM devices WHERE device_id = ?1";
+            let sql = "SELECT device_id, model, class, batch, hardware_serial, state, reprovision \
+                       FROM devices WHERE device_id = ?1";
             Ok(query_all(conn, sql, [device_id], device_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn add_station(&self, station: &StationRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        let st = station.clone();
+        self.write(move |tx| {
+            let now = now_us();
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO stations (name, enabled, models, batches, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (name) DO NOTHING",
+                )
+                .map_err(db_err)?
+                .execute(params![st.name, st.enabled, st.models.join(","), st.batches.join(","), now])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("station '{}'", st.name)));
+            }
+            append_chain(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let sql = "SELECT name, enabled, models, batches FROM stations WHERE name = ?1";
+            Ok(query_all(conn, sql, [name], station_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
+        self.read(move |conn| {
+            query_all(conn, "SELECT name, enabled, models, batches FROM stations ORDER BY name", [], station_from_row)
         })
         .await
     }

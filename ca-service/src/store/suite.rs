@@ -213,6 +213,8 @@ both_backends!(
     ca_duplicate_is_already_exists,
     ca_update_certificate,
     hierarchy_is_stored_whole_or_not_at_all,
+    enrollment_effects_are_atomic_with_the_certificate,
+    stations_add_get_list,
     certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
@@ -274,7 +276,7 @@ fn cert(issuer: &str, serial: &[u8], device: Option<&str>) -> CertRecord {
 fn issue(c: CertRecord) -> Issuance {
     let audit = event("certificate.issue", &format!("certificate:{}/{}", c.issuer, hex::encode(&c.serial)))
         .with_details(serde_json::json!({ "profile": c.profile }));
-    Issuance { cert: c, audit }
+    Issuance::new(c, audit)
 }
 
 fn device(id: &str, batch: &str) -> DeviceRecord {
@@ -285,6 +287,7 @@ fn device(id: &str, batch: &str) -> DeviceRecord {
         batch: batch.into(),
         hardware_serial: Some(format!("HW-{id}")),
         state: DeviceState::Expected,
+        reprovision: false,
     }
 }
 
@@ -409,6 +412,71 @@ async fn hierarchy_is_stored_whole_or_not_at_all(h: &Harness) {
     assert_eq!(actions, ["ca.create", "ca.create", "certificate.issue"]);
 }
 
+async fn enrollment_effects_are_atomic_with_the_certificate(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mut again = device("d-2", "b-1");
+    again.reprovision = true;
+    s.add_devices(&[device("d-1", "b-1"), again], event("device.register", "batch:b-1")).await.unwrap();
+    let activate = |id: &str, allow| IssuanceEffect::ActivateDevice { device_id: id.into(), allow_reprovision: allow };
+    let with = |serial: u8, effect| Issuance { effect: Some(effect), ..issue(cert("device", &[serial], Some("d-1"))) };
+    let entries = || async { s.audit_entries(0, 100).await.unwrap().len() };
+    let before = entries().await;
+
+    // Two enrollments of one device in one batch: the first wins, the second stores nothing.
+    let out = s.store_certificates(&[with(1, activate("d-1", false)), with(2, activate("d-1", false))]).await.unwrap();
+    assert_eq!(out[0], IssuanceOutcome::Stored);
+    assert!(matches!(&out[1], IssuanceOutcome::Refused(r) if r.contains("d-1")), "{out:?}");
+    assert_eq!(s.get_device("d-1").await.unwrap().unwrap().state, DeviceState::Active);
+    assert!(s.get_certificate("device", &[2]).await.unwrap().is_none(), "refused certificate must not be stored");
+    assert_eq!(entries().await, before + 1, "only the stored certificate is audited");
+
+    // An active device enrolls again only where re-provisioning is allowed.
+    let out = s.store_certificates(&[with(3, activate("d-1", false))]).await.unwrap();
+    assert!(matches!(out[0], IssuanceOutcome::Refused(_)));
+    let out = s.store_certificates(&[with(4, activate("d-2", true)), with(5, activate("d-2", true))]).await.unwrap();
+    assert_eq!(out[0], IssuanceOutcome::Stored);
+    let out = s.store_certificates(&[with(6, activate("d-2", true))]).await.unwrap();
+    assert_eq!(out[0], IssuanceOutcome::Stored, "re-provisioning of an active device");
+
+    // Renewal supersedes the current certificate once; a second renewal of it is refused.
+    let supersede = IssuanceEffect::Supersede { issuer: "device".into(), serial: vec![1] };
+    let out = s.store_certificates(&[with(7, supersede.clone())]).await.unwrap();
+    assert_eq!(out[0], IssuanceOutcome::Stored);
+    assert_eq!(s.get_certificate("device", &[1]).await.unwrap().unwrap().status, CertStatus::Superseded);
+    let out = s.store_certificates(&[with(8, supersede)]).await.unwrap();
+    assert!(matches!(&out[0], IssuanceOutcome::Refused(r) if r.contains("no longer valid")), "{out:?}");
+    assert!(s.get_certificate("device", &[8]).await.unwrap().is_none());
+
+    // A serial clash is still reported as such, and its effect is not applied.
+    let mut third = device("d-3", "b-1");
+    third.device_id = "d-3".into();
+    s.add_devices(&[third], event("device.register", "batch:b-1")).await.unwrap();
+    let out = s.store_certificates(&[with(7, activate("d-3", false))]).await.unwrap();
+    assert_eq!(out[0], IssuanceOutcome::SerialTaken);
+    assert_eq!(s.get_device("d-3").await.unwrap().unwrap().state, DeviceState::Expected);
+}
+
+async fn stations_add_get_list(h: &Harness) {
+    let s = h.store();
+    let st = StationRecord {
+        name: "line-1".into(),
+        enabled: true,
+        models: vec!["sensor-v2".into()],
+        batches: vec!["*".into()],
+    };
+    s.add_station(&st, event("station.add", "station:line-1")).await.unwrap();
+    assert_eq!(s.get_station("line-1").await.unwrap(), Some(st.clone()));
+    let err = s.add_station(&st, event("station.add", "station:line-1")).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
+    assert_eq!(s.list_stations().await.unwrap(), vec![st.clone()]);
+    assert!(st.may_enroll(&device("d-1", "any-batch")));
+    let mut other = device("d-1", "b-1");
+    other.model = "gateway".into();
+    assert!(!st.may_enroll(&other));
+    assert!(s.get_station("nope").await.unwrap().is_none());
+}
+
 async fn certificate_keys_page_in_id_order(h: &Harness) {
     let s = h.store();
     create_ca(s, "device").await;
@@ -440,9 +508,10 @@ async fn certificate_round_trip(h: &Harness) {
 
     let outcomes =
         s.store_certificates(&[issue(plain.clone()), issue(revoked.clone()), issue(superseded.clone())]).await.unwrap();
-    assert_eq!(outcomes, [IssuanceOutcome::Stored; 3]);
+    assert_eq!(outcomes, vec![IssuanceOutcome::Stored; 3]);
     for c in [&plain, &revoked, &superseded] {
         assert_eq!(s.get_certificate("device", &c.serial).await.unwrap().as_ref(), Some(c));
+        assert_eq!(s.certificate_by_fingerprint(&c.fingerprint).await.unwrap().as_ref(), Some(c));
     }
     assert_eq!(s.get_certificate("station", &plain.serial).await.unwrap(), None);
     assert_eq!(s.get_certificate("device", &[0x01, 0x02]).await.unwrap(), None);
@@ -452,7 +521,7 @@ async fn serial_taken_in_later_batch(h: &Harness) {
     let s = h.store();
     create_ca(s, "device").await;
     let first = s.store_certificates(&[issue(cert("device", &[1], None)), issue(cert("device", &[2], None))]).await;
-    assert_eq!(first.unwrap(), [IssuanceOutcome::Stored; 2]);
+    assert_eq!(first.unwrap(), vec![IssuanceOutcome::Stored; 2]);
 
     let mut clash = cert("device", &[2], Some("other"));
     clash.der = b"different".to_vec();
@@ -508,7 +577,7 @@ async fn same_serial_other_issuer(h: &Harness) {
     let a = cert("device", &[0x42], Some("d-1"));
     let b = cert("station", &[0x42], None);
     let outcomes = s.store_certificates(&[issue(a.clone()), issue(b.clone())]).await.unwrap();
-    assert_eq!(outcomes, [IssuanceOutcome::Stored; 2]);
+    assert_eq!(outcomes, vec![IssuanceOutcome::Stored; 2]);
     assert_eq!(s.get_certificate("device", &[0x42]).await.unwrap(), Some(a));
     assert_eq!(s.get_certificate("station", &[0x42]).await.unwrap(), Some(b));
 }
