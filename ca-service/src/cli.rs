@@ -60,6 +60,58 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Device registry: devices are known before they enroll.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+    /// Provisioning stations (EST simpleenroll clients).
+    Stations {
+        #[command(subcommand)]
+        command: StationsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Register a batch from a CSV file: `device id, model, class, hardware serial`
+    /// per line (model, class and hardware serial may be empty; a first line starting
+    /// with `device_id` is a header). All rows are added or none.
+    Import {
+        #[arg(long)]
+        batch: String,
+        /// Model for rows that name none.
+        #[arg(long)]
+        model: Option<String>,
+        /// Class for rows that name none.
+        #[arg(long, default_value = "default")]
+        class: String,
+        /// Devices of this batch may be enrolled again while active (re-provisioning).
+        #[arg(long)]
+        allow_reprovision: bool,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StationsCommand {
+    /// Register a station and issue its certificate (Station CA) from its CSR; the
+    /// station's name is the CSR's CN.
+    Add {
+        #[arg(long)]
+        csr: PathBuf,
+        /// Models it may enroll (comma-separated, `*` = any).
+        #[arg(long, default_value = "*")]
+        models: String,
+        /// Batches it may enroll (comma-separated, `*` = any).
+        #[arg(long, default_value = "*")]
+        batches: String,
+        /// Write the certificate chain here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List stations and their scope.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +192,65 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Audit { command: AuditCommand::Verify } => verify_audit(store.as_ref()).await?,
+        Command::Devices { command: DevicesCommand::Import { batch, model, class, allow_reprovision, file } } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let devices = parse_devices(&text, &batch, model.as_deref(), &class, allow_reprovision, &config)
+                .with_context(|| format!("{}", file.display()))?;
+            let audit = crate::audit::AuditEvent::success(&actor, "device.register", format!("batch:{batch}"))
+                .with_details(serde_json::json!({ "devices": devices.len(), "reprovision": allow_reprovision }));
+            store.add_devices(&devices, audit).await?;
+            println!("registered {} devices in batch {batch}", devices.len());
+        }
+        Command::Stations { command: StationsCommand::Add { csr, models, batches, out } } => {
+            ensure_hierarchy(store.as_ref()).await?;
+            let bytes = std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let checked = enrollment::check_csr(&bytes).with_context(|| format!("{}", csr.display()))?;
+            let name = checked.common_name.clone().context("the station CSR has no CN (the station's name)")?;
+            let list = |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
+            let station = crate::store::StationRecord {
+                name: name.clone(),
+                enabled: true,
+                models: list(&models),
+                batches: list(&batches),
+            };
+            if store.get_station(&name).await?.is_some() {
+                bail!("station '{name}' already exists");
+            }
+            let pki = Pki::load(config, store, keys).await?;
+            let profile = pki
+                .config
+                .profiles
+                .iter()
+                .find(|(_, p)| p.kind == crate::config::ProfileKind::Station)
+                .map(|(n, _)| n.clone())
+                .context("no station profile is configured")?;
+            let issued = pki
+                .issue(IssueRequest { profile, csr: checked, device_id: None, model: None, actor: actor.clone() })
+                .await?;
+            // Registered only once its certificate exists; a station row is what
+            // authorizes enrollment.
+            pki.store
+                .add_station(
+                    &station,
+                    crate::audit::AuditEvent::success(&actor, "station.add", format!("station:{name}"))
+                        .with_details(serde_json::json!({ "models": station.models, "batches": station.batches,
+                                            "certificate": hex::encode(&issued.record.serial) })),
+                )
+                .await?;
+            write_out(out.as_deref(), &issued.chain_pem())?;
+            eprintln!("station {name} registered; certificate serial {}", hex::encode(&issued.record.serial));
+        }
+        Command::Stations { command: StationsCommand::List } => {
+            for st in store.list_stations().await? {
+                println!(
+                    "{:<24} {:<8} models: {}  batches: {}",
+                    st.name,
+                    if st.enabled { "enabled" } else { "disabled" },
+                    st.models.join(","),
+                    st.batches.join(",")
+                );
+            }
+        }
         Command::Ca { command } => match command {
             CaCommand::List => {
                 ensure_hierarchy(store.as_ref()).await?;
@@ -159,6 +270,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// Parses a device CSV (see `devices import`).
+fn parse_devices(
+    text: &str,
+    batch: &str,
+    default_model: Option<&str>,
+    default_class: &str,
+    reprovision: bool,
+    config: &Config,
+) -> anyhow::Result<Vec<crate::store::DeviceRecord>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("device_id")) {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let at = || format!("line {}", n + 1);
+        if fields.len() > 4 {
+            bail!("{}: expected at most 4 fields (device id, model, class, hardware serial)", at());
+        }
+        let field = |i: usize| fields.get(i).copied().filter(|f| !f.is_empty());
+        let id = field(0).with_context(|| format!("{}: empty device id", at()))?;
+        crate::profile::validate_device_id(id).with_context(at)?;
+        let model = field(1).or(default_model).with_context(|| format!("{}: no model (give --model)", at()))?;
+        if !config.models.contains_key(model) {
+            bail!("{}: model '{model}' is not configured ([models] in the config)", at());
+        }
+        if !seen.insert(id.to_string()) {
+            bail!("{}: device '{id}' appears twice", at());
+        }
+        out.push(crate::store::DeviceRecord {
+            device_id: id.to_string(),
+            model: model.to_string(),
+            class: field(2).unwrap_or(default_class).to_string(),
+            batch: batch.to_string(),
+            hardware_serial: field(3).map(str::to_string),
+            state: crate::store::DeviceState::Expected,
+            reprovision,
+        });
+    }
+    if out.is_empty() {
+        bail!("no devices in the file");
+    }
+    Ok(out)
 }
 
 async fn ensure_hierarchy(store: &dyn Store) -> anyhow::Result<()> {

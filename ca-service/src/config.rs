@@ -41,6 +41,23 @@ pub struct Config {
     /// Device models: name → the OID that goes into HardwareModuleName.hwType.
     pub models: BTreeMap<String, ModelConfig>,
     pub issuance: IssuanceConfig,
+    pub est: EstConfig,
+}
+
+/// EST (RFC 7030) on the HTTPS listener.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EstConfig {
+    /// Profile served at `/.well-known/est/` (a `device` kind profile).
+    pub profile: String,
+    /// `/.well-known/est/{label}/…` → profile name.
+    pub labels: BTreeMap<String, String>,
+    /// Least time between two certificates of one device (renewal rate limit), seconds.
+    pub renewal_min_interval_secs: u64,
+    /// Whether a renewal may keep the current public key (RFC 7030 allows it; key
+    /// rotation is the safer default).
+    pub allow_same_key_renewal: bool,
+    /// Enrollments per station per minute; 0 = unlimited.
+    pub station_enrollments_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -255,6 +272,13 @@ impl Default for Config {
             profiles,
             models,
             issuance: IssuanceConfig { max_batch: 256 },
+            est: EstConfig {
+                profile: "device".into(),
+                labels: BTreeMap::new(),
+                renewal_min_interval_secs: 3600,
+                allow_same_key_renewal: false,
+                station_enrollments_per_minute: 0,
+            },
         }
     }
 }
@@ -327,6 +351,16 @@ impl Config {
                     "server.tls_names: '{name}' is a single-label DNS name, which strict RFC 5280 linters \
                      reject; use a fully qualified name or an IP address"
                 ));
+            }
+        }
+        for (label, profile) in std::iter::once((&"".to_string(), &self.est.profile)).chain(self.est.labels.iter()) {
+            match self.profiles.get(profile) {
+                Some(p) if p.kind == ProfileKind::Device => {}
+                Some(_) => return bad(format!("est label '{label}': profile '{profile}' is not a device profile")),
+                None => return bad(format!("est label '{label}': unknown profile '{profile}'")),
+            }
+            if !label.is_empty() && !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return bad(format!("est label '{label}': use letters, digits, '-' and '_'"));
             }
         }
         if self.issuance.max_batch == 0 {

@@ -69,10 +69,21 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
         .map_err(|e| err(e.to_string()))?;
     let mut chain = vec![issued.record.der];
     chain.extend(issued.chain);
-    // Clients may present certificates from the identity hierarchy (stations,
-    // devices, operators); which ones an endpoint accepts is the endpoint's rule.
-    let roots: Vec<Vec<u8>> =
-        pki.cas().filter(|c| c.record.parent.is_none()).map(|c| c.record.cert_der.clone()).collect();
+    // Client identities: the CAs that issue device and station certificates, and
+    // the CAs above them, are trust anchors, so a device may present its bare leaf
+    // (EST hands out the leaf only). Which issuer an endpoint accepts is the
+    // endpoint's rule; update-signing certificates are never client identities.
+    let mut anchors: Vec<String> = Vec::new();
+    for p in cfg.profiles.values().filter(|p| matches!(p.kind, ProfileKind::Device | ProfileKind::Station)) {
+        let mut next = pki.ca(&p.issuer);
+        while let Some(ca) = next {
+            if !anchors.contains(&ca.record.name) {
+                anchors.push(ca.record.name.clone());
+            }
+            next = ca.record.parent.as_ref().and_then(|parent| pki.ca(parent));
+        }
+    }
+    let roots: Vec<Vec<u8>> = anchors.iter().filter_map(|n| pki.ca(n)).map(|c| c.record.cert_der.clone()).collect();
     crate::tls::server_config(chain, key, &roots).map_err(|e| err(e.to_string()))
 }
 
@@ -90,11 +101,14 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
             .run()
     };
     let private = {
-        let state = state.clone();
-        HttpServer::new(move || App::new().app_data(state.clone()).wrap_fn(request_span).configure(https_routes))
-            .bind_rustls_0_23(https_addr, tls)
-            .map_err(|source| ServeError::Bind { addr: https_addr, source })?
-            .run()
+        let (state, est) = (state.clone(), crate::est::state());
+        HttpServer::new(move || {
+            App::new().app_data(state.clone()).app_data(est.clone()).wrap_fn(request_span).configure(https_routes)
+        })
+        .on_connect(crate::est::capture_peer_certificates)
+        .bind_rustls_0_23(https_addr, tls)
+        .map_err(|source| ServeError::Bind { addr: https_addr, source })?
+        .run()
     };
     tracing::info!(%http_addr, %https_addr, "serving");
     tokio::try_join!(public, private)?;
@@ -111,7 +125,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
 
 /// Routes of the HTTPS listener.
 pub fn https_routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES)).route("/healthz", web::get().to(healthz));
+    cfg.route("/healthz", web::get().to(healthz)).configure(crate::est::routes);
 }
 
 /// A span per request with a request id, echoed in `x-request-id`.

@@ -1,0 +1,511 @@
+//! EST (RFC 7030) on the HTTPS listener: `cacerts`, `simpleenroll` (provisioning
+//! stations), `simplereenroll` (devices renewing themselves), `csrattrs` and
+//! `serverkeygen`, unlabeled (the configured device profile) and per label.
+//!
+//! Authentication is by the TLS client certificate. rustls only checks that it
+//! chains to one of our roots; each endpoint then demands its own issuer (Station CA
+//! or Device Issuing CA) and checks the certificate's *current* status in our store,
+//! because revocation must bite at request time, not at the next config reload.
+//! Every refusal is answered with a 4xx and a short reason, and audited.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::Extensions;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use const_oid::ObjectIdentifier;
+use enrollment::est as proto;
+use x509_parser::prelude::FromDer;
+use zeroize::Zeroizing;
+
+use crate::audit::AuditEvent;
+use crate::config::ProfileConfig;
+use crate::issuance::{check_policy, sha256_hex, IssueError, Issued, Pki};
+use crate::profile::{self, Subject};
+use crate::store::{CertRecord, CertStatus, DeviceRecord, DeviceState, IssuanceEffect, StationRecord};
+
+/// Largest body read into memory; anything over the EST limit is refused with 413
+/// after reading at most this much.
+const READ_LIMIT: usize = 4 * proto::MAX_BODY_BYTES;
+
+const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
+
+/// The client's certificate chain, captured at the TLS handshake.
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub Vec<Vec<u8>>);
+
+/// actix `on_connect` hook: keeps the peer's certificates for the handlers.
+pub fn capture_peer_certificates(conn: &dyn Any, ext: &mut Extensions) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
+        if let Some(certs) = tls.get_ref().1.peer_certificates() {
+            ext.insert(PeerCertificates(certs.iter().map(|c| c.to_vec()).collect()));
+        }
+    }
+}
+
+/// Per-process EST state: the station rate-limit windows.
+#[derive(Debug, Default)]
+pub struct EstState {
+    windows: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+/// A refusal: status, reason (sent to the client and audited), optional Retry-After.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self { status, reason: reason.into(), retry_after: None }
+    }
+    fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+    fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, reason)
+    }
+}
+
+impl From<proto::EstError> for Refusal {
+    fn from(e: proto::EstError) -> Self {
+        let status = match e {
+            proto::EstError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            proto::EstError::WrongContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            proto::EstError::Encoding(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<enrollment::CsrError> for Refusal {
+    fn from(e: enrollment::CsrError) -> Self {
+        let status =
+            if e == enrollment::CsrError::TooLarge { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<IssueError> for Refusal {
+    fn from(e: IssueError) -> Self {
+        let status = match &e {
+            IssueError::Csr(_) | IssueError::Policy(_) | IssueError::Profile(_) | IssueError::UnknownProfile(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            IssueError::Refused(_) => StatusCode::CONFLICT,
+            IssueError::Store(crate::store::StoreError::Unavailable(_)) | IssueError::CaUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "EST issuance failed");
+            return Self::new(status, "the certificate could not be issued; try again later");
+        }
+        Self::new(status, e.to_string())
+    }
+}
+
+/// EST routes, unlabeled and labeled.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(READ_LIMIT)).service(
+        web::scope("/.well-known/est")
+            .route("/cacerts", web::get().to(cacerts))
+            .route("/csrattrs", web::get().to(csrattrs))
+            .route("/simpleenroll", web::post().to(simpleenroll))
+            .route("/simplereenroll", web::post().to(simplereenroll))
+            .route("/serverkeygen", web::post().to(serverkeygen))
+            .route("/{label}/cacerts", web::get().to(cacerts))
+            .route("/{label}/csrattrs", web::get().to(csrattrs))
+            .route("/{label}/simpleenroll", web::post().to(simpleenroll))
+            .route("/{label}/simplereenroll", web::post().to(simplereenroll))
+            .route("/{label}/serverkeygen", web::post().to(serverkeygen)),
+    );
+}
+
+/// The profile a request's path selects.
+fn profile_for<'a>(pki: &'a Pki, req: &HttpRequest) -> Result<(&'a str, &'a ProfileConfig), Refusal> {
+    let est = &pki.config.est;
+    let name = match req.match_info().get("label") {
+        None => est.profile.as_str(),
+        Some(label) => est
+            .labels
+            .get(label)
+            .map(String::as_str)
+            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("unknown EST label '{label}'")))?,
+    };
+    let profile = pki
+        .config
+        .profiles
+        .get(name)
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("EST profile '{name}' is not configured")))?;
+    Ok((name, profile))
+}
+
+/// Runs an endpoint: refusals become 4xx responses with the reason, and are audited.
+/// `actor` is who the request turned out to be (set once authenticated).
+async fn respond(
+    pki: &Pki,
+    action: &str,
+    actor: &RefCell<String>,
+    result: impl std::future::Future<Output = Result<HttpResponse, Refusal>>,
+) -> HttpResponse {
+    match result.await {
+        Ok(res) => res,
+        Err(r) => {
+            let actor = actor.borrow().clone();
+            let event = AuditEvent::success(actor.as_str(), action, "est")
+                .with_outcome(format!("denied: {}", r.reason))
+                .with_details(serde_json::json!({ "status": r.status.as_u16() }));
+            if let Err(e) = pki.store.append_audit(&[event]).await {
+                tracing::error!(error = %e, "could not audit an EST refusal");
+            }
+            tracing::info!(action, actor = %actor, status = r.status.as_u16(), reason = %r.reason, "EST request refused");
+            let mut res = HttpResponse::build(r.status);
+            res.content_type("text/plain; charset=utf-8");
+            if let Some(secs) = r.retry_after {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            res.body(format!("{}\n", r.reason))
+        }
+    }
+}
+
+fn base64_response(content_type: &str, der: &[u8]) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Content-Transfer-Encoding", "base64"))
+        .body(proto::base64_lines(der))
+}
+
+/// `GET cacerts`: the issuing CA of the selected profile and everything above it,
+/// root included (RFC 7030 §4.1.3).
+async fn cacerts(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, "est.cacerts", &actor, async {
+        let (_, profile) = profile_for(&pki, &req)?;
+        let mut chain = Vec::new();
+        let mut next = pki.ca(&profile.issuer);
+        while let Some(ca) = next {
+            chain.push(ca.record.cert_der.clone());
+            next = ca.record.parent.as_ref().and_then(|p| pki.ca(p));
+        }
+        Ok(base64_response("application/pkcs7-mime", &proto::certs_only(&chain)?))
+    })
+    .await
+}
+
+/// `GET csrattrs`: what the profile accepts.
+async fn csrattrs(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, "est.csrattrs", &actor, async {
+        let (_, profile) = profile_for(&pki, &req)?;
+        const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+        let der = proto::csr_attrs(&profile.key_types, &[ECDSA_WITH_SHA256])?;
+        Ok(base64_response("application/csrattrs", &der))
+    })
+    .await
+}
+
+/// The client's leaf certificate, checked to be issued by CA `ca`, valid now, issued
+/// by us, and currently `valid` in the store.
+async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str) -> Result<CertRecord, Refusal> {
+    let peer = req.conn_data::<PeerCertificates>().and_then(|p| p.0.first().cloned()).ok_or_else(|| {
+        Refusal::new(StatusCode::UNAUTHORIZED, "a TLS client certificate is required for this endpoint")
+    })?;
+    let fingerprint = sha256_hex(&peer);
+    let foreign = || Refusal::forbidden(format!("the client certificate was not issued by the {ca} CA"));
+    let issuer = pki.ca(ca).ok_or_else(foreign)?;
+    {
+        let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&peer)
+            .map_err(|_| Refusal::bad_request("the client certificate does not parse"))?;
+        let (_, ca_cert) = x509_parser::certificate::X509Certificate::from_der(&issuer.record.cert_der)
+            .map_err(|_| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "CA certificate unreadable"))?;
+        if leaf.issuer().as_raw() != ca_cert.subject().as_raw()
+            || leaf.verify_signature(Some(ca_cert.public_key())).is_err()
+        {
+            return Err(foreign());
+        }
+        if !leaf.validity().is_valid() {
+            return Err(Refusal::forbidden("the client certificate has expired or is not yet valid"));
+        }
+    }
+    let record = pki
+        .store
+        .certificate_by_fingerprint(&fingerprint)
+        .await
+        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .ok_or_else(foreign)?;
+    match record.status {
+        CertStatus::Valid => Ok(record),
+        CertStatus::Revoked => Err(Refusal::forbidden("the client certificate is revoked")),
+        CertStatus::Superseded => {
+            Err(Refusal::forbidden("the client certificate has been replaced by a renewal; use the current one"))
+        }
+    }
+}
+
+/// A provisioning station: certificate from the Station CA, station registered and enabled.
+async fn authenticate_station(pki: &Pki, req: &HttpRequest, actor: &RefCell<String>) -> Result<StationRecord, Refusal> {
+    let cert = client_certificate(pki, req, "station").await?;
+    let name = common_name(&cert.der).ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
+    *actor.borrow_mut() = format!("station:{name}:{}", &cert.fingerprint[..16]);
+    let station = pki
+        .store
+        .get_station(&name)
+        .await
+        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .ok_or_else(|| Refusal::forbidden(format!("station '{name}' is not registered")))?;
+    if !station.enabled {
+        return Err(Refusal::forbidden(format!("station '{name}' is disabled")));
+    }
+    Ok(station)
+}
+
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
+}
+
+/// Station rate limit: fixed one-minute windows per station (per instance).
+fn rate_limit_station(pki: &Pki, state: &EstState, station: &str) -> Result<(), Refusal> {
+    let limit = pki.config.est.station_enrollments_per_minute;
+    if limit == 0 {
+        return Ok(());
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let minute = now / 60;
+    let mut windows = state.windows.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = windows.entry(station.to_string()).or_insert((minute, 0));
+    if entry.0 != minute {
+        *entry = (minute, 0);
+    }
+    if entry.1 >= limit {
+        let mut r =
+            Refusal::new(StatusCode::TOO_MANY_REQUESTS, format!("station rate limit of {limit}/minute reached"));
+        r.retry_after = Some(60 - now % 60);
+        return Err(r);
+    }
+    entry.1 += 1;
+    Ok(())
+}
+
+/// Decodes the base64 PKCS#10 body and checks the CSR's signature and crypto.
+fn read_csr(req: &HttpRequest, body: &[u8]) -> Result<enrollment::CheckedCsr, Refusal> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    proto::check_content_type(content_type, "application/pkcs10")?;
+    let der = proto::decode_base64_body(body)?;
+    Ok(enrollment::check_csr(&der)?)
+}
+
+/// The registered device a station may enroll now.
+async fn enrollable_device(
+    pki: &Pki,
+    station: &StationRecord,
+    csr: &enrollment::CheckedCsr,
+) -> Result<(DeviceRecord, ObjectIdentifier), Refusal> {
+    let id = csr.common_name.clone().ok_or_else(|| Refusal::bad_request("the CSR subject has no CN (device id)"))?;
+    profile::validate_device_id(&id).map_err(|e| Refusal::bad_request(e.to_string()))?;
+    let device = pki
+        .store
+        .get_device(&id)
+        .await
+        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .ok_or_else(|| Refusal::forbidden(format!("unknown device id '{id}': it is not in the device registry")))?;
+    if !station.may_enroll(&device) {
+        return Err(Refusal::forbidden(format!(
+            "station '{}' may not enroll model '{}' of batch '{}'",
+            station.name, device.model, device.batch
+        )));
+    }
+    match device.state {
+        DeviceState::Expected => {}
+        DeviceState::Active if device.reprovision => {}
+        DeviceState::Active => {
+            return Err(Refusal::forbidden(format!(
+                "device '{id}' is already enrolled and its batch does not allow re-provisioning"
+            )))
+        }
+        DeviceState::Revoked | DeviceState::Decommissioned => {
+            return Err(Refusal::forbidden(format!("device '{id}' is {}", device.state.as_str())))
+        }
+    }
+    let oid = model_oid(pki, &device)?;
+    Ok((device, oid))
+}
+
+fn model_oid(pki: &Pki, device: &DeviceRecord) -> Result<ObjectIdentifier, Refusal> {
+    pki.config
+        .models
+        .get(&device.model)
+        .and_then(|m| ObjectIdentifier::new(&m.oid).ok())
+        .ok_or_else(|| Refusal::forbidden(format!("device model '{}' is not configured", device.model)))
+}
+
+/// The certs-only answer to an enrollment: only the issued certificate (§4.2.3).
+fn enrolled(issued: &Issued) -> Result<HttpResponse, Refusal> {
+    Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&issued.record.der))?))
+}
+
+/// `POST simpleenroll`: a provisioning station enrolls a registered device.
+async fn simpleenroll(
+    pki: web::Data<Pki>,
+    state: web::Data<EstState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let actor = RefCell::new("unauthenticated".to_string());
+    respond(&pki, "est.simpleenroll", &actor, async {
+        let station = authenticate_station(&pki, &req, &actor).await?;
+        let who = actor.borrow().clone();
+        let (profile_name, profile) = profile_for(&pki, &req)?;
+        rate_limit_station(&pki, &state, &station.name)?;
+        let csr = read_csr(&req, &body)?;
+        check_policy(profile_name, profile, &csr)?;
+        let (device, model_oid) = enrollable_device(&pki, &station, &csr).await?;
+        let effect = IssuanceEffect::ActivateDevice {
+            device_id: device.device_id.clone(),
+            allow_reprovision: device.reprovision,
+        };
+        let subject = Subject::Device { id: device.device_id, model_oid };
+        let issued = pki.issue_checked(profile_name, profile, subject, &csr.public_key_der, &who, Some(effect)).await?;
+        enrolled(&issued)
+    })
+    .await
+}
+
+/// `POST simplereenroll`: a device renews its own identity with its current certificate.
+async fn simplereenroll(pki: web::Data<Pki>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let actor = RefCell::new("unauthenticated".to_string());
+    respond(&pki, "est.simplereenroll", &actor, async {
+        profile_for(&pki, &req)?;
+        let current = client_certificate(&pki, &req, "device").await?;
+        let id = current
+            .device_id
+            .clone()
+            .ok_or_else(|| Refusal::forbidden("the client certificate is not a device identity"))?;
+        let who = format!("device:{id}:{}", &current.fingerprint[..16]);
+        *actor.borrow_mut() = who.clone();
+        let device = pki
+            .store
+            .get_device(&id)
+            .await
+            .map_err(|e| Refusal::from(IssueError::Store(e)))?
+            .ok_or_else(|| Refusal::forbidden(format!("device '{id}' is not in the registry")))?;
+        if device.state != DeviceState::Active {
+            return Err(Refusal::forbidden(format!("device '{id}' is {}", device.state.as_str())));
+        }
+        let csr = read_csr(&req, &body)?;
+        proto::check_renewal_identity(&csr.der, &current.der).map_err(|e| Refusal::bad_request(e.to_string()))?;
+        if !pki.config.est.allow_same_key_renewal && sha256_hex(&csr.public_key_der) == current.public_key_sha256 {
+            return Err(Refusal::bad_request("renewal must use a new key pair (same-key renewal is not allowed)"));
+        }
+        // Renewals use the profile the current certificate was issued under.
+        let profile = pki
+            .config
+            .profiles
+            .get(&current.profile)
+            .ok_or_else(|| Refusal::forbidden(format!("profile '{}' is no longer configured", current.profile)))?;
+        check_policy(&current.profile, profile, &csr)?;
+        renewal_rate_limit(&pki, &id).await?;
+        let subject = Subject::Device { id, model_oid: model_oid(&pki, &device)? };
+        let effect = IssuanceEffect::Supersede { issuer: current.issuer.clone(), serial: current.serial.clone() };
+        let issued =
+            pki.issue_checked(&current.profile, profile, subject, &csr.public_key_der, &who, Some(effect)).await?;
+        enrolled(&issued)
+    })
+    .await
+}
+
+/// One certificate per device per configured interval, counted from the newest
+/// certificate in the store (so it holds across instances and restarts).
+async fn renewal_rate_limit(pki: &Pki, device_id: &str) -> Result<(), Refusal> {
+    let interval = pki.config.est.renewal_min_interval_secs as i64;
+    if interval == 0 {
+        return Ok(());
+    }
+    let newest = pki
+        .store
+        .certificates_for_device(device_id)
+        .await
+        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .into_iter()
+        .next();
+    if let Some(c) = newest {
+        let issued_at = c.not_before + profile::BACKDATE.as_secs() as i64;
+        let now = crate::issuance::unix(SystemTime::now());
+        let wait = issued_at + interval - now;
+        if wait > 0 {
+            let mut r = Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("device '{device_id}' was issued a certificate less than {interval} s ago"),
+            );
+            r.retry_after = Some(wait as u64);
+            return Err(r);
+        }
+    }
+    Ok(())
+}
+
+/// `POST serverkeygen` (RFC 7030 §4.4): for devices that cannot make keys. The
+/// station sends the device's CSR (for its identity); the key pair is generated here,
+/// returned once with the certificate, and never stored or logged.
+async fn serverkeygen(
+    pki: web::Data<Pki>,
+    state: web::Data<EstState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let actor = RefCell::new("unauthenticated".to_string());
+    respond(&pki, "est.serverkeygen", &actor, async {
+        let station = authenticate_station(&pki, &req, &actor).await?;
+        let who = actor.borrow().clone();
+        let (profile_name, profile) = profile_for(&pki, &req)?;
+        rate_limit_station(&pki, &state, &station.name)?;
+        let csr = read_csr(&req, &body)?;
+        check_policy(profile_name, profile, &csr)?;
+        let (device, model_oid) = enrollable_device(&pki, &station, &csr).await?;
+        let (pkcs8, spki) = generate_device_key()?;
+        let effect = IssuanceEffect::ActivateDevice { device_id: device.device_id.clone(), allow_reprovision: device.reprovision };
+        let subject = Subject::Device { id: device.device_id.clone(), model_oid };
+        let issued = pki.issue_checked(profile_name, profile, subject, &spki, &who, Some(effect)).await?;
+        pki.store
+            .append_audit(&[AuditEvent::success(
+                who.as_str(),
+                "est.serverkeygen",
+                format!("certificate:{}/{}", issued.record.issuer, hex::encode(&issued.record.serial)),
+            )
+            .with_details(serde_json::json!({ "device_id": device.device_id, "key": "ecdsa-p256, generated server-side, not stored" }))])
+            .await
+            .map_err(|e| Refusal::from(IssueError::Store(e)))?;
+        let certs = proto::certs_only(std::slice::from_ref(&issued.record.der))?;
+        let (content_type, body) = proto::serverkeygen_response(&pkcs8, &certs)?;
+        Ok(HttpResponse::Ok().content_type(content_type).body(body))
+    })
+    .await
+}
+
+/// A fresh P-256 key: its PKCS#8 (wiped on drop) and SPKI.
+fn generate_device_key() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), Refusal> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let internal = |_| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed");
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(internal)?;
+    let pkcs8 = Zeroizing::new(key.to_pkcs8v1().map_err(internal)?.as_ref().to_vec());
+    let spki = key.public_key().as_der().map_err(internal)?.as_ref().to_vec();
+    Ok((pkcs8, spki))
+}
+
+/// The EST state shared by all workers.
+pub fn state() -> web::Data<EstState> {
+    web::Data::new(EstState::default())
+}
