@@ -70,6 +70,24 @@ pub enum Command {
         #[command(subcommand)]
         command: StationsCommand,
     },
+    /// EST enrollments that wait for an operator (profiles with `approval = "manual"`).
+    Est {
+        #[command(subcommand)]
+        command: EstCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EstCommand {
+    /// List requests awaiting a decision (`--all` for every status).
+    Pending {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request; the station's next retry of it gets the certificate.
+    Approve { id: String },
+    /// Reject a request; it can never be issued.
+    Reject { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +258,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             write_out(out.as_deref(), &issued.chain_pem())?;
             eprintln!("station {name} registered; certificate serial {}", hex::encode(&issued.record.serial));
         }
+        Command::Est { command: EstCommand::Pending { all } } => {
+            let status = if all { None } else { Some(crate::store::RequestStatus::Pending) };
+            for r in store.list_enrollment_requests(status).await? {
+                println!(
+                    "{}  {:<9} device {:<20} profile {:<12} from {}",
+                    r.id,
+                    r.status.as_str(),
+                    r.device_id,
+                    r.profile,
+                    r.requester
+                );
+            }
+        }
+        Command::Est { command: EstCommand::Approve { id } | EstCommand::Reject { id } } if id.is_empty() => {
+            bail!("empty request id");
+        }
+        Command::Est { command } => {
+            let (id, approve) = match command {
+                EstCommand::Approve { id } => (id, true),
+                EstCommand::Reject { id } => (id, false),
+                EstCommand::Pending { .. } => unreachable_pending()?,
+            };
+            let action = if approve { "est.approve" } else { "est.reject" };
+            let audit = crate::audit::AuditEvent::success(&actor, action, format!("request:{id}"));
+            store.decide_enrollment_request(&id, approve, &actor, audit).await?;
+            println!("request {id} {}", if approve { "approved" } else { "rejected" });
+        }
         Command::Stations { command: StationsCommand::List } => {
             for st in store.list_stations().await? {
                 println!(
@@ -270,6 +315,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// `est pending` is matched before the decision arm; reaching it is a bug, reported
+/// as an error rather than a panic.
+fn unreachable_pending() -> anyhow::Result<(String, bool)> {
+    bail!("internal: `est pending` dispatched as a decision")
 }
 
 /// Parses a device CSV (see `devices import`).

@@ -148,6 +148,18 @@ pub struct ProfileConfig {
     pub default_model: Option<String>,
     /// Organization put in the subject, if any.
     pub organization: Option<String>,
+    /// `automatic`, or `manual`: EST enrollments wait (202 + Retry-After) until an
+    /// operator approves them with `ca-service est approve`.
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approval {
+    #[default]
+    Automatic,
+    Manual,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -237,6 +249,7 @@ impl Default for Config {
             key_types: vec!["ecdsa-p256".into(), "ecdsa-p384".into(), "ed25519".into(), "rsa".into()],
             default_model: None,
             organization: Some("Device PKI".into()),
+            approval: Approval::Automatic,
         };
         let mut profiles = BTreeMap::new();
         profiles.insert(

@@ -23,10 +23,12 @@ use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
-use crate::config::ProfileConfig;
+use crate::config::{Approval, ProfileConfig};
 use crate::issuance::{check_policy, sha256_hex, IssueError, Issued, Pki};
 use crate::profile::{self, Subject};
-use crate::store::{CertRecord, CertStatus, DeviceRecord, DeviceState, IssuanceEffect, StationRecord};
+use crate::store::{
+    CertRecord, CertStatus, DeviceRecord, DeviceState, EnrollmentRequest, IssuanceEffect, RequestStatus, StationRecord,
+};
 
 /// Largest body read into memory; anything over the EST limit is refused with 413
 /// after reading at most this much.
@@ -351,6 +353,14 @@ fn model_oid(pki: &Pki, device: &DeviceRecord) -> Result<ObjectIdentifier, Refus
         .ok_or_else(|| Refusal::forbidden(format!("device model '{}' is not configured", device.model)))
 }
 
+/// How long a station is told to wait before asking again about a request that
+/// awaits approval.
+const APPROVAL_RETRY_AFTER_SECS: u64 = 60;
+
+async fn stored_request(pki: &Pki, id: &str) -> Result<Option<EnrollmentRequest>, Refusal> {
+    pki.store.get_enrollment_request(id).await.map_err(|e| Refusal::from(IssueError::Store(e)))
+}
+
 /// The certs-only answer to an enrollment: only the issued certificate (§4.2.3).
 fn enrolled(issued: &Issued) -> Result<HttpResponse, Refusal> {
     Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&issued.record.der))?))
@@ -371,13 +381,64 @@ async fn simpleenroll(
         rate_limit_station(&pki, &state, &station.name)?;
         let csr = read_csr(&req, &body)?;
         check_policy(profile_name, profile, &csr)?;
+        let manual = profile.approval == Approval::Manual;
+        let request_id = sha256_hex(&csr.der);
+        if manual {
+            // A request already issued is answered with its certificate again (the
+            // station may have lost the first response); the device is active by now.
+            if let Some((issuer, serial)) = stored_request(&pki, &request_id).await?.and_then(|r| r.issued) {
+                let record = pki
+                    .store
+                    .get_certificate(&issuer, &serial)
+                    .await
+                    .map_err(|e| Refusal::from(IssueError::Store(e)))?
+                    .ok_or_else(|| Refusal::new(StatusCode::CONFLICT, "the approved certificate is gone"))?;
+                return Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&record.der))?));
+            }
+        }
         let (device, model_oid) = enrollable_device(&pki, &station, &csr).await?;
+        if manual {
+            let request = EnrollmentRequest {
+                id: request_id.clone(),
+                profile: profile_name.to_string(),
+                device_id: device.device_id.clone(),
+                requester: who.clone(),
+                status: RequestStatus::Pending,
+                decided_by: None,
+                issued: None,
+            };
+            let audit = AuditEvent::success(who.as_str(), "est.request", format!("request:{request_id}"))
+                .with_details(serde_json::json!({ "device_id": device.device_id, "profile": profile_name }));
+            let stored = pki
+                .store
+                .submit_enrollment_request(&request, audit)
+                .await
+                .map_err(|e| Refusal::from(IssueError::Store(e)))?;
+            match stored.status {
+                RequestStatus::Pending => {
+                    return Ok(HttpResponse::Accepted()
+                        .insert_header((header::RETRY_AFTER, APPROVAL_RETRY_AFTER_SECS.to_string()))
+                        .content_type("text/plain; charset=utf-8")
+                        .body(format!("request {request_id} awaits an operator's approval\n")));
+                }
+                RequestStatus::Rejected => {
+                    return Err(Refusal::forbidden(format!("request {request_id} was rejected by an operator")));
+                }
+                RequestStatus::Approved | RequestStatus::Issued => {}
+            }
+        }
         let effect = IssuanceEffect::ActivateDevice {
             device_id: device.device_id.clone(),
             allow_reprovision: device.reprovision,
         };
         let subject = Subject::Device { id: device.device_id, model_oid };
         let issued = pki.issue_checked(profile_name, profile, subject, &csr.public_key_der, &who, Some(effect)).await?;
+        if manual {
+            pki.store
+                .mark_enrollment_request_issued(&request_id, &issued.record.issuer, &issued.record.serial)
+                .await
+                .map_err(|e| Refusal::from(IssueError::Store(e)))?;
+        }
         enrolled(&issued)
     })
     .await

@@ -171,6 +171,51 @@ pub struct DeviceRecord {
     pub reprovision: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Rejected,
+    /// Approved and the certificate issued (`issuer`, `serial` set).
+    Issued,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Rejected => "rejected",
+            RequestStatus::Issued => "issued",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "pending" => Ok(RequestStatus::Pending),
+            "approved" => Ok(RequestStatus::Approved),
+            "rejected" => Ok(RequestStatus::Rejected),
+            "issued" => Ok(RequestStatus::Issued),
+            other => Err(StoreError::Corrupt(format!("unknown request status '{other}'"))),
+        }
+    }
+}
+
+/// An enrollment waiting for (or past) an operator's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentRequest {
+    /// SHA-256 of the CSR DER, lower-case hex.
+    pub id: String,
+    pub profile: String,
+    pub device_id: String,
+    /// Who asked (the station actor).
+    pub requester: String,
+    pub status: RequestStatus,
+    pub decided_by: Option<String>,
+    /// The certificate issued for it, once `Issued`.
+    pub issued: Option<(String, Vec<u8>)>,
+}
+
 /// A provisioning station and what it may enroll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StationRecord {
@@ -203,6 +248,9 @@ pub enum StoreError {
     Database(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The stored state does not allow the change (e.g. a decision already made).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The storage interface. Implementations must give the same behaviour (DESIGN
@@ -261,6 +309,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError>;
     /// All stations, by name.
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError>;
+
+    /// Records an enrollment request awaiting approval, or returns the stored one
+    /// with the same id (the station's retry); audited only when new.
+    async fn submit_enrollment_request(
+        &self,
+        request: &EnrollmentRequest,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRequest, StoreError>;
+    async fn get_enrollment_request(&self, id: &str) -> Result<Option<EnrollmentRequest>, StoreError>;
+    /// pending → approved / rejected. `NotFound` if absent; `Conflict` naming the
+    /// status if it is not pending (decisions are final).
+    async fn decide_enrollment_request(
+        &self,
+        id: &str,
+        approve: bool,
+        decided_by: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// approved → issued, recording the certificate.
+    async fn mark_enrollment_request_issued(&self, id: &str, issuer: &str, serial: &[u8]) -> Result<(), StoreError>;
+    /// Requests in a status (all when `None`), oldest first.
+    async fn list_enrollment_requests(
+        &self,
+        status: Option<RequestStatus>,
+    ) -> Result<Vec<EnrollmentRequest>, StoreError>;
 
     /// Appends audit entries (for actions that change nothing else, such as refusals).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;

@@ -23,8 +23,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
 use super::{
-    effect_refusal, split_list, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance,
-    IssuanceEffect, IssuanceOutcome, StationRecord, Store, StoreError,
+    effect_refusal, split_list, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
+    EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, StationRecord, Store, StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
@@ -379,6 +379,29 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     })
 }
 
+const REQUEST_COLUMNS: &str = "id, profile, device_id, requester, status, decided_by, issuer, serial_hex";
+
+fn request_from_row(row: &Row) -> Result<EnrollmentRequest, StoreError> {
+    let status: String = row.try_get(4).map_err(pg_err)?;
+    let issuer: Option<String> = row.try_get(6).map_err(pg_err)?;
+    let serial_hex: Option<String> = row.try_get(7).map_err(pg_err)?;
+    let issued = match (issuer, serial_hex) {
+        (Some(i), Some(s)) => {
+            Some((i, hex::decode(&s).map_err(|_| StoreError::Corrupt(format!("request serial '{s}' is not hex")))?))
+        }
+        _ => None,
+    };
+    Ok(EnrollmentRequest {
+        id: row.try_get(0).map_err(pg_err)?,
+        profile: row.try_get(1).map_err(pg_err)?,
+        device_id: row.try_get(2).map_err(pg_err)?,
+        requester: row.try_get(3).map_err(pg_err)?,
+        status: RequestStatus::parse(&status)?,
+        decided_by: row.try_get(5).map_err(pg_err)?,
+        issued,
+    })
+}
+
 fn station_from_row(row: &Row) -> Result<StationRecord, StoreError> {
     let models: String = row.try_get(2).map_err(pg_err)?;
     let batches: String = row.try_get(3).map_err(pg_err)?;
@@ -725,6 +748,113 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_err)?;
         client.query_opt(&stmt, &[&device_id]).await.map_err(pg_err)?.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn submit_enrollment_request(
+        &self,
+        request: &EnrollmentRequest,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRequest, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO enrollment_requests (id, profile, device_id, requester, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let r = request;
+        let n = tx.execute(&stmt, &[&r.id, &r.profile, &r.device_id, &r.requester, &now_us()]).await.map_err(pg_err)?;
+        if n == 1 {
+            append_chain(&tx, head, vec![audit]).await?;
+        }
+        let stmt = tx
+            .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
+            .await
+            .map_err(pg_err)?;
+        let row = tx.query_one(&stmt, &[&r.id]).await.map_err(pg_err)?;
+        let stored = request_from_row(&row)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(stored)
+    }
+
+    async fn get_enrollment_request(&self, id: &str) -> Result<Option<EnrollmentRequest>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&id]).await.map_err(pg_err)?.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn decide_enrollment_request(
+        &self,
+        id: &str,
+        approve: bool,
+        decided_by: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let status = if approve { "approved" } else { "rejected" };
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE enrollment_requests SET status = $1, decided_by = $2, updated_at = $3 \
+                 WHERE id = $4 AND status = 'pending'",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx.execute(&stmt, &[&status, &decided_by, &now_us(), &id]).await.map_err(pg_err)?;
+        if n == 0 {
+            let stmt = tx
+                .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
+                .await
+                .map_err(pg_err)?;
+            return Err(match tx.query_opt(&stmt, &[&id]).await.map_err(pg_err)? {
+                None => StoreError::NotFound(format!("enrollment request '{id}'")),
+                Some(row) => StoreError::Conflict(format!(
+                    "enrollment request '{id}' is already {}; decisions are final",
+                    request_from_row(&row)?.status.as_str()
+                )),
+            });
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn mark_enrollment_request_issued(&self, id: &str, issuer: &str, serial: &[u8]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE enrollment_requests SET status = 'issued', issuer = $1, serial_hex = $2, updated_at = $3 \
+                 WHERE id = $4 AND status = 'approved'",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = client.execute(&stmt, &[&issuer, &hex::encode(serial), &now_us(), &id]).await.map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("approved enrollment request '{id}'")));
+        }
+        Ok(())
+    }
+
+    async fn list_enrollment_requests(
+        &self,
+        status: Option<RequestStatus>,
+    ) -> Result<Vec<EnrollmentRequest>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE $1::text IS NULL OR status = $1 \
+                 ORDER BY created_at, id"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let status = status.map(RequestStatus::as_str);
+        client.query(&stmt, &[&status]).await.map_err(pg_err)?.iter().map(request_from_row).collect()
     }
 
     async fn add_station(&self, station: &StationRecord, audit: AuditEvent) -> Result<(), StoreError> {

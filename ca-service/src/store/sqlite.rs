@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
-    effect_refusal, split_list, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState, Issuance,
-    IssuanceEffect, IssuanceOutcome, StationRecord, Store, StoreError,
+    effect_refusal, split_list, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
+    EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, StationRecord, Store, StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
@@ -267,6 +267,29 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
         hardware_serial: row.get(4).map_err(db_err)?,
         state: DeviceState::parse(&state)?,
         reprovision: row.get(6).map_err(db_err)?,
+    })
+}
+
+const REQUEST_COLUMNS: &str = "id, profile, device_id, requester, status, decided_by, issuer, serial_hex";
+
+fn request_from_row(row: &Row<'_>) -> Result<EnrollmentRequest, StoreError> {
+    let status: String = row.get(4).map_err(db_err)?;
+    let issuer: Option<String> = row.get(6).map_err(db_err)?;
+    let serial_hex: Option<String> = row.get(7).map_err(db_err)?;
+    let issued = match (issuer, serial_hex) {
+        (Some(i), Some(s)) => {
+            Some((i, hex::decode(&s).map_err(|_| StoreError::Corrupt(format!("request serial '{s}' is not hex")))?))
+        }
+        _ => None,
+    };
+    Ok(EnrollmentRequest {
+        id: row.get(0).map_err(db_err)?,
+        profile: row.get(1).map_err(db_err)?,
+        device_id: row.get(2).map_err(db_err)?,
+        requester: row.get(3).map_err(db_err)?,
+        status: RequestStatus::parse(&status)?,
+        decided_by: row.get(5).map_err(db_err)?,
+        issued,
     })
 }
 
@@ -589,6 +612,108 @@ impl Store for SqliteStore {
             let sql = "SELECT device_id, model, class, batch, hardware_serial, state, reprovision \
                        FROM devices WHERE device_id = ?1";
             Ok(query_all(conn, sql, [device_id], device_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn submit_enrollment_request(
+        &self,
+        request: &EnrollmentRequest,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRequest, StoreError> {
+        let r = request.clone();
+        self.write(move |tx| {
+            let now = now_us();
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO enrollment_requests (id, profile, device_id, requester, status, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5) ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(db_err)?
+                .execute(params![r.id, r.profile, r.device_id, r.requester, now])
+                .map_err(db_err)?;
+            if n == 1 {
+                append_chain(tx, vec![audit])?;
+            }
+            let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
+            query_all(tx, &sql, [r.id.clone()], request_from_row)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::Database("enrollment request vanished".into()))
+        })
+        .await
+    }
+
+    async fn get_enrollment_request(&self, id: &str) -> Result<Option<EnrollmentRequest>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
+            Ok(query_all(conn, &sql, [id], request_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn decide_enrollment_request(
+        &self,
+        id: &str,
+        approve: bool,
+        decided_by: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (id, decided_by) = (id.to_owned(), decided_by.to_owned());
+        self.write(move |tx| {
+            let status = if approve { "approved" } else { "rejected" };
+            let n = tx
+                .prepare_cached(
+                    "UPDATE enrollment_requests SET status = ?1, decided_by = ?2, updated_at = ?3 \
+                     WHERE id = ?4 AND status = 'pending'",
+                )
+                .map_err(db_err)?
+                .execute(params![status, decided_by, now_us(), id])
+                .map_err(db_err)?;
+            if n == 0 {
+                let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
+                return Err(match query_all(tx, &sql, [id.clone()], request_from_row)?.into_iter().next() {
+                    None => StoreError::NotFound(format!("enrollment request '{id}'")),
+                    Some(r) => StoreError::Conflict(format!(
+                        "enrollment request '{id}' is already {}; decisions are final",
+                        r.status.as_str()
+                    )),
+                });
+            }
+            append_chain(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn mark_enrollment_request_issued(&self, id: &str, issuer: &str, serial: &[u8]) -> Result<(), StoreError> {
+        let (id, issuer, serial_hex) = (id.to_owned(), issuer.to_owned(), hex::encode(serial));
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE enrollment_requests SET status = 'issued', issuer = ?1, serial_hex = ?2, updated_at = ?3 \
+                     WHERE id = ?4 AND status = 'approved'",
+                )
+                .map_err(db_err)?
+                .execute(params![issuer, serial_hex, now_us(), id])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("approved enrollment request '{id}'")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_enrollment_requests(
+        &self,
+        status: Option<RequestStatus>,
+    ) -> Result<Vec<EnrollmentRequest>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at, id"
+            );
+            query_all(conn, &sql, [status.map(RequestStatus::as_str)], request_from_row)
         })
         .await
     }

@@ -215,6 +215,7 @@ both_backends!(
     hierarchy_is_stored_whole_or_not_at_all,
     enrollment_effects_are_atomic_with_the_certificate,
     stations_add_get_list,
+    enrollment_requests_wait_for_one_final_decision,
     certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
@@ -455,6 +456,45 @@ async fn enrollment_effects_are_atomic_with_the_certificate(h: &Harness) {
     let out = s.store_certificates(&[with(7, activate("d-3", false))]).await.unwrap();
     assert_eq!(out[0], IssuanceOutcome::SerialTaken);
     assert_eq!(s.get_device("d-3").await.unwrap().unwrap().state, DeviceState::Expected);
+}
+
+async fn enrollment_requests_wait_for_one_final_decision(h: &Harness) {
+    let s = h.store();
+    let req = |id: &str| EnrollmentRequest {
+        id: id.into(),
+        profile: "device".into(),
+        device_id: format!("dev-{id}"),
+        requester: "station:line-1".into(),
+        status: RequestStatus::Pending,
+        decided_by: None,
+        issued: None,
+    };
+    let first = s.submit_enrollment_request(&req("a"), event("est.request", "request:a")).await.unwrap();
+    assert_eq!(first, req("a"));
+    // The station's retry finds the same request; only the first submission is audited.
+    let again = s.submit_enrollment_request(&req("a"), event("est.request", "request:a")).await.unwrap();
+    assert_eq!(again.status, RequestStatus::Pending);
+    assert_eq!(s.audit_entries(0, 10).await.unwrap().len(), 1);
+
+    s.submit_enrollment_request(&req("b"), event("est.request", "request:b")).await.unwrap();
+    s.decide_enrollment_request("a", true, "cli:alice", event("est.approve", "request:a")).await.unwrap();
+    s.decide_enrollment_request("b", false, "cli:alice", event("est.reject", "request:b")).await.unwrap();
+    let err = s.decide_enrollment_request("b", true, "cli:bob", event("est.approve", "request:b")).await.unwrap_err();
+    assert!(err.to_string().contains("already rejected"), "{err}");
+    let err = s.decide_enrollment_request("zz", true, "cli:bob", event("est.approve", "request:zz")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    // A rejected request cannot be issued; an approved one is, once.
+    assert!(s.mark_enrollment_request_issued("b", "device", &[1]).await.is_err());
+    s.mark_enrollment_request_issued("a", "device", &[9, 9]).await.unwrap();
+    assert!(s.mark_enrollment_request_issued("a", "device", &[9, 9]).await.is_err());
+    let a = s.get_enrollment_request("a").await.unwrap().unwrap();
+    assert_eq!(a.status, RequestStatus::Issued);
+    assert_eq!(a.decided_by.as_deref(), Some("cli:alice"));
+    assert_eq!(a.issued, Some(("device".to_string(), vec![9, 9])));
+    let rejected = s.list_enrollment_requests(Some(RequestStatus::Rejected)).await.unwrap();
+    assert_eq!(rejected.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(s.list_enrollment_requests(None).await.unwrap().len(), 2);
+    assert_eq!(s.audit_entries(0, 10).await.unwrap().len(), 4, "submit a, submit b, approve a, reject b");
 }
 
 async fn stations_add_get_list(h: &Harness) {
