@@ -127,6 +127,10 @@ pub enum StationsCommand {
         /// Write the certificate chain here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also create an HTTP credential (Basic/Bearer) for profiles that allow it;
+        /// printed once, stored as an Argon2id hash.
+        #[arg(long)]
+        with_secret: bool,
     },
     /// List stations and their scope.
     List,
@@ -219,17 +223,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.add_devices(&devices, audit).await?;
             println!("registered {} devices in batch {batch}", devices.len());
         }
-        Command::Stations { command: StationsCommand::Add { csr, models, batches, out } } => {
+        Command::Stations { command: StationsCommand::Add { csr, models, batches, out, with_secret } } => {
             ensure_hierarchy(store.as_ref()).await?;
             let bytes = std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;
             let checked = enrollment::check_csr(&bytes).with_context(|| format!("{}", csr.display()))?;
             let name = checked.common_name.clone().context("the station CSR has no CN (the station's name)")?;
             let list = |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
+            let secret =
+                if with_secret { Some(crate::credentials::new_secret().map_err(anyhow::Error::msg)?) } else { None };
             let station = crate::store::StationRecord {
                 name: name.clone(),
                 enabled: true,
                 models: list(&models),
                 batches: list(&batches),
+                secret_hash: secret.as_ref().map(|(_, phc)| phc.clone()),
             };
             if store.get_station(&name).await?.is_some() {
                 bail!("station '{name}' already exists");
@@ -257,6 +264,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             write_out(out.as_deref(), &issued.chain_pem())?;
             eprintln!("station {name} registered; certificate serial {}", hex::encode(&issued.record.serial));
+            if let Some((secret, _)) = &secret {
+                // Shown once; only its Argon2id hash is stored.
+                eprintln!(
+                    "station secret (shown once, store it now): {}\n  use: Authorization: Bearer {name}.{}  \
+                     or Basic with user '{name}'",
+                    secret.as_str(),
+                    secret.as_str()
+                );
+            }
         }
         Command::Est { command: EstCommand::Pending { all } } => {
             let status = if all { None } else { Some(crate::store::RequestStatus::Pending) };

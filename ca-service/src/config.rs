@@ -152,6 +152,10 @@ pub struct ProfileConfig {
     /// operator approves them with `ca-service est approve`.
     #[serde(default)]
     pub approval: Approval,
+    /// Whether stations may authenticate EST requests for this profile with their
+    /// HTTP credential (Basic/Bearer) instead of a client certificate.
+    #[serde(default)]
+    pub station_credentials: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -250,6 +254,7 @@ impl Default for Config {
             default_model: None,
             organization: Some("Device PKI".into()),
             approval: Approval::Automatic,
+            station_credentials: false,
         };
         let mut profiles = BTreeMap::new();
         profiles.insert(

@@ -255,11 +255,26 @@ async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str) -> Result<Ce
     }
 }
 
-/// A provisioning station: certificate from the Station CA, station registered and enabled.
-async fn authenticate_station(pki: &Pki, req: &HttpRequest, actor: &RefCell<String>) -> Result<StationRecord, Refusal> {
-    let cert = client_certificate(pki, req, "station").await?;
-    let name = common_name(&cert.der).ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
-    *actor.borrow_mut() = format!("station:{name}:{}", &cert.fingerprint[..16]);
+/// A provisioning station: a certificate from the Station CA — or, where the profile
+/// allows it and no certificate was presented, the station's HTTP credential — and
+/// the station registered and enabled.
+async fn authenticate_station(
+    pki: &Pki,
+    req: &HttpRequest,
+    profile: &ProfileConfig,
+    actor: &RefCell<String>,
+) -> Result<StationRecord, Refusal> {
+    let has_certificate = req.conn_data::<PeerCertificates>().is_some_and(|p| !p.0.is_empty());
+    let name = if !has_certificate && profile.station_credentials {
+        let name = station_by_credential(pki, req).await?;
+        *actor.borrow_mut() = format!("station:{name}:credential");
+        name
+    } else {
+        let cert = client_certificate(pki, req, "station").await?;
+        let name = common_name(&cert.der).ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
+        *actor.borrow_mut() = format!("station:{name}:{}", &cert.fingerprint[..16]);
+        name
+    };
     let station = pki
         .store
         .get_station(&name)
@@ -270,6 +285,30 @@ async fn authenticate_station(pki: &Pki, req: &HttpRequest, actor: &RefCell<Stri
         return Err(Refusal::forbidden(format!("station '{name}' is disabled")));
     }
     Ok(station)
+}
+
+/// The station named by a valid `Authorization` credential.
+async fn station_by_credential(pki: &Pki, req: &HttpRequest) -> Result<String, Refusal> {
+    let unauthorized = |m: &str| Refusal::new(StatusCode::UNAUTHORIZED, m.to_string());
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let credential = crate::credentials::parse_authorization(header)
+        .map_err(unauthorized)?
+        .ok_or_else(|| unauthorized("a TLS client certificate or station credentials are required"))?;
+    let station = pki.store.get_station(&credential.station).await.map_err(|e| Refusal::from(IssueError::Store(e)))?;
+    // Unknown station and wrong secret answer alike (no account probing); the
+    // hash check runs either way only when there is a hash to check.
+    let hash = station.and_then(|s| s.secret_hash);
+    let ok = match hash {
+        Some(phc) => {
+            let secret = credential.secret.clone();
+            tokio::task::spawn_blocking(move || crate::credentials::verify(&phc, &secret)).await.unwrap_or(false)
+        }
+        None => false,
+    };
+    if !ok {
+        return Err(unauthorized("station credentials are not valid"));
+    }
+    Ok(credential.station)
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
@@ -375,9 +414,9 @@ async fn simpleenroll(
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.simpleenroll", &actor, async {
-        let station = authenticate_station(&pki, &req, &actor).await?;
-        let who = actor.borrow().clone();
         let (profile_name, profile) = profile_for(&pki, &req)?;
+        let station = authenticate_station(&pki, &req, profile, &actor).await?;
+        let who = actor.borrow().clone();
         rate_limit_station(&pki, &state, &station.name)?;
         let csr = read_csr(&req, &body)?;
         check_policy(profile_name, profile, &csr)?;
@@ -528,9 +567,9 @@ async fn serverkeygen(
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.serverkeygen", &actor, async {
-        let station = authenticate_station(&pki, &req, &actor).await?;
-        let who = actor.borrow().clone();
         let (profile_name, profile) = profile_for(&pki, &req)?;
+        let station = authenticate_station(&pki, &req, profile, &actor).await?;
+        let who = actor.borrow().clone();
         rate_limit_station(&pki, &state, &station.name)?;
         let csr = read_csr(&req, &body)?;
         check_policy(profile_name, profile, &csr)?;

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod est;
 pub mod hierarchy;
 pub mod issuance;

@@ -226,6 +226,8 @@ pub struct StationRecord {
     pub models: Vec<String>,
     /// Batches it may enroll; `*` = any.
     pub batches: Vec<String>,
+    /// Argon2id PHC string of the station's HTTP credential, if it has one.
+    pub secret_hash: Option<String>,
 }
 
 impl StationRecord {

@@ -410,6 +410,7 @@ fn station_from_row(row: &Row) -> Result<StationRecord, StoreError> {
         enabled: row.try_get(1).map_err(pg_err)?,
         models: split_list(&models),
         batches: split_list(&batches),
+        secret_hash: row.try_get(4).map_err(pg_err)?,
     })
 }
 
@@ -863,15 +864,22 @@ impl Store for PostgresStore {
         let head = lock_chain(&tx).await?;
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO stations (name, enabled, models, batches, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO stations (name, enabled, models, batches, secret_hash, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO NOTHING",
             )
             .await
             .map_err(pg_err)?;
         let n = tx
             .execute(
                 &stmt,
-                &[&station.name, &station.enabled, &station.models.join(","), &station.batches.join(","), &now_us()],
+                &[
+                    &station.name,
+                    &station.enabled,
+                    &station.models.join(","),
+                    &station.batches.join(","),
+                    &station.secret_hash,
+                    &now_us(),
+                ],
             )
             .await
             .map_err(pg_err)?;
@@ -885,7 +893,7 @@ impl Store for PostgresStore {
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT name, enabled, models, batches FROM stations WHERE name = $1")
+            .prepare_cached("SELECT name, enabled, models, batches, secret_hash FROM stations WHERE name = $1")
             .await
             .map_err(pg_err)?;
         client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(station_from_row).transpose()
@@ -894,7 +902,7 @@ impl Store for PostgresStore {
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT name, enabled, models, batches FROM stations ORDER BY name")
+            .prepare_cached("SELECT name, enabled, models, batches, secret_hash FROM stations ORDER BY name")
             .await
             .map_err(pg_err)?;
         client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(station_from_row).collect()

@@ -303,6 +303,7 @@ fn station_from_row(row: &Row<'_>) -> Result<StationRecord, StoreError> {
         enabled: row.get(1).map_err(db_err)?,
         models: list(2)?,
         batches: list(3)?,
+        secret_hash: row.get(4).map_err(db_err)?,
     })
 }
 
@@ -724,11 +725,11 @@ impl Store for SqliteStore {
             let now = now_us();
             let n = tx
                 .prepare_cached(
-                    "INSERT INTO stations (name, enabled, models, batches, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (name) DO NOTHING",
+                    "INSERT INTO stations (name, enabled, models, batches, secret_hash, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (name) DO NOTHING",
                 )
                 .map_err(db_err)?
-                .execute(params![st.name, st.enabled, st.models.join(","), st.batches.join(","), now])
+                .execute(params![st.name, st.enabled, st.models.join(","), st.batches.join(","), st.secret_hash, now])
                 .map_err(db_err)?;
             if n == 0 {
                 return Err(StoreError::AlreadyExists(format!("station '{}'", st.name)));
@@ -741,7 +742,7 @@ impl Store for SqliteStore {
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
         let name = name.to_owned();
         self.read(move |conn| {
-            let sql = "SELECT name, enabled, models, batches FROM stations WHERE name = ?1";
+            let sql = "SELECT name, enabled, models, batches, secret_hash FROM stations WHERE name = ?1";
             Ok(query_all(conn, sql, [name], station_from_row)?.into_iter().next())
         })
         .await
@@ -749,7 +750,12 @@ impl Store for SqliteStore {
 
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
         self.read(move |conn| {
-            query_all(conn, "SELECT name, enabled, models, batches FROM stations ORDER BY name", [], station_from_row)
+            query_all(
+                conn,
+                "SELECT name, enabled, models, batches, secret_hash FROM stations ORDER BY name",
+                [],
+                station_from_row,
+            )
         })
         .await
     }

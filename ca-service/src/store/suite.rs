@@ -504,6 +504,7 @@ async fn stations_add_get_list(h: &Harness) {
         enabled: true,
         models: vec!["sensor-v2".into()],
         batches: vec!["*".into()],
+        secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
     };
     s.add_station(&st, event("station.add", "station:line-1")).await.unwrap();
     assert_eq!(s.get_station("line-1").await.unwrap(), Some(st.clone()));
