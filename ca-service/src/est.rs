@@ -272,7 +272,7 @@ async fn authenticate_station(
     } else {
         let cert = client_certificate(pki, req, "station").await?;
         let name = common_name(&cert.der).ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
-        *actor.borrow_mut() = format!("station:{name}:{}", &cert.fingerprint[..16]);
+        *actor.borrow_mut() = format!("station:{name}:{}", short(&cert.fingerprint));
         name
     };
     let station = pki
@@ -309,6 +309,11 @@ async fn station_by_credential(pki: &Pki, req: &HttpRequest) -> Result<String, R
         return Err(unauthorized("station credentials are not valid"));
     }
     Ok(credential.station)
+}
+
+/// The first 16 hex digits of a fingerprint, for actor names.
+fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..16).unwrap_or(fingerprint)
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
@@ -493,7 +498,7 @@ async fn simplereenroll(pki: web::Data<Pki>, req: HttpRequest, body: web::Bytes)
             .device_id
             .clone()
             .ok_or_else(|| Refusal::forbidden("the client certificate is not a device identity"))?;
-        let who = format!("device:{id}:{}", &current.fingerprint[..16]);
+        let who = format!("device:{id}:{}", short(&current.fingerprint));
         *actor.borrow_mut() = who.clone();
         let device = pki
             .store
