@@ -2,10 +2,11 @@
 //! stations), `simplereenroll` (devices renewing themselves), `csrattrs` and
 //! `serverkeygen`, unlabeled (the configured device profile) and per label.
 //!
-//! Authentication is by the TLS client certificate. rustls only checks that it
-//! chains to one of our roots; each endpoint then demands its own issuer (Station CA
-//! or Device Issuing CA) and checks the certificate's *current* status in our store,
-//! because revocation must bite at request time, not at the next config reload.
+//! Authentication is by the TLS client certificate. The handshake only proves the
+//! client holds its key (see `tls`); each endpoint then demands its own issuer
+//! (Station CA or Device Issuing CA), validity now, the profile kind, and the
+//! certificate's *current* status in our store, because revocation must bite at
+//! request time, not at the next config reload.
 //! Every refusal is answered with a 4xx and a short reason, and audited.
 
 use std::any::Any;
@@ -23,16 +24,12 @@ use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
-use crate::config::{Approval, ProfileConfig};
+use crate::config::{Approval, ProfileConfig, ProfileKind};
 use crate::issuance::{check_policy, sha256_hex, IssueError, Issued, Pki};
 use crate::profile::{self, Subject};
 use crate::store::{
     CertRecord, CertStatus, DeviceRecord, DeviceState, EnrollmentRequest, IssuanceEffect, RequestStatus, StationRecord,
 };
-
-/// Largest body read into memory; anything over the EST limit is refused with 413
-/// after reading at most this much.
-const READ_LIMIT: usize = 4 * proto::MAX_BODY_BYTES;
 
 const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 
@@ -118,7 +115,7 @@ impl From<IssueError> for Refusal {
 
 /// EST routes, unlabeled and labeled.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(READ_LIMIT)).service(
+    cfg.service(
         web::scope("/.well-known/est")
             .route("/cacerts", web::get().to(cacerts))
             .route("/csrattrs", web::get().to(csrattrs))
@@ -219,7 +216,7 @@ async fn csrattrs(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
 
 /// The client's leaf certificate, checked to be issued by CA `ca`, valid now, issued
 /// by us, and currently `valid` in the store.
-async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str) -> Result<CertRecord, Refusal> {
+async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str, kind: ProfileKind) -> Result<CertRecord, Refusal> {
     let peer = req.conn_data::<PeerCertificates>().and_then(|p| p.0.first().cloned()).ok_or_else(|| {
         Refusal::new(StatusCode::UNAUTHORIZED, "a TLS client certificate is required for this endpoint")
     })?;
@@ -246,6 +243,11 @@ async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str) -> Result<Ce
         .await
         .map_err(|e| Refusal::from(IssueError::Store(e)))?
         .ok_or_else(foreign)?;
+    // Defence in depth: the same CA also issues e.g. OCSP-signer and server
+    // certificates, which are never client identities.
+    if pki.config.profiles.get(&record.profile).map(|p| p.kind) != Some(kind) {
+        return Err(Refusal::forbidden(format!("the client certificate is not a {ca} identity")));
+    }
     match record.status {
         CertStatus::Valid => Ok(record),
         CertStatus::Revoked => Err(Refusal::forbidden("the client certificate is revoked")),
@@ -270,7 +272,7 @@ async fn authenticate_station(
         *actor.borrow_mut() = format!("station:{name}:credential");
         name
     } else {
-        let cert = client_certificate(pki, req, "station").await?;
+        let cert = client_certificate(pki, req, "station", ProfileKind::Station).await?;
         let name = common_name(&cert.der).ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
         *actor.borrow_mut() = format!("station:{name}:{}", short(&cert.fingerprint));
         name
@@ -345,6 +347,16 @@ fn rate_limit_station(pki: &Pki, state: &EstState, station: &str) -> Result<(), 
     Ok(())
 }
 
+/// Reads the request body, at most the EST limit: a larger body is refused with our
+/// own reason (and so audited) after reading just past the limit.
+async fn read_body(payload: web::Payload) -> Result<web::Bytes, Refusal> {
+    match payload.to_bytes_limited(proto::MAX_BODY_BYTES).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(Refusal::bad_request("the request body could not be read")),
+        Err(_) => Err(proto::EstError::TooLarge.into()),
+    }
+}
+
 /// Decodes the base64 PKCS#10 body and checks the CSR's signature and crypto.
 fn read_csr(req: &HttpRequest, body: &[u8]) -> Result<enrollment::CheckedCsr, Refusal> {
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -415,7 +427,7 @@ async fn simpleenroll(
     pki: web::Data<Pki>,
     state: web::Data<EstState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.simpleenroll", &actor, async {
@@ -423,7 +435,7 @@ async fn simpleenroll(
         let station = authenticate_station(&pki, &req, profile, &actor).await?;
         let who = actor.borrow().clone();
         rate_limit_station(&pki, &state, &station.name)?;
-        let csr = read_csr(&req, &body)?;
+        let csr = read_csr(&req, &read_body(payload).await?)?;
         check_policy(profile_name, profile, &csr)?;
         let manual = profile.approval == Approval::Manual;
         let request_id = sha256_hex(&csr.der);
@@ -489,11 +501,11 @@ async fn simpleenroll(
 }
 
 /// `POST simplereenroll`: a device renews its own identity with its current certificate.
-async fn simplereenroll(pki: web::Data<Pki>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn simplereenroll(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.simplereenroll", &actor, async {
         profile_for(&pki, &req)?;
-        let current = client_certificate(&pki, &req, "device").await?;
+        let current = client_certificate(&pki, &req, "device", ProfileKind::Device).await?;
         let id = current
             .device_id
             .clone()
@@ -509,7 +521,7 @@ async fn simplereenroll(pki: web::Data<Pki>, req: HttpRequest, body: web::Bytes)
         if device.state != DeviceState::Active {
             return Err(Refusal::forbidden(format!("device '{id}' is {}", device.state.as_str())));
         }
-        let csr = read_csr(&req, &body)?;
+        let csr = read_csr(&req, &read_body(payload).await?)?;
         proto::check_renewal_identity(&csr.der, &current.der).map_err(|e| Refusal::bad_request(e.to_string()))?;
         if !pki.config.est.allow_same_key_renewal && sha256_hex(&csr.public_key_der) == current.public_key_sha256 {
             return Err(Refusal::bad_request("renewal must use a new key pair (same-key renewal is not allowed)"));
@@ -568,7 +580,7 @@ async fn serverkeygen(
     pki: web::Data<Pki>,
     state: web::Data<EstState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.serverkeygen", &actor, async {
@@ -576,7 +588,7 @@ async fn serverkeygen(
         let station = authenticate_station(&pki, &req, profile, &actor).await?;
         let who = actor.borrow().clone();
         rate_limit_station(&pki, &state, &station.name)?;
-        let csr = read_csr(&req, &body)?;
+        let csr = read_csr(&req, &read_body(payload).await?)?;
         check_policy(profile_name, profile, &csr)?;
         let (device, model_oid) = enrollable_device(&pki, &station, &csr).await?;
         let (pkcs8, spki) = generate_device_key()?;

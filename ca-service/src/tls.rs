@@ -1,15 +1,22 @@
 //! TLS for the HTTPS listener: rustls with the aws-lc-rs provider passed explicitly,
 //! TLS 1.2 and 1.3 only, the server key used through the key store (it never leaves
-//! it), and client certificates requested but not required at the handshake — each
-//! endpoint decides what it needs and checks live revocation against the store.
+//! it), and client certificates requested but not required at the handshake.
+//!
+//! The handshake proves the client holds the key of the certificate it presents; it
+//! does *not* judge the certificate. Each endpoint does that (issuer, validity, current
+//! status in our store) so that a foreign, expired or revoked certificate gets an HTTP
+//! answer with a reason and an audit entry, instead of a bare TLS alert nobody sees.
 
 use std::sync::Arc;
 
 use hsm::{KeyAlgorithm, Signer};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
+use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
+use rustls::DigitallySignedStruct;
 use rustls::{RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme};
 
 /// The one crypto provider of the process.
@@ -87,10 +94,11 @@ pub fn server_config(
     for der in client_roots {
         roots.add(CertificateDer::from(der.clone())).map_err(|e| TlsError::Config(format!("client root: {e}")))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(DeferredClientVerifier { inner: webpki });
     let certified = Arc::new(CertifiedKey::new(
         chain.into_iter().map(CertificateDer::from).collect(),
         Arc::new(StoreKey { signer: key, scheme }),
@@ -102,6 +110,59 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(SingleCert(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Requests a client certificate (naming our client-identity CAs as hints) and
+/// verifies the handshake signature made with its key, but leaves judging the
+/// certificate itself to the endpoint (see the module comment).
+#[derive(Debug)]
+struct DeferredClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for DeferredClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 #[derive(Debug)]

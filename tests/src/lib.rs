@@ -790,3 +790,95 @@ pub fn write_pem(path: &Path, der: &[u8]) -> Result<PathBuf> {
 pub fn workdir(prefix: &str) -> Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix(&format!("e2e-{prefix}-")).tempdir()?)
 }
+
+/// Every row's first column as text (e.g. `SELECT state FROM devices ORDER BY device_id`).
+pub fn sqlite_strings(workdir: &Path, sql: &str) -> Result<Vec<String>> {
+    let conn = sqlite_open(workdir)?;
+    let mut stmt = conn.prepare(sql).with_context(|| format!("preparing {sql}"))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect::<std::result::Result<Vec<_>, _>>().with_context(|| format!("querying {sql}"))
+}
+
+impl TestDb {
+    /// Every row's first column as text (e.g. `SELECT state FROM devices ORDER BY device_id`).
+    pub fn query_strings(&self, sql: &str) -> Result<Vec<String>> {
+        let rows = self.rt.block_on(self.client.query(sql, &[])).with_context(|| format!("querying {sql}"))?;
+        rows.iter().map(|r| r.try_get::<_, String>(0).with_context(|| format!("reading the result of {sql}"))).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// HTTP replies as curl received them
+// ---------------------------------------------------------------------------------
+
+/// The final response curl received: status (0 when there was no HTTP response, e.g.
+/// the TLS handshake failed; see `curl`), headers, body.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Header names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// curl's own exit status and messages.
+    pub curl: Output,
+}
+
+impl HttpReply {
+    /// The first header of that (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Status, headers, the start of the body and curl's messages, for assertion messages.
+    pub fn describe(&self) -> String {
+        let mut body = self.text();
+        if body.len() > 2000 {
+            let mut end = 2000;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+            body.push('…');
+        }
+        let headers: Vec<String> = self.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        format!(
+            "HTTP {}\n{}\n\n{}\n--- curl ({}) ---\n{}",
+            self.status,
+            headers.join("\n"),
+            body,
+            self.curl.status,
+            self.curl.stderr.trim()
+        )
+    }
+}
+
+/// Runs `curl <args>` in `dir` (as [`curl`]) and returns the final response: status,
+/// headers (of the last response when there were several, e.g. after `100 Continue`)
+/// and body. A transfer that got no HTTP response is status 0, not an error.
+pub fn curl_reply(dir: &Path, args: &[&str]) -> Result<HttpReply> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let stem = format!(".curl-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let (head_file, body_file) = (dir.join(format!("{stem}.head")), dir.join(format!("{stem}.body")));
+    let mut all = vec!["-D", path_str(&head_file)?, "-o", path_str(&body_file)?, "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl(dir, &all)?;
+    let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+    let body = std::fs::read(&body_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&head_file);
+    let _ = std::fs::remove_file(&body_file);
+    let status = out.stdout.trim().parse().unwrap_or(0);
+    let last = head.rsplit_once("\r\nHTTP/").map(|(_, h)| h).unwrap_or(&head);
+    let headers = last
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpReply { status, headers, body, curl: out })
+}

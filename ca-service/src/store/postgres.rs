@@ -363,6 +363,29 @@ async fn apply_effects(
             .map_err(pg_err)?;
         tx.execute(&stmt, &[&undo_issuer, &undo_serial]).await.map_err(pg_err)?;
     }
+    // Re-provisioned devices: their earlier certificates are replaced by the new one.
+    let (mut re_device, mut re_issuer, mut re_serial) = (Vec::new(), Vec::new(), Vec::new());
+    for ((item, serial), outcome) in batch.iter().zip(serials).zip(outcomes.iter()) {
+        if let (Some(IssuanceEffect::ActivateDevice { device_id, allow_reprovision: true }), IssuanceOutcome::Stored) =
+            (&item.effect, outcome)
+        {
+            re_device.push(device_id.as_str());
+            re_issuer.push(item.cert.issuer.as_str());
+            re_serial.push(serial.as_str());
+        }
+    }
+    if !re_device.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'superseded' \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(device_id, issuer, serial_hex) \
+                 WHERE certificates.device_id = t.device_id AND certificates.status = 'valid' \
+                   AND NOT (certificates.issuer = t.issuer AND certificates.serial_hex = t.serial_hex)",
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&re_device, &re_issuer, &re_serial]).await.map_err(pg_err)?;
+    }
     Ok(())
 }
 

@@ -308,7 +308,12 @@ fn station_from_row(row: &Row<'_>) -> Result<StationRecord, StoreError> {
 }
 
 /// Applies an issuance's effect; `Err(reason)` if its precondition no longer holds.
-fn apply_effect(tx: &Transaction<'_>, effect: &IssuanceEffect, now: i64) -> Result<Result<(), String>, StoreError> {
+fn apply_effect(
+    tx: &Transaction<'_>,
+    effect: &IssuanceEffect,
+    new: &CertRecord,
+    now: i64,
+) -> Result<Result<(), String>, StoreError> {
     let n = match effect {
         IssuanceEffect::ActivateDevice { device_id, allow_reprovision } => tx
             .prepare_cached(
@@ -326,7 +331,20 @@ fn apply_effect(tx: &Transaction<'_>, effect: &IssuanceEffect, now: i64) -> Resu
             .execute(params![issuer, hex::encode(serial)])
             .map_err(db_err)?,
     };
-    Ok(if n == 1 { Ok(()) } else { Err(effect_refusal(effect)) })
+    if n != 1 {
+        return Ok(Err(effect_refusal(effect)));
+    }
+    if let IssuanceEffect::ActivateDevice { device_id, allow_reprovision: true } = effect {
+        // Re-provisioned: the device's earlier certificates are replaced by this one.
+        tx.prepare_cached(
+            "UPDATE certificates SET status = 'superseded' \
+             WHERE device_id = ?1 AND status = 'valid' AND NOT (issuer = ?2 AND serial_hex = ?3)",
+        )
+        .map_err(db_err)?
+        .execute(params![device_id, new.issuer, hex::encode(&new.serial)])
+        .map_err(db_err)?;
+    }
+    Ok(Ok(()))
 }
 
 fn entry_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
@@ -498,7 +516,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 if let Some(effect) = &item.effect {
-                    if let Err(reason) = apply_effect(tx, effect, now)? {
+                    if let Err(reason) = apply_effect(tx, effect, &item.cert, now)? {
                         // Inside the transaction nobody has seen the row: take it back.
                         tx.prepare_cached("DELETE FROM certificates WHERE issuer = ?1 AND serial_hex = ?2")
                             .map_err(db_err)?

@@ -439,6 +439,17 @@ async fn enrollment_effects_are_atomic_with_the_certificate(h: &Harness) {
     assert_eq!(out[0], IssuanceOutcome::Stored);
     let out = s.store_certificates(&[with(6, activate("d-2", true))]).await.unwrap();
     assert_eq!(out[0], IssuanceOutcome::Stored, "re-provisioning of an active device");
+    // Re-provisioning replaces the device's earlier certificate.
+    let mut reprovisioned = cert("device", &[10], Some("d-2"));
+    reprovisioned.device_id = Some("d-2".into());
+    let first = Issuance { effect: Some(activate("d-2", true)), ..issue(reprovisioned) };
+    let mut again = cert("device", &[11], Some("d-2"));
+    again.device_id = Some("d-2".into());
+    let second = Issuance { effect: Some(activate("d-2", true)), ..issue(again) };
+    assert_eq!(s.store_certificates(&[first]).await.unwrap()[0], IssuanceOutcome::Stored);
+    assert_eq!(s.store_certificates(&[second]).await.unwrap()[0], IssuanceOutcome::Stored);
+    assert_eq!(s.get_certificate("device", &[10]).await.unwrap().unwrap().status, CertStatus::Superseded);
+    assert_eq!(s.get_certificate("device", &[11]).await.unwrap().unwrap().status, CertStatus::Valid);
 
     // Renewal supersedes the current certificate once; a second renewal of it is refused.
     let supersede = IssuanceEffect::Supersede { issuer: "device".into(), serial: vec![1] };
