@@ -70,6 +70,12 @@ pub struct ServerConfig {
     pub tls_names: Vec<String>,
     /// CA that issues the HTTPS server certificate (key kept in that CA's key store).
     pub tls_issuer: String,
+    /// Instead: a certificate chain (PEM, leaf first) and its private key (PEM,
+    /// PKCS#8/SEC1/PKCS#1) from files, e.g. from a public CA. Both or neither.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Log format: `text` or `json`.
     pub log_format: String,
 }
@@ -281,6 +287,8 @@ impl Default for Config {
                 // linters reject.
                 tls_names: vec!["127.0.0.1".into()],
                 tls_issuer: "device".into(),
+                tls_cert_file: None,
+                tls_key_file: None,
                 log_format: "text".into(),
             },
             storage: StorageConfig { url: format!("sqlite:{}", data_dir.join("pki.db").display()) },
@@ -362,6 +370,9 @@ impl Config {
         }
         if !self.cas.contains_key(&self.server.tls_issuer) {
             return bad(format!("server.tls_issuer names unknown CA '{}'", self.server.tls_issuer));
+        }
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            return bad("server.tls_cert_file and server.tls_key_file go together".into());
         }
         for name in &self.server.tls_names {
             if name.parse::<std::net::IpAddr>().is_err() && !name.contains('.') {

@@ -39,6 +39,10 @@ pub enum ServeError {
 async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
     let err = |e: String| ServeError::ServerCert(e);
     let cfg = &pki.config;
+    let roots = client_anchors(pki);
+    if let (Some(cert), Some(key)) = (&cfg.server.tls_cert_file, &cfg.server.tls_key_file) {
+        return crate::tls::server_config_from_files(cert, key, &roots).map_err(|e| err(e.to_string()));
+    }
     let (profile_name, profile) = cfg
         .profiles
         .iter()
@@ -69,12 +73,16 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
         .map_err(|e| err(e.to_string()))?;
     let mut chain = vec![issued.record.der];
     chain.extend(issued.chain);
-    // Client identities: the CAs that issue device and station certificates, and
-    // the CAs above them, are trust anchors, so a device may present its bare leaf
-    // (EST hands out the leaf only). Which issuer an endpoint accepts is the
-    // endpoint's rule; update-signing certificates are never client identities.
+    crate::tls::server_config(chain, key, &roots).map_err(|e| err(e.to_string()))
+}
+
+/// Client identities: the CAs that issue device and station certificates, and the
+/// CAs above them, are trust anchors (so a device may present its bare leaf: EST
+/// hands out the leaf only) and are named in the CertificateRequest. Which issuer an
+/// endpoint accepts is the endpoint's rule.
+fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
     let mut anchors: Vec<String> = Vec::new();
-    for p in cfg.profiles.values().filter(|p| matches!(p.kind, ProfileKind::Device | ProfileKind::Station)) {
+    for p in pki.config.profiles.values().filter(|p| matches!(p.kind, ProfileKind::Device | ProfileKind::Station)) {
         let mut next = pki.ca(&p.issuer);
         while let Some(ca) = next {
             if !anchors.contains(&ca.record.name) {
@@ -83,8 +91,7 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
             next = ca.record.parent.as_ref().and_then(|parent| pki.ca(parent));
         }
     }
-    let roots: Vec<Vec<u8>> = anchors.iter().filter_map(|n| pki.ca(n)).map(|c| c.record.cert_der.clone()).collect();
-    crate::tls::server_config(chain, key, &roots).map_err(|e| err(e.to_string()))
+    anchors.iter().filter_map(|n| pki.ca(n)).map(|c| c.record.cert_der.clone()).collect()
 }
 
 /// Runs both listeners until a shutdown signal.

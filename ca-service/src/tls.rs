@@ -75,8 +75,31 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Builds the HTTPS server configuration. `client_roots` are the CAs whose
-/// certificates clients may present (stations, devices, operators).
+/// The HTTPS configuration from a PEM chain file and PEM key file (a server
+/// certificate from outside the hierarchy, e.g. a public CA's).
+pub fn server_config_from_files(
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    client_roots: &[Vec<u8>],
+) -> Result<ServerConfig, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let read = |p: &std::path::Path, e: String| TlsError::Config(format!("{}: {e}", p.display()));
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| read(cert_file, e.to_string()))?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| read(cert_file, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(read(cert_file, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| read(key_file, e.to_string()))?;
+    let signing_key = provider().key_provider.load_private_key(key).map_err(|e| read(key_file, e.to_string()))?;
+    build(chain, signing_key, client_roots)
+}
+
+/// Builds the HTTPS server configuration with a key-store key. `client_roots` are
+/// the CAs whose certificates clients may present (stations, devices).
 pub fn server_config(
     chain: Vec<Vec<u8>>,
     key: Arc<dyn Signer>,
@@ -89,6 +112,14 @@ pub fn server_config(
         KeyAlgorithm::Ed25519 => SignatureScheme::ED25519,
         other => return Err(TlsError::UnsupportedKey(other)),
     };
+    build(chain, Arc::new(StoreKey { signer: key, scheme }), client_roots)
+}
+
+fn build(
+    chain: Vec<Vec<u8>>,
+    signing_key: Arc<dyn rustls::sign::SigningKey>,
+    client_roots: &[Vec<u8>],
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     for der in client_roots {
@@ -99,10 +130,7 @@ pub fn server_config(
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let verifier = Arc::new(DeferredClientVerifier { inner: webpki });
-    let certified = Arc::new(CertifiedKey::new(
-        chain.into_iter().map(CertificateDer::from).collect(),
-        Arc::new(StoreKey { signer: key, scheme }),
-    ));
+    let certified = Arc::new(CertifiedKey::new(chain.into_iter().map(CertificateDer::from).collect(), signing_key));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
