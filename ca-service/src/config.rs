@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub tls_names: Vec<String>,
     /// CA that issues the HTTPS server certificate (key kept in that CA's key store).
     pub tls_issuer: String,
+    /// Key store for the HTTPS server key (default: the TLS issuer CA's store). Every
+    /// TLS handshake signs with this key: a slow HSM here caps handshakes per second.
+    #[serde(default)]
+    pub tls_key_store: Option<String>,
     /// Instead: a certificate chain (PEM, leaf first) and its private key (PEM,
     /// PKCS#8/SEC1/PKCS#1) from files, e.g. from a public CA. Both or neither.
     #[serde(default)]
@@ -287,6 +291,7 @@ impl Default for Config {
                 // linters reject.
                 tls_names: vec!["127.0.0.1".into()],
                 tls_issuer: "device".into(),
+                tls_key_store: None,
                 tls_cert_file: None,
                 tls_key_file: None,
                 log_format: "text".into(),
@@ -370,6 +375,11 @@ impl Config {
         }
         if !self.cas.contains_key(&self.server.tls_issuer) {
             return bad(format!("server.tls_issuer names unknown CA '{}'", self.server.tls_issuer));
+        }
+        if let Some(ks) = &self.server.tls_key_store {
+            if !self.key_stores.contains_key(ks) {
+                return bad(format!("server.tls_key_store names unknown key store '{ks}'"));
+            }
         }
         if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
             return bad("server.tls_cert_file and server.tls_key_file go together".into());

@@ -396,37 +396,56 @@ pub fn check_policy(name: &str, profile: &ProfileConfig, csr: &CheckedCsr) -> Re
     Ok(())
 }
 
+/// Storage transactions a writer keeps in flight. With two, the next batch is
+/// already on its way (its statements queue behind the audit-chain lock) while the
+/// previous one commits, instead of waiting out every round trip of it first.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 /// The group-commit writer: takes whatever has queued (up to `max_batch`), stores it
 /// in one transaction, answers every caller with its own outcome.
 fn spawn_writer(store: Arc<dyn Store>, max_batch: usize) -> mpsc::Sender<(Issuance, Reply)> {
     let (tx, mut rx) = mpsc::channel::<(Issuance, Reply)>(max_batch * 4);
     tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(max_batch);
-        while rx.recv_many(&mut batch, max_batch).await > 0 {
-            let (items, replies): (Vec<Issuance>, Vec<Reply>) = batch.drain(..).unzip();
-            match store.store_certificates(&items).await {
-                Ok(outcomes) if outcomes.len() == replies.len() => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                }
-                Ok(outcomes) => {
-                    let msg = format!("store answered {} outcomes for {} certificates", outcomes.len(), replies.len());
-                    for reply in replies {
-                        let _ = reply.send(Err(StoreError::Database(msg.clone())));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, batch = replies.len(), "storing issued certificates failed; none released");
-                    let msg = e.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(StoreError::Database(msg.clone())));
-                    }
-                }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        loop {
+            // Wait for a slot first: requests arriving meanwhile join the next batch.
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            let mut batch = Vec::with_capacity(max_batch);
+            if rx.recv_many(&mut batch, max_batch).await == 0 {
+                break;
             }
+            let store = store.clone();
+            tokio::spawn(async move {
+                commit_batch(store.as_ref(), batch).await;
+                drop(permit);
+            });
         }
     });
     tx
+}
+
+async fn commit_batch(store: &dyn Store, batch: Vec<(Issuance, Reply)>) {
+    let (items, replies): (Vec<Issuance>, Vec<Reply>) = batch.into_iter().unzip();
+    match store.store_certificates(&items).await {
+        Ok(outcomes) if outcomes.len() == replies.len() => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Ok(outcomes) => {
+            let msg = format!("store answered {} outcomes for {} certificates", outcomes.len(), replies.len());
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = replies.len(), "storing issued certificates failed; none released");
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
+            }
+        }
+    }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

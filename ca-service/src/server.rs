@@ -49,7 +49,8 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
         .find(|(_, p)| p.kind == ProfileKind::TlsServer && p.issuer == cfg.server.tls_issuer)
         .ok_or_else(|| err(format!("no tls-server profile issued by CA '{}'", cfg.server.tls_issuer)))?;
     let ca = cfg.cas.get(&cfg.server.tls_issuer).ok_or_else(|| err("unknown TLS issuer".into()))?;
-    let (keys, store) = (pki.keys.clone(), ca.key_store.clone());
+    let store = cfg.server.tls_key_store.clone().unwrap_or_else(|| ca.key_store.clone());
+    let keys = pki.keys.clone();
     let key = tokio::task::spawn_blocking(move || match keys.find(&store, TLS_KEY_LABEL) {
         Ok(k) => Ok(k),
         Err(crate::keys::KeyStoreError::Hsm { cause: hsm::HsmError::KeyNotFound(_), .. }) => {
