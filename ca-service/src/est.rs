@@ -410,6 +410,48 @@ async fn stored_request(pki: &Pki, id: &str) -> Result<Option<EnrollmentRequest>
     pki.store.get_enrollment_request(id).await.map_err(|e| Refusal::from(IssueError::Store(e)))
 }
 
+/// What a station's enrollment request (simpleenroll, serverkeygen) has established
+/// before anything is issued: the profile, the authenticated station, a checked CSR.
+struct StationRequest<'a> {
+    profile_name: &'a str,
+    profile: &'a ProfileConfig,
+    station: StationRecord,
+    /// The actor, for audit entries.
+    who: String,
+    csr: enrollment::CheckedCsr,
+}
+
+async fn station_request<'a>(
+    pki: &'a Pki,
+    state: &EstState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    actor: &RefCell<String>,
+) -> Result<StationRequest<'a>, Refusal> {
+    let (profile_name, profile) = profile_for(pki, req)?;
+    let station = authenticate_station(pki, req, profile, actor).await?;
+    let who = actor.borrow().clone();
+    rate_limit_station(pki, state, &station.name)?;
+    let csr = read_csr(req, &read_body(payload).await?)?;
+    check_policy(profile_name, profile, &csr)?;
+    Ok(StationRequest { profile_name, profile, station, who, csr })
+}
+
+/// Issues the device's certificate for `public_key_der`, activating the device in
+/// the same transaction.
+async fn issue_for_device(
+    pki: &Pki,
+    r: &StationRequest<'_>,
+    device: &DeviceRecord,
+    model_oid: ObjectIdentifier,
+    public_key_der: &[u8],
+) -> Result<Issued, Refusal> {
+    let effect =
+        IssuanceEffect::ActivateDevice { device_id: device.device_id.clone(), allow_reprovision: device.reprovision };
+    let subject = Subject::Device { id: device.device_id.clone(), model_oid };
+    Ok(pki.issue_checked(r.profile_name, r.profile, subject, public_key_der, &r.who, Some(effect)).await?)
+}
+
 /// The certs-only answer to an enrollment: only the issued certificate (§4.2.3).
 fn enrolled(issued: &Issued) -> Result<HttpResponse, Refusal> {
     Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&issued.record.der))?))
@@ -424,12 +466,8 @@ async fn simpleenroll(
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.simpleenroll", &actor, async {
-        let (profile_name, profile) = profile_for(&pki, &req)?;
-        let station = authenticate_station(&pki, &req, profile, &actor).await?;
-        let who = actor.borrow().clone();
-        rate_limit_station(&pki, &state, &station.name)?;
-        let csr = read_csr(&req, &read_body(payload).await?)?;
-        check_policy(profile_name, profile, &csr)?;
+        let r = station_request(&pki, &state, &req, payload, &actor).await?;
+        let StationRequest { profile_name, profile, ref who, ref csr, .. } = r;
         let manual = profile.approval == Approval::Manual;
         let request_id = sha256_hex(&csr.der);
         if manual {
@@ -445,7 +483,7 @@ async fn simpleenroll(
                 return Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&record.der))?));
             }
         }
-        let (device, model_oid) = enrollable_device(&pki, &station, &csr).await?;
+        let (device, model_oid) = enrollable_device(&pki, &r.station, csr).await?;
         if manual {
             let request = EnrollmentRequest {
                 id: request_id.clone(),
@@ -476,12 +514,7 @@ async fn simpleenroll(
                 RequestStatus::Approved | RequestStatus::Issued => {}
             }
         }
-        let effect = IssuanceEffect::ActivateDevice {
-            device_id: device.device_id.clone(),
-            allow_reprovision: device.reprovision,
-        };
-        let subject = Subject::Device { id: device.device_id, model_oid };
-        let issued = pki.issue_checked(profile_name, profile, subject, &csr.public_key_der, &who, Some(effect)).await?;
+        let issued = issue_for_device(&pki, &r, &device, model_oid, &csr.public_key_der).await?;
         if manual {
             pki.store
                 .mark_enrollment_request_issued(&request_id, &issued.record.issuer, &issued.record.serial)
@@ -577,17 +610,12 @@ async fn serverkeygen(
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.serverkeygen", &actor, async {
-        let (profile_name, profile) = profile_for(&pki, &req)?;
-        let station = authenticate_station(&pki, &req, profile, &actor).await?;
-        let who = actor.borrow().clone();
-        rate_limit_station(&pki, &state, &station.name)?;
-        let csr = read_csr(&req, &read_body(payload).await?)?;
-        check_policy(profile_name, profile, &csr)?;
-        let (device, model_oid) = enrollable_device(&pki, &station, &csr).await?;
+        let r = station_request(&pki, &state, &req, payload, &actor).await?;
+        let who = r.who.clone();
+        let (device, model_oid) = enrollable_device(&pki, &r.station, &r.csr).await?;
         let (pkcs8, spki) = generate_device_key()?;
-        let effect = IssuanceEffect::ActivateDevice { device_id: device.device_id.clone(), allow_reprovision: device.reprovision };
-        let subject = Subject::Device { id: device.device_id.clone(), model_oid };
-        let issued = pki.issue_checked(profile_name, profile, subject, &spki, &who, Some(effect)).await?;
+        let issued = issue_for_device(&pki, &r, &device, model_oid, &spki).await?;
+
         pki.store
             .append_audit(&[AuditEvent::success(
                 who.as_str(),
