@@ -50,6 +50,21 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Revoke a certificate: EST refuses it at once; CRLs carry it within
+    /// `crl.regenerate_secs`.
+    Revoke {
+        /// Issuing CA name (e.g. `device`).
+        #[arg(long)]
+        issuer: String,
+        /// Serial number, hex (colons allowed).
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
+        /// aACompromise.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -214,6 +229,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Audit { command: AuditCommand::Verify } => verify_audit(store.as_ref()).await?,
+        Command::Revoke { issuer, serial, reason } => {
+            let code = reason_code(&reason)?;
+            let serial_bytes = hex::decode(serial.replace(':', "").to_ascii_lowercase())
+                .with_context(|| format!("serial '{serial}' is not hex"))?;
+            let target = format!("certificate:{issuer}/{}", hex::encode(&serial_bytes));
+            let audit = crate::audit::AuditEvent::success(&actor, "certificate.revoke", target)
+                .with_details(serde_json::json!({ "reason": reason, "reason_code": code }));
+            let now = crate::issuance::unix(std::time::SystemTime::now());
+            let record = store.revoke_certificate(&issuer, &serial_bytes, code, now, audit).await?;
+            println!("revoked {issuer}/{} ({}), reason {reason}", hex::encode(&record.serial), record.subject);
+        }
         Command::Devices { command: DevicesCommand::Import { batch, model, class, allow_reprovision, file } } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let devices = parse_devices(&text, &batch, model.as_deref(), &class, allow_reprovision, &config)
@@ -331,6 +357,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// An RFC 5280 CRLReason name → its code (case-insensitive). removeFromCRL (8) is a
+/// delta-CRL instruction, not a reason to revoke.
+fn reason_code(name: &str) -> anyhow::Result<i32> {
+    const REASONS: [(&str, i32); 9] = [
+        ("unspecified", 0),
+        ("keyCompromise", 1),
+        ("cACompromise", 2),
+        ("affiliationChanged", 3),
+        ("superseded", 4),
+        ("cessationOfOperation", 5),
+        ("certificateHold", 6),
+        ("privilegeWithdrawn", 9),
+        ("aACompromise", 10),
+    ];
+    REASONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| *c).with_context(|| {
+        format!(
+            "unknown revocation reason '{name}' (one of: {})",
+            REASONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 /// `est pending` is matched before the decision arm; reaching it is a bug, reported

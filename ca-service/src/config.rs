@@ -42,6 +42,17 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     pub issuance: IssuanceConfig,
     pub est: EstConfig,
+    pub crl: CrlConfig,
+}
+
+/// CRL publishing on the public listener (`/crl/{ca}.crl`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CrlConfig {
+    /// nextUpdate − thisUpdate, seconds.
+    pub validity_secs: u64,
+    /// A served CRL is regenerated when older than this, so a revocation made
+    /// anywhere (CLI, another instance) is published within this bound, seconds.
+    pub regenerate_secs: u64,
 }
 
 /// EST (RFC 7030) on the HTTPS listener.
@@ -303,6 +314,7 @@ impl Default for Config {
             profiles,
             models,
             issuance: IssuanceConfig { max_batch: 256 },
+            crl: CrlConfig { validity_secs: 86_400, regenerate_secs: 60 },
             est: EstConfig {
                 profile: "device".into(),
                 labels: BTreeMap::new(),
@@ -401,6 +413,9 @@ impl Config {
             if !label.is_empty() && !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return bad(format!("est label '{label}': use letters, digits, '-' and '_'"));
             }
+        }
+        if self.crl.validity_secs == 0 || self.crl.regenerate_secs >= self.crl.validity_secs {
+            return bad("crl.validity_secs must be larger than crl.regenerate_secs".into());
         }
         if self.issuance.max_batch == 0 {
             return bad("issuance.max_batch must be at least 1".into());

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod crl;
 pub mod est;
 pub mod hierarchy;
 pub mod issuance;

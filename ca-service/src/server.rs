@@ -102,11 +102,13 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let state = web::Data::from(pki);
 
     let public = {
-        let state = state.clone();
-        HttpServer::new(move || App::new().app_data(state.clone()).wrap_fn(request_span).configure(public_routes))
-            .bind(http_addr)
-            .map_err(|source| ServeError::Bind { addr: http_addr, source })?
-            .run()
+        let (state, crls) = (state.clone(), web::Data::new(crate::crl::CrlCache::default()));
+        HttpServer::new(move || {
+            App::new().app_data(state.clone()).app_data(crls.clone()).wrap_fn(request_span).configure(public_routes)
+        })
+        .bind(http_addr)
+        .map_err(|source| ServeError::Bind { addr: http_addr, source })?
+        .run()
     };
     let private = {
         let (state, est) = (state.clone(), crate::est::state());
@@ -128,7 +130,8 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/ca/{file}", web::get().to(ca_certificate));
+        .route("/ca/{file}", web::get().to(ca_certificate))
+        .route("/crl/{file}", web::get().to(crate::crl::serve_crl));
 }
 
 /// Routes of the HTTPS listener.

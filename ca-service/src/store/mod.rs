@@ -299,6 +299,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Issuer and serial of stored certificates with row id > `after_id`, in id order,
     /// at most `limit` (the audit cross-check pages through all of them).
     async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError>;
+    /// Revokes a certificate (`valid` or `superseded` → `revoked`, with time and RFC
+    /// 5280 reason code) and records the audit entry, in one transaction. `NotFound` if
+    /// we never issued it; `Conflict` if it is already revoked. Returns the record as
+    /// now stored.
+    async fn revoke_certificate(
+        &self,
+        issuer: &str,
+        serial: &[u8],
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<CertRecord, StoreError>;
+    /// The issuer's revoked certificates that have not expired at `now` (unix
+    /// seconds), for its CRL: (serial, revoked_at, reason), in serial order.
+    async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;
+    /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
     /// A device's certificates, newest first.
     async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError>;
 

@@ -931,6 +931,90 @@ impl Store for PostgresStore {
         client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(station_from_row).collect()
     }
 
+    async fn revoke_certificate(
+        &self,
+        issuer: &str,
+        serial: &[u8],
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<CertRecord, StoreError> {
+        let serial_hex = hex::encode(serial);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND serial_hex = $2 FOR UPDATE"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let current = tx
+            .query_opt(&stmt, &[&issuer, &serial_hex])
+            .await
+            .map_err(pg_err)?
+            .as_ref()
+            .map(cert_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("certificate {issuer}/{serial_hex}")))?;
+        if current.status == CertStatus::Revoked {
+            return Err(StoreError::Conflict(format!("certificate {issuer}/{serial_hex} is already revoked")));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
+                 WHERE issuer = $3 AND serial_hex = $4",
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&revoked_at, &reason, &issuer, &serial_hex]).await.map_err(pg_err)?;
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(CertRecord {
+            status: CertStatus::Revoked,
+            revoked_at: Some(revoked_at),
+            revocation_reason: Some(reason),
+            ..current
+        })
+    }
+
+    async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
+                 WHERE issuer = $1 AND status = 'revoked' AND not_after >= $2 ORDER BY serial_hex",
+            )
+            .await
+            .map_err(pg_err)?;
+        client
+            .query(&stmt, &[&issuer, &now])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|row| {
+                let serial_hex: String = row.try_get(0).map_err(pg_err)?;
+                let serial = hex::decode(&serial_hex)
+                    .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                let at: Option<i64> = row.try_get(1).map_err(pg_err)?;
+                Ok((serial, at.unwrap_or(0), row.try_get(2).map_err(pg_err)?))
+            })
+            .collect()
+    }
+
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO crl_numbers (issuer, number) VALUES ($1, 1) \
+                 ON CONFLICT (issuer) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n: i64 = client.query_one(&stmt, &[&issuer]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
+    }
+
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client

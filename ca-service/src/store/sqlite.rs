@@ -545,6 +545,78 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_certificate(
+        &self,
+        issuer: &str,
+        serial: &[u8],
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<CertRecord, StoreError> {
+        let (issuer, serial_hex) = (issuer.to_owned(), hex::encode(serial));
+        self.write(move |tx| {
+            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND serial_hex = ?2");
+            let current = query_all(tx, &sql, [issuer.clone(), serial_hex.clone()], cert_from_row)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::NotFound(format!("certificate {issuer}/{serial_hex}")))?;
+            if current.status == CertStatus::Revoked {
+                return Err(StoreError::Conflict(format!("certificate {issuer}/{serial_hex} is already revoked")));
+            }
+            tx.prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 \
+                 WHERE issuer = ?3 AND serial_hex = ?4",
+            )
+            .map_err(db_err)?
+            .execute(params![revoked_at, reason, issuer, serial_hex])
+            .map_err(db_err)?;
+            append_chain(tx, vec![audit])?;
+            Ok(CertRecord {
+                status: CertStatus::Revoked,
+                revoked_at: Some(revoked_at),
+                revocation_reason: Some(reason),
+                ..current
+            })
+        })
+        .await
+    }
+
+    async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
+        let issuer = issuer.to_owned();
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
+                 WHERE issuer = ?1 AND status = 'revoked' AND not_after >= ?2 ORDER BY serial_hex",
+                params![issuer, now],
+                |row| {
+                    let serial_hex: String = row.get(0).map_err(db_err)?;
+                    let serial = hex::decode(&serial_hex)
+                        .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                    let at: Option<i64> = row.get(1).map_err(db_err)?;
+                    Ok((serial, at.unwrap_or(0), row.get(2).map_err(db_err)?))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
+        let issuer = issuer.to_owned();
+        self.write(move |tx| {
+            let n: i64 = tx
+                .query_row(
+                    "INSERT INTO crl_numbers (issuer, number) VALUES (?1, 1) \
+                     ON CONFLICT (issuer) DO UPDATE SET number = number + 1 RETURNING number",
+                    [issuer],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
+        })
+        .await
+    }
+
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
         let fingerprint = fingerprint.to_owned();
         self.read(move |conn| {

@@ -216,6 +216,7 @@ both_backends!(
     enrollment_effects_are_atomic_with_the_certificate,
     stations_add_get_list,
     enrollment_requests_wait_for_one_final_decision,
+    revocation_is_audited_once_and_feeds_the_crl,
     certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
@@ -506,6 +507,54 @@ async fn enrollment_requests_wait_for_one_final_decision(h: &Harness) {
     assert_eq!(rejected.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b"]);
     assert_eq!(s.list_enrollment_requests(None).await.unwrap().len(), 2);
     assert_eq!(s.audit_entries(0, 10).await.unwrap().len(), 4, "submit a, submit b, approve a, reject b");
+}
+
+async fn revocation_is_audited_once_and_feeds_the_crl(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    create_ca(s, "station").await;
+    let mut expired = cert("device", &[3], None);
+    expired.not_after = 100;
+    let batch = [
+        issue(cert("device", &[1], None)),
+        issue(cert("device", &[2], None)),
+        issue(expired),
+        issue(cert("station", &[1], None)),
+    ];
+    s.store_certificates(&batch).await.unwrap();
+    let before = s.audit_entries(0, 100).await.unwrap().len();
+
+    let r = s
+        .revoke_certificate("device", &[2], 1, 1_700_000_000, event("certificate.revoke", "certificate:device/02"))
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.revoked_at, r.revocation_reason), (CertStatus::Revoked, Some(1_700_000_000), Some(1)));
+    assert_eq!(s.get_certificate("device", &[2]).await.unwrap().unwrap().status, CertStatus::Revoked);
+    let err =
+        s.revoke_certificate("device", &[2], 1, 1_700_000_001, event("certificate.revoke", "x")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let err =
+        s.revoke_certificate("device", &[9], 1, 1_700_000_001, event("certificate.revoke", "x")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    s.revoke_certificate("device", &[3], 4, 1_700_000_002, event("certificate.revoke", "certificate:device/03"))
+        .await
+        .unwrap();
+    s.revoke_certificate("station", &[1], 0, 1_700_000_003, event("certificate.revoke", "certificate:station/01"))
+        .await
+        .unwrap();
+    assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), before + 3, "one entry per revocation");
+
+    // The CRL takes the issuer's unexpired revocations only.
+    let crl = s.revoked_for_crl("device", 1_000).await.unwrap();
+    assert_eq!(crl, vec![(vec![2], 1_700_000_000, Some(1))]);
+    assert_eq!(s.revoked_for_crl("station", 1_000).await.unwrap().len(), 1);
+
+    // CRL numbers are monotonic per issuer and survive a second store instance.
+    assert_eq!(s.next_crl_number("device").await.unwrap(), 1);
+    assert_eq!(s.next_crl_number("device").await.unwrap(), 2);
+    assert_eq!(s.next_crl_number("station").await.unwrap(), 1);
+    let other = h.backend.second_instance().await;
+    assert_eq!(other.next_crl_number("device").await.unwrap(), 3);
 }
 
 async fn stations_add_get_list(h: &Harness) {
