@@ -52,13 +52,18 @@ pub enum Command {
     },
     /// Revoke a certificate: EST refuses it at once; CRLs carry it within
     /// `crl.regenerate_secs`.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["serial", "device"])))]
     Revoke {
-        /// Issuing CA name (e.g. `device`).
-        #[arg(long)]
-        issuer: String,
+        /// Issuing CA name (e.g. `device`), with --serial.
+        #[arg(long, requires = "serial")]
+        issuer: Option<String>,
         /// Serial number, hex (colons allowed).
-        #[arg(long)]
-        serial: String,
+        #[arg(long, requires = "issuer")]
+        serial: Option<String>,
+        /// Instead: a device id; all its certificates are revoked and it can no
+        /// longer enroll or renew.
+        #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+        device: Option<String>,
         /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
         /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
         /// aACompromise.
@@ -229,16 +234,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Audit { command: AuditCommand::Verify } => verify_audit(store.as_ref()).await?,
-        Command::Revoke { issuer, serial, reason } => {
+        Command::Revoke { issuer, serial, device, reason } => {
             let code = reason_code(&reason)?;
-            let serial_bytes = hex::decode(serial.replace(':', "").to_ascii_lowercase())
-                .with_context(|| format!("serial '{serial}' is not hex"))?;
-            let target = format!("certificate:{issuer}/{}", hex::encode(&serial_bytes));
-            let audit = crate::audit::AuditEvent::success(&actor, "certificate.revoke", target)
-                .with_details(serde_json::json!({ "reason": reason, "reason_code": code }));
             let now = crate::issuance::unix(std::time::SystemTime::now());
-            let record = store.revoke_certificate(&issuer, &serial_bytes, code, now, audit).await?;
-            println!("revoked {issuer}/{} ({}), reason {reason}", hex::encode(&record.serial), record.subject);
+            let details = serde_json::json!({ "reason": reason, "reason_code": code });
+            if let Some(device) = device {
+                let audit = crate::audit::AuditEvent::success(&actor, "device.revoke", format!("device:{device}"))
+                    .with_details(details);
+                let revoked = store.revoke_device(&device, code, now, audit).await?;
+                println!("revoked device {device} and its {} certificate(s), reason {reason}", revoked.len());
+                for c in revoked {
+                    println!("  {}/{}", c.issuer, hex::encode(&c.serial));
+                }
+            } else if let (Some(issuer), Some(serial)) = (issuer, serial) {
+                let serial_bytes = hex::decode(serial.replace(':', "").to_ascii_lowercase())
+                    .with_context(|| format!("serial '{serial}' is not hex"))?;
+                let target = format!("certificate:{issuer}/{}", hex::encode(&serial_bytes));
+                let audit =
+                    crate::audit::AuditEvent::success(&actor, "certificate.revoke", target).with_details(details);
+                let record = store.revoke_certificate(&issuer, &serial_bytes, code, now, audit).await?;
+                println!("revoked {issuer}/{} ({}), reason {reason}", hex::encode(&record.serial), record.subject);
+            } else {
+                bail!("give --issuer and --serial, or --device");
+            }
         }
         Command::Devices { command: DevicesCommand::Import { batch, model, class, allow_reprovision, file } } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;

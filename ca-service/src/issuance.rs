@@ -276,6 +276,11 @@ impl Pki {
         if ca.issuer.is_none() {
             return Err(IssueError::CaUnavailable(profile.issuer.clone()));
         }
+        if self.store.public_key_compromised(&sha256_hex(public_key_der)).await? {
+            return Err(IssueError::Policy(
+                "this public key was revoked for key compromise and is never certified again".into(),
+            ));
+        }
         let request = Arc::new(EndEntity {
             profile_name: profile_name.to_string(),
             profile: profile.clone(),

@@ -22,7 +22,7 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     let d = d.as_path();
     cli.run_ok(&["init"])?;
     let mut serials = Vec::new();
-    for dev in ["SN-R1", "SN-R2"] {
+    for dev in ["SN-R1", "SN-R2", "SN-R3"] {
         let csr = make_csr(d, dev, P256, &format!("/CN={dev}"), &[])?;
         cli.run_ok(&["issue", "--profile", "device", "--csr", path_str(&csr)?, "--out", &format!("{dev}-chain.pem")])?;
         openssl(d, &["x509", "-in", &format!("{dev}-chain.pem"), "-out", &format!("{dev}.pem")])?.ok()?;
@@ -48,6 +48,24 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     }
     assert_eq!(cli.audit_entries()?, before + 1);
 
+    // keyCompromise: that public key is never certified again.
+    let again = cli.run(&["issue", "--profile", "device", "--csr", "SN-R1.csr", "--out", "again.pem"])?;
+    assert!(!again.success() && again.stderr.contains("key compromise"), "{}", again.describe());
+
+    // A whole device: its certificates revoked, the device marked revoked.
+    std::fs::write(d.join("devices.csv"), "SN-R3,generic\n")?;
+    cli.run_ok(&["devices", "import", "--batch", "r", "devices.csv"])?;
+    let out = cli.run_ok(&["revoke", "--device", "SN-R3", "--reason", "cessationOfOperation"])?;
+    assert!(
+        out.stdout.contains("1 certificate(s)") && out.stdout.contains(&serials[2].to_lowercase()),
+        "{}",
+        out.stdout
+    );
+    let missing = cli.run(&["revoke", "--device", "SN-NOPE"])?;
+    assert!(!missing.success() && missing.stderr.contains("not found"), "{}", missing.describe());
+    let neither = cli.run(&["revoke", "--reason", "keyCompromise"])?;
+    assert!(!neither.success(), "{}", neither.describe());
+
     let svc = Service::start(&cli.clone().env("CA_CRL__REGENERATE_SECS", "0"))?;
     for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
         let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
@@ -59,6 +77,7 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     assert!(verified.stderr.contains("verify OK") || verified.stdout.contains("verify OK"), "{}", verified.describe());
     let text = openssl(d, &["crl", "-in", "device.crl.pem", "-noout", "-text"])?.ok()?.stdout;
     assert!(text.contains(&serials[0].to_uppercase()) && text.contains("Key Compromise"), "{text}");
+    assert!(text.contains(&serials[2].to_uppercase()) && text.contains("Cessation Of Operation"), "{text}");
     assert!(!text.contains(&serials[1].to_uppercase()), "{text}");
 
     let chain = format!(

@@ -311,6 +311,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<CertRecord, StoreError>;
+    /// Revokes a device: every certificate of it not yet revoked becomes revoked
+    /// (time, reason) and the device `revoked`, with the audit entry, in one
+    /// transaction; it can no longer enroll or renew. `NotFound` if unknown. Returns
+    /// the certificates it revoked.
+    async fn revoke_device(
+        &self,
+        device_id: &str,
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<Vec<CertRecord>, StoreError>;
+    /// Whether a public key (SHA-256 of its SPKI, hex) was revoked for keyCompromise:
+    /// such a key is never certified again.
+    async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError>;
     /// The issuer's revoked certificates that have not expired at `now` (unix
     /// seconds), for its CRL: (serial, revoked_at, reason), in serial order.
     async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;

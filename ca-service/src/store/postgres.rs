@@ -978,6 +978,54 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn revoke_device(
+        &self,
+        device_id: &str,
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached("UPDATE devices SET state = 'revoked', updated_at = $1 WHERE device_id = $2")
+            .await
+            .map_err(pg_err)?;
+        if tx.execute(&stmt, &[&now_us(), &device_id]).await.map_err(pg_err)? == 0 {
+            return Err(StoreError::NotFound(format!("device '{device_id}'")));
+        }
+        let stmt = tx
+            .prepare_cached(&format!(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
+                 WHERE device_id = $3 AND status != 'revoked' RETURNING {CERT_COLUMNS}"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let revoked: Vec<CertRecord> = tx
+            .query(&stmt, &[&revoked_at, &reason, &device_id])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(cert_from_row)
+            .collect::<Result<_, _>>()?;
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(revoked)
+    }
+
+    async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM certificates \
+                 WHERE public_key_sha256 = $1 AND status = 'revoked' AND revocation_reason = 1)",
+            )
+            .await
+            .map_err(pg_err)?;
+        client.query_one(&stmt, &[&public_key_sha256]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)
+    }
+
     async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
         let client = self.client().await?;
         let stmt = client

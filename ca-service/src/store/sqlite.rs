@@ -581,6 +581,64 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_device(
+        &self,
+        device_id: &str,
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        let device_id = device_id.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached("UPDATE devices SET state = 'revoked', updated_at = ?1 WHERE device_id = ?2")
+                .map_err(db_err)?
+                .execute(params![now_us(), device_id])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("device '{device_id}'")));
+            }
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = ?1 AND status != 'revoked' ORDER BY id"
+            );
+            let live = query_all(tx, &sql, [device_id.clone()], cert_from_row)?;
+            tx.prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 \
+                 WHERE device_id = ?3 AND status != 'revoked'",
+            )
+            .map_err(db_err)?
+            .execute(params![revoked_at, reason, device_id])
+            .map_err(db_err)?;
+            append_chain(tx, vec![audit])?;
+            Ok(live
+                .into_iter()
+                .map(|c| CertRecord {
+                    status: CertStatus::Revoked,
+                    revoked_at: Some(revoked_at),
+                    revocation_reason: Some(reason),
+                    ..c
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError> {
+        let key = public_key_sha256.to_owned();
+        self.read(move |conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM certificates \
+                     WHERE public_key_sha256 = ?1 AND status = 'revoked' AND revocation_reason = 1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
         let issuer = issuer.to_owned();
         self.read(move |conn| {

@@ -217,6 +217,7 @@ both_backends!(
     stations_add_get_list,
     enrollment_requests_wait_for_one_final_decision,
     revocation_is_audited_once_and_feeds_the_crl,
+    revoking_a_device_revokes_all_its_certificates,
     certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
@@ -555,6 +556,39 @@ async fn revocation_is_audited_once_and_feeds_the_crl(h: &Harness) {
     assert_eq!(s.next_crl_number("station").await.unwrap(), 1);
     let other = h.backend.second_instance().await;
     assert_eq!(other.next_crl_number("device").await.unwrap(), 3);
+}
+
+async fn revoking_a_device_revokes_all_its_certificates(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    s.add_devices(&[device("d-1", "b"), device("d-2", "b")], event("device.register", "batch:b")).await.unwrap();
+    let mut superseded = cert("device", &[1], Some("d-1"));
+    superseded.status = CertStatus::Superseded;
+    let mut compromised = cert("device", &[2], Some("d-1"));
+    compromised.public_key_sha256 = "ab".repeat(32);
+    let batch = [issue(superseded), issue(compromised), issue(cert("device", &[3], Some("d-2")))];
+    s.store_certificates(&batch).await.unwrap();
+    assert!(!s.public_key_compromised(&"ab".repeat(32)).await.unwrap());
+
+    let before = s.audit_entries(0, 100).await.unwrap().len();
+    let revoked = s.revoke_device("d-1", 1, 1_700_000_000, event("device.revoke", "device:d-1")).await.unwrap();
+    let mut serials: Vec<Vec<u8>> = revoked.iter().map(|c| c.serial.clone()).collect();
+    serials.sort();
+    assert_eq!(serials, vec![vec![1], vec![2]], "superseded certificates are revoked too");
+    assert_eq!(s.get_device("d-1").await.unwrap().unwrap().state, DeviceState::Revoked);
+    for serial in [[1u8], [2]] {
+        let c = s.get_certificate("device", &serial).await.unwrap().unwrap();
+        assert_eq!((c.status, c.revocation_reason), (CertStatus::Revoked, Some(1)));
+    }
+    assert_eq!(
+        s.get_certificate("device", &[3]).await.unwrap().unwrap().status,
+        CertStatus::Valid,
+        "other devices untouched"
+    );
+    assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), before + 1);
+    assert!(s.public_key_compromised(&"ab".repeat(32)).await.unwrap(), "keyCompromise blocks the key");
+    let err = s.revoke_device("nope", 1, 1, event("device.revoke", "device:nope")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 async fn stations_add_get_list(h: &Harness) {
