@@ -14,6 +14,7 @@ pub mod est;
 pub mod hierarchy;
 pub mod issuance;
 pub mod keys;
+pub mod ocsp;
 pub mod profile;
 pub mod server;
 pub mod store;

@@ -32,6 +32,8 @@ pub enum ServeError {
     },
     #[error("server stopped: {0}")]
     Io(#[from] std::io::Error),
+    #[error("OCSP responder: {0}")]
+    Ocsp(String),
 }
 
 /// Issues (or re-issues at each start, so it never expires under a running fleet)
@@ -98,13 +100,19 @@ fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
 /// Runs both listeners until a shutdown signal.
 pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let tls = https_config(&pki).await?;
+    let ocsp = web::Data::new(crate::ocsp::OcspService::load(&pki).await.map_err(|e| ServeError::Ocsp(e.to_string()))?);
     let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
     let state = web::Data::from(pki);
 
     let public = {
         let (state, crls) = (state.clone(), web::Data::new(crate::crl::CrlCache::default()));
         HttpServer::new(move || {
-            App::new().app_data(state.clone()).app_data(crls.clone()).wrap_fn(request_span).configure(public_routes)
+            App::new()
+                .app_data(state.clone())
+                .app_data(crls.clone())
+                .app_data(ocsp.clone())
+                .wrap_fn(request_span)
+                .configure(public_routes)
         })
         .bind(http_addr)
         .map_err(|source| ServeError::Bind { addr: http_addr, source })?
@@ -131,7 +139,9 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/ca/{file}", web::get().to(ca_certificate))
-        .route("/crl/{file}", web::get().to(crate::crl::serve_crl));
+        .route("/crl/{file}", web::get().to(crate::crl::serve_crl))
+        .route("/ocsp", web::post().to(crate::ocsp::post))
+        .route("/ocsp/{request:.*}", web::get().to(crate::ocsp::get));
 }
 
 /// Routes of the HTTPS listener.

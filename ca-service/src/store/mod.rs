@@ -294,6 +294,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// durably committed (SQLite `synchronous=FULL`) before this returns.
     async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError>;
     async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
+    /// The newest `valid` certificate of a profile from an issuer (e.g. the current
+    /// delegated OCSP signer).
+    async fn latest_valid_certificate(&self, issuer: &str, profile: &str) -> Result<Option<CertRecord>, StoreError>;
     /// The certificate with this SHA-256 fingerprint (lower-case hex), if we issued it.
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError>;
     /// Issuer and serial of stored certificates with row id > `after_id`, in id order,

@@ -1063,6 +1063,18 @@ impl Store for PostgresStore {
         u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
     }
 
+    async fn latest_valid_certificate(&self, issuer: &str, profile: &str) -> Result<Option<CertRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND profile = $2 AND status = 'valid' \
+                 ORDER BY not_after DESC, id DESC LIMIT 1"
+            ))
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&issuer, &profile]).await.map_err(pg_err)?.as_ref().map(cert_from_row).transpose()
+    }
+
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client

@@ -675,6 +675,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn latest_valid_certificate(&self, issuer: &str, profile: &str) -> Result<Option<CertRecord>, StoreError> {
+        let (issuer, profile) = (issuer.to_owned(), profile.to_owned());
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND profile = ?2 AND status = 'valid' \
+                 ORDER BY not_after DESC, id DESC LIMIT 1"
+            );
+            Ok(query_all(conn, &sql, [issuer, profile], cert_from_row)?.into_iter().next())
+        })
+        .await
+    }
+
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
         let fingerprint = fingerprint.to_owned();
         self.read(move |conn| {

@@ -215,6 +215,7 @@ both_backends!(
     hierarchy_is_stored_whole_or_not_at_all,
     enrollment_effects_are_atomic_with_the_certificate,
     stations_add_get_list,
+    latest_valid_certificate_of_a_profile,
     enrollment_requests_wait_for_one_final_decision,
     revocation_is_audited_once_and_feeds_the_crl,
     revoking_a_device_revokes_all_its_certificates,
@@ -610,6 +611,24 @@ async fn stations_add_get_list(h: &Harness) {
     other.model = "gateway".into();
     assert!(!st.may_enroll(&other));
     assert!(s.get_station("nope").await.unwrap().is_none());
+}
+
+async fn latest_valid_certificate_of_a_profile(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mk = |serial: u8, not_after: i64, status: CertStatus| {
+        let mut c = cert("device", &[serial], None);
+        c.profile = "ocsp-signer-device".into();
+        c.not_after = not_after;
+        c.status = status;
+        issue(c)
+    };
+    assert!(s.latest_valid_certificate("device", "ocsp-signer-device").await.unwrap().is_none());
+    let batch = [mk(1, 1_000, CertStatus::Valid), mk(2, 3_000, CertStatus::Valid), mk(3, 9_000, CertStatus::Revoked)];
+    s.store_certificates(&batch).await.unwrap();
+    let latest = s.latest_valid_certificate("device", "ocsp-signer-device").await.unwrap().unwrap();
+    assert_eq!(latest.serial, vec![2], "newest valid, not the revoked one");
+    assert!(s.latest_valid_certificate("device", "device").await.unwrap().is_none());
 }
 
 async fn certificate_keys_page_in_id_order(h: &Harness) {
