@@ -90,6 +90,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StationsCommand,
     },
+    /// Admin API tokens (`Authorization: Bearer pki_<id>.<secret>`).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// EST enrollments that wait for an operator (profiles with `approval = "manual"`).
     Est {
         #[command(subcommand)]
@@ -154,6 +159,25 @@ pub enum StationsCommand {
     },
     /// List stations and their scope.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; it is printed ONCE on standard output and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, auditor or provisioning-station.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token at once.
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,7 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command: AuditCommand::Verify } => verify_audit(store.as_ref()).await?,
         Command::Revoke { issuer, serial, device, reason } => {
-            let code = reason_code(&reason)?;
+            let code = crate::crl::reason_code(&reason).map_err(anyhow::Error::msg)?;
             let now = crate::issuance::unix(std::time::SystemTime::now());
             let details = serde_json::json!({ "reason": reason, "reason_code": code });
             if let Some(device) = device {
@@ -356,6 +380,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Tokens { command } => tokens(store.as_ref(), command, &actor).await?,
         Command::Ca { command } => match command {
             CaCommand::List => {
                 ensure_hierarchy(store.as_ref()).await?;
@@ -377,26 +402,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An RFC 5280 CRLReason name → its code (case-insensitive). removeFromCRL (8) is a
-/// delta-CRL instruction, not a reason to revoke.
-fn reason_code(name: &str) -> anyhow::Result<i32> {
-    const REASONS: [(&str, i32); 9] = [
-        ("unspecified", 0),
-        ("keyCompromise", 1),
-        ("cACompromise", 2),
-        ("affiliationChanged", 3),
-        ("superseded", 4),
-        ("cessationOfOperation", 5),
-        ("certificateHold", 6),
-        ("privilegeWithdrawn", 9),
-        ("aACompromise", 10),
-    ];
-    REASONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| *c).with_context(|| {
-        format!(
-            "unknown revocation reason '{name}' (one of: {})",
-            REASONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-        )
-    })
+async fn tokens(store: &dyn Store, command: TokensCommand, actor: &str) -> anyhow::Result<()> {
+    let now_us = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    };
+    match command {
+        TokensCommand::Create { name, role } => {
+            let role = store::Role::parse(&role).map_err(|_| {
+                anyhow::anyhow!(
+                    "unknown role '{role}' (one of: {})",
+                    store::Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let (shown, token) = crate::admin::new_token(&name, role, now_us()).map_err(anyhow::Error::msg)?;
+            let audit = audit::AuditEvent::success(actor, "token.create", format!("token:{}", token.id))
+                .with_details(serde_json::json!({ "name": name, "role": role.as_str() }));
+            store.add_api_token(&token, audit).await?;
+            eprintln!(
+                "API token {} ({role}) created. It is shown only once: store it now (only its hash is kept).",
+                token.id
+            );
+            println!("{}", shown.as_str());
+        }
+        TokensCommand::List => {
+            for t in store.list_api_tokens().await? {
+                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}  {:<22} {:<8} {}", t.id, t.role.as_str(), state, t.name);
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let audit = audit::AuditEvent::success(actor, "token.revoke", format!("token:{id}"));
+            store.revoke_api_token(&id, now_us(), audit).await?;
+            println!("revoked API token {id}");
+        }
+    }
+    Ok(())
 }
 
 /// `est pending` is matched before the decision arm; reaching it is a bug, reported

@@ -54,21 +54,22 @@ pub struct EstState {
 }
 
 /// A refusal: status, reason (sent to the client and audited), optional Retry-After.
+/// Shared with the admin API.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    reason: String,
-    retry_after: Option<u64>,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: String,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         Self { status, reason: reason.into(), retry_after: None }
     }
-    fn bad_request(reason: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
     }
-    fn forbidden(reason: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, reason)
     }
 }
@@ -161,13 +162,7 @@ async fn respond(
         Ok(res) => res,
         Err(r) => {
             let actor = actor.borrow().clone();
-            let event = AuditEvent::success(actor.as_str(), action, "est")
-                .with_outcome(format!("denied: {}", r.reason))
-                .with_details(serde_json::json!({ "status": r.status.as_u16() }));
-            if let Err(e) = pki.store.append_audit(&[event]).await {
-                tracing::error!(error = %e, "could not audit an EST refusal");
-            }
-            tracing::info!(action, actor = %actor, status = r.status.as_u16(), reason = %r.reason, "EST request refused");
+            audit_refusal(pki, action, &actor, "est", &r).await;
             let mut res = HttpResponse::build(r.status);
             res.content_type("text/plain; charset=utf-8");
             if let Some(secs) = r.retry_after {
@@ -176,6 +171,18 @@ async fn respond(
             res.body(format!("{}\n", r.reason))
         }
     }
+}
+
+/// Audits a refusal (`denied: <reason>`, with the HTTP status) and logs it. Used by
+/// every authenticated endpoint (EST and the admin API).
+pub(crate) async fn audit_refusal(pki: &Pki, action: &str, actor: &str, target: &str, r: &Refusal) {
+    let event = AuditEvent::success(actor, action, target)
+        .with_outcome(format!("denied: {}", r.reason))
+        .with_details(serde_json::json!({ "status": r.status.as_u16() }));
+    if let Err(e) = pki.store.append_audit(&[event]).await {
+        tracing::error!(error = %e, action, "could not audit a refusal");
+    }
+    tracing::info!(action, actor = %actor, status = r.status.as_u16(), reason = %r.reason, "request refused");
 }
 
 fn base64_response(content_type: &str, der: &[u8]) -> HttpResponse {

@@ -5,6 +5,7 @@
 //! Protocol crates (`enrollment`, `revocation`) know nothing of storage or
 //! configuration; this crate wires them to both.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -146,7 +146,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
 
 /// Routes of the HTTPS listener.
 pub fn https_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).configure(crate::est::routes);
+    cfg.route("/healthz", web::get().to(healthz)).configure(crate::est::routes).configure(crate::admin::routes);
 }
 
 /// A span per request with a request id, echoed in `x-request-id`.

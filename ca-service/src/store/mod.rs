@@ -238,6 +238,56 @@ impl StationRecord {
     }
 }
 
+/// A role an admin API token carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Admin,
+    Operator,
+    Auditor,
+    ProvisioningStation,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Auditor, Role::ProvisioningStation];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+            Role::ProvisioningStation => "provisioning-station",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown role '{s}'")))
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An admin API token (`pki_<id>.<secret>`); only the secret's hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// 16 lower-case hex digits.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Argon2id PHC string of the secret.
+    pub secret_hash: String,
+    /// Unix microseconds.
+    pub created_at: i64,
+    /// Unix microseconds, once revoked.
+    pub revoked_at: Option<i64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -370,6 +420,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         status: Option<RequestStatus>,
     ) -> Result<Vec<EnrollmentRequest>, StoreError>;
+
+    /// Adds an API token; `AlreadyExists` if the id is taken.
+    async fn add_api_token(&self, token: &ApiToken, audit: AuditEvent) -> Result<(), StoreError>;
+    async fn get_api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+    /// Marks a token revoked at `at`. `NotFound` if absent; `Conflict` if already revoked.
+    async fn revoke_api_token(&self, id: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError>;
+    /// All API tokens, oldest first.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
 
     /// Appends audit entries (for actions that change nothing else, such as refusals).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
