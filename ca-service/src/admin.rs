@@ -202,10 +202,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Res
 }
 
 fn parse_serial(serial: &str) -> Result<Vec<u8>, Refusal> {
-    hex::decode(serial.replace(':', "").to_ascii_lowercase())
-        .ok()
-        .filter(|s| !s.is_empty() && s.len() <= 20)
-        .ok_or_else(|| Refusal::bad_request(format!("serial '{serial}' is not 1 to 20 octets of hex")))
+    crate::crl::parse_serial(serial).map_err(Refusal::bad_request)
 }
 
 fn path_param(req: &HttpRequest, name: &str) -> String {

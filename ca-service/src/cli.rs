@@ -271,8 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("  {}/{}", c.issuer, hex::encode(&c.serial));
                 }
             } else if let (Some(issuer), Some(serial)) = (issuer, serial) {
-                let serial_bytes = hex::decode(serial.replace(':', "").to_ascii_lowercase())
-                    .with_context(|| format!("serial '{serial}' is not hex"))?;
+                let serial_bytes = crate::crl::parse_serial(&serial).map_err(anyhow::Error::msg)?;
                 let target = format!("certificate:{issuer}/{}", hex::encode(&serial_bytes));
                 let audit =
                     crate::audit::AuditEvent::success(&actor, "certificate.revoke", target).with_details(details);

@@ -125,6 +125,14 @@ const REASONS: [(&str, i32); 9] = [
     ("aACompromise", 10),
 ];
 
+/// A certificate serial as operators type it (hex, colons allowed) → content octets.
+pub fn parse_serial(serial: &str) -> Result<Vec<u8>, String> {
+    hex::decode(serial.replace(':', "").to_ascii_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 20)
+        .ok_or_else(|| format!("serial '{serial}' is not hex of 1 to 20 octets"))
+}
+
 /// An RFC 5280 CRLReason name → its code (case-insensitive); `Err` names the choices.
 pub fn reason_code(name: &str) -> Result<i32, String> {
     REASONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| *c).ok_or_else(|| {

@@ -94,6 +94,12 @@ impl From<enrollment::CsrError> for Refusal {
     }
 }
 
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
+        IssueError::Store(e).into()
+    }
+}
+
 impl From<IssueError> for Refusal {
     fn from(e: IssueError) -> Self {
         let status = match &e {
@@ -236,7 +242,7 @@ async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str, kind: Profil
         .store
         .certificate_by_fingerprint(&fingerprint)
         .await
-        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .map_err(Refusal::from)?
         .filter(|r| r.issuer == ca)
         .ok_or_else(foreign)?;
     let now = crate::issuance::unix(SystemTime::now());
@@ -281,7 +287,7 @@ async fn authenticate_station(
         .store
         .get_station(&name)
         .await
-        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .map_err(Refusal::from)?
         .ok_or_else(|| Refusal::forbidden(format!("station '{name}' is not registered")))?;
     if !station.enabled {
         return Err(Refusal::forbidden(format!("station '{name}' is disabled")));
@@ -296,7 +302,7 @@ async fn station_by_credential(pki: &Pki, req: &HttpRequest) -> Result<String, R
     let credential = crate::credentials::parse_authorization(header)
         .map_err(unauthorized)?
         .ok_or_else(|| unauthorized("a TLS client certificate or station credentials are required"))?;
-    let station = pki.store.get_station(&credential.station).await.map_err(|e| Refusal::from(IssueError::Store(e)))?;
+    let station = pki.store.get_station(&credential.station).await.map_err(Refusal::from)?;
     // Unknown station and wrong secret answer alike (no account probing); the
     // hash check runs either way only when there is a hash to check.
     let hash = station.and_then(|s| s.secret_hash);
@@ -377,7 +383,7 @@ async fn enrollable_device(
         .store
         .get_device(&id)
         .await
-        .map_err(|e| Refusal::from(IssueError::Store(e)))?
+        .map_err(Refusal::from)?
         .ok_or_else(|| Refusal::forbidden(format!("unknown device id '{id}': it is not in the device registry")))?;
     if !station.may_enroll(&device) {
         return Err(Refusal::forbidden(format!(
@@ -414,7 +420,7 @@ fn model_oid(pki: &Pki, device: &DeviceRecord) -> Result<ObjectIdentifier, Refus
 const APPROVAL_RETRY_AFTER_SECS: u64 = 60;
 
 async fn stored_request(pki: &Pki, id: &str) -> Result<Option<EnrollmentRequest>, Refusal> {
-    pki.store.get_enrollment_request(id).await.map_err(|e| Refusal::from(IssueError::Store(e)))
+    pki.store.get_enrollment_request(id).await.map_err(Refusal::from)
 }
 
 /// What a station's enrollment request (simpleenroll, serverkeygen) has established
@@ -485,7 +491,7 @@ async fn simpleenroll(
                     .store
                     .get_certificate(&issuer, &serial)
                     .await
-                    .map_err(|e| Refusal::from(IssueError::Store(e)))?
+                    .map_err(Refusal::from)?
                     .ok_or_else(|| Refusal::new(StatusCode::CONFLICT, "the approved certificate is gone"))?;
                 return Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&record.der))?));
             }
@@ -503,11 +509,7 @@ async fn simpleenroll(
             };
             let audit = AuditEvent::success(who.as_str(), "est.request", format!("request:{request_id}"))
                 .with_details(serde_json::json!({ "device_id": device.device_id, "profile": profile_name }));
-            let stored = pki
-                .store
-                .submit_enrollment_request(&request, audit)
-                .await
-                .map_err(|e| Refusal::from(IssueError::Store(e)))?;
+            let stored = pki.store.submit_enrollment_request(&request, audit).await.map_err(Refusal::from)?;
             match stored.status {
                 RequestStatus::Pending => {
                     return Ok(HttpResponse::Accepted()
@@ -526,7 +528,7 @@ async fn simpleenroll(
             pki.store
                 .mark_enrollment_request_issued(&request_id, &issued.record.issuer, &issued.record.serial)
                 .await
-                .map_err(|e| Refusal::from(IssueError::Store(e)))?;
+                .map_err(Refusal::from)?;
         }
         enrolled(&issued)
     })
@@ -549,7 +551,7 @@ async fn simplereenroll(pki: web::Data<Pki>, req: HttpRequest, payload: web::Pay
             .store
             .get_device(&id)
             .await
-            .map_err(|e| Refusal::from(IssueError::Store(e)))?
+            .map_err(Refusal::from)?
             .ok_or_else(|| Refusal::forbidden(format!("device '{id}' is not in the registry")))?;
         if device.state != DeviceState::Active {
             return Err(Refusal::forbidden(format!("device '{id}' is {}", device.state.as_str())));
@@ -583,13 +585,7 @@ async fn renewal_rate_limit(pki: &Pki, device_id: &str) -> Result<(), Refusal> {
     if interval == 0 {
         return Ok(());
     }
-    let newest = pki
-        .store
-        .certificates_for_device(device_id)
-        .await
-        .map_err(|e| Refusal::from(IssueError::Store(e)))?
-        .into_iter()
-        .next();
+    let newest = pki.store.certificates_for_device(device_id).await.map_err(Refusal::from)?.into_iter().next();
     if let Some(c) = newest {
         let issued_at = c.not_before + profile::BACKDATE.as_secs() as i64;
         let now = crate::issuance::unix(SystemTime::now());
@@ -631,7 +627,7 @@ async fn serverkeygen(
             )
             .with_details(serde_json::json!({ "device_id": device.device_id, "key": "ecdsa-p256, generated server-side, not stored" }))])
             .await
-            .map_err(|e| Refusal::from(IssueError::Store(e)))?;
+            .map_err(Refusal::from)?;
         let certs = proto::certs_only(std::slice::from_ref(&issued.record.der))?;
         let (content_type, body) = proto::serverkeygen_response(&pkcs8, &certs)?;
         Ok(HttpResponse::Ok().content_type(content_type).body(body))
