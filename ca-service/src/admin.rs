@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::est::{audit_refusal, Refusal};
 use crate::issuance::Pki;
-use crate::store::{ApiToken, CertRecord, Role, StoreError};
+use crate::store::{ApiToken, CertRecord, RequestStatus, Role, UpdateRequest};
 
 /// Largest JSON body the admin API accepts.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -35,6 +35,11 @@ pub enum Operation {
     ReadCertificate,
     ListDeviceCertificates,
     ReadAudit,
+    SubmitUpdateRequest,
+    ApproveUpdateRequest,
+    RejectUpdateRequest,
+    SignUpdateRequest,
+    ReadUpdateRequests,
 }
 
 impl Operation {
@@ -46,6 +51,11 @@ impl Operation {
             Operation::ReadCertificate => "api.certificate.read",
             Operation::ListDeviceCertificates => "api.device.certificates",
             Operation::ReadAudit => "api.audit.read",
+            Operation::SubmitUpdateRequest => "update-request.submit",
+            Operation::ApproveUpdateRequest => "update-request.approve",
+            Operation::RejectUpdateRequest => "update-request.reject",
+            Operation::SignUpdateRequest => "update-request.sign",
+            Operation::ReadUpdateRequests => "api.update-request.read",
         }
     }
 
@@ -56,6 +66,11 @@ impl Operation {
             Operation::ReadCertificate => "read certificates",
             Operation::ListDeviceCertificates => "list a device's certificates",
             Operation::ReadAudit => "read the audit log",
+            Operation::SubmitUpdateRequest => "request update-signing certificates",
+            Operation::ApproveUpdateRequest => "approve update-signing requests",
+            Operation::RejectUpdateRequest => "reject update-signing requests",
+            Operation::SignUpdateRequest => "sign approved update-signing requests",
+            Operation::ReadUpdateRequests => "read update-signing requests",
         }
     }
 }
@@ -66,6 +81,11 @@ pub fn allowed(op: Operation) -> &'static [Role] {
         Operation::RevokeCertificate | Operation::RevokeDevice => &[Role::Admin, Role::Operator],
         Operation::ReadCertificate | Operation::ListDeviceCertificates => &[Role::Admin, Role::Operator, Role::Auditor],
         Operation::ReadAudit => &[Role::Admin, Role::Auditor],
+        // The two-person rule needs designated people: not even admin submits or approves.
+        Operation::SubmitUpdateRequest => &[Role::ReleaseManager],
+        Operation::ApproveUpdateRequest | Operation::RejectUpdateRequest => &[Role::UpdateApprover],
+        Operation::SignUpdateRequest => &[Role::ReleaseManager, Role::UpdateApprover],
+        Operation::ReadUpdateRequests => &[Role::Admin, Role::Auditor, Role::ReleaseManager, Role::UpdateApprover],
     }
 }
 
@@ -97,7 +117,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/certificates/{issuer}/{serial}", web::get().to(get_certificate))
             .route("/devices/{device_id}/revoke", web::post().to(revoke_device))
             .route("/devices/{device_id}/certificates", web::get().to(device_certificates))
-            .route("/audit", web::get().to(audit_log)),
+            .route("/audit", web::get().to(audit_log))
+            .route("/update-requests", web::post().to(submit_update_request))
+            .route("/update-requests", web::get().to(list_update_requests))
+            .route("/update-requests/{id}", web::get().to(get_update_request))
+            .route("/update-requests/{id}/approve", web::post().to(approve_update_request))
+            .route("/update-requests/{id}/reject", web::post().to(reject_update_request))
+            .route("/update-requests/{id}/sign", web::post().to(sign_update_request)),
     );
 }
 
@@ -163,22 +189,7 @@ async fn authorize(pki: &Pki, req: &HttpRequest, op: Operation, actor: &RefCell<
     Ok(token)
 }
 
-/// Store errors as refusals: absent → 404, state → 409, the rest → 5xx without details.
-fn store_refusal(e: StoreError) -> Refusal {
-    match e {
-        StoreError::NotFound(what) => Refusal::new(StatusCode::NOT_FOUND, format!("{what} not found")),
-        StoreError::Conflict(why) => Refusal::new(StatusCode::CONFLICT, why),
-        StoreError::AlreadyExists(what) => Refusal::new(StatusCode::CONFLICT, format!("{what} already exists")),
-        StoreError::Unavailable(_) => {
-            tracing::error!(error = %e, "admin API: storage unavailable");
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable; try again later")
-        }
-        other => {
-            tracing::error!(error = %other, "admin API: storage error");
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
-}
+use crate::updates::store_refusal;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -363,6 +374,179 @@ async fn audit_log(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
             "next_after": entries.last().map(|e| e.seq),
         })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequestBody {
+    /// PKCS#10 in PEM.
+    csr: String,
+    classes: Vec<String>,
+    validity_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    status: Option<String>,
+}
+
+fn pem_cert(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// An update request as JSON; with the certificate and its chain once issued.
+async fn update_request_json(pki: &Pki, r: &UpdateRequest) -> Result<serde_json::Value, Refusal> {
+    let mut v = serde_json::json!({
+        "id": r.id,
+        "status": r.status.as_str(),
+        "expired": crate::updates::expired(r, std::time::SystemTime::now()),
+        "requester": r.requester,
+        "classes": r.classes,
+        "class_policy_oids": r.classes.iter()
+            .map(|c| pki.config.updates.class_oid(c).map(|o| o.to_string()))
+            .collect::<Vec<_>>(),
+        "validity_days": r.validity_days,
+        "approvals": r.approvals,
+        "approvals_required": pki.config.updates.approvals,
+        "rejected_by": r.rejected_by,
+        "reason": r.reason,
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+    });
+    if let Some((issuer, serial)) = &r.issued {
+        let cert = pki.store.get_certificate(issuer, serial).await.map_err(store_refusal)?;
+        v["issuer"] = issuer.clone().into();
+        v["serial"] = hex::encode(serial).into();
+        if let Some(c) = cert {
+            v["certificate"] = pem_cert(&c.der).into();
+            v["chain"] = pki.chain_of(issuer).iter().map(|d| pem_cert(d)).collect::<String>().into();
+        }
+    }
+    Ok(v)
+}
+
+/// `POST /api/v1/update-requests` `{"csr": PEM, "classes": [...], "validity_days": n}`.
+async fn submit_update_request(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let op = Operation::SubmitUpdateRequest;
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, op, "update-request", &actor, async {
+        let token = authorize(&pki, &req, op, &actor).await?;
+        let body: UpdateRequestBody = read_json(payload).await?;
+        let new = crate::updates::NewUpdateRequest {
+            csr: body.csr.into_bytes(),
+            classes: body.classes,
+            validity_days: body.validity_days,
+        };
+        let who = actor.borrow().clone();
+        let request = crate::updates::submit(&pki, &token.name, &who, new).await?;
+        Ok(HttpResponse::Created().json(update_request_json(&pki, &request).await?))
+    })
+    .await
+}
+
+/// `GET /api/v1/update-requests?status=pending`.
+async fn list_update_requests(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+    let op = Operation::ReadUpdateRequests;
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, op, "update-requests", &actor, async {
+        authorize(&pki, &req, op, &actor).await?;
+        let q = web::Query::<StatusQuery>::from_query(req.query_string())
+            .map_err(|e| Refusal::bad_request(format!("bad query: {e}")))?;
+        let status = match q.status.as_deref() {
+            None => None,
+            Some(s) => Some(RequestStatus::parse(s).map_err(|_| {
+                Refusal::bad_request(format!("unknown status '{s}' (pending, approved, rejected, issued)"))
+            })?),
+        };
+        let requests = pki.store.list_update_requests(status).await.map_err(store_refusal)?;
+        let mut out = Vec::with_capacity(requests.len());
+        for r in &requests {
+            out.push(update_request_json(&pki, r).await?);
+        }
+        audit_read(&pki, &actor, op, "update-requests").await?;
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "requests": out })))
+    })
+    .await
+}
+
+async fn stored_update_request(pki: &Pki, id: &str) -> Result<UpdateRequest, Refusal> {
+    pki.store
+        .get_update_request(id)
+        .await
+        .map_err(store_refusal)?
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("update request '{id}' not found")))
+}
+
+/// `GET /api/v1/update-requests/{id}`.
+async fn get_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+    let op = Operation::ReadUpdateRequests;
+    let id = path_param(&req, "id");
+    let target = format!("update-request:{id}");
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, op, &target, &actor, async {
+        authorize(&pki, &req, op, &actor).await?;
+        let request = stored_update_request(&pki, &id).await?;
+        audit_read(&pki, &actor, op, &target).await?;
+        Ok(HttpResponse::Ok().json(update_request_json(&pki, &request).await?))
+    })
+    .await
+}
+
+/// `POST /api/v1/update-requests/{id}/approve`: the approval that completes the
+/// quorum also signs, and the answer carries the certificate.
+async fn approve_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+    let op = Operation::ApproveUpdateRequest;
+    let id = path_param(&req, "id");
+    let target = format!("update-request:{id}");
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, op, &target, &actor, async {
+        let token = authorize(&pki, &req, op, &actor).await?;
+        let who = actor.borrow().clone();
+        let (request, _) = crate::updates::approve(&pki, &token.name, &who, &id).await?;
+        Ok(HttpResponse::Ok().json(update_request_json(&pki, &request).await?))
+    })
+    .await
+}
+
+/// `POST /api/v1/update-requests/{id}/reject` `{"reason": "..."}`.
+async fn reject_update_request(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let op = Operation::RejectUpdateRequest;
+    let id = path_param(&req, "id");
+    let target = format!("update-request:{id}");
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, op, &target, &actor, async {
+        let token = authorize(&pki, &req, op, &actor).await?;
+        let body: RejectBody = read_json(payload).await?;
+        let who = actor.borrow().clone();
+        crate::updates::reject(&pki, &token.name, &who, &id, &body.reason).await?;
+        let request = stored_update_request(&pki, &id).await?;
+        Ok(HttpResponse::Ok().json(update_request_json(&pki, &request).await?))
+    })
+    .await
+}
+
+/// `POST /api/v1/update-requests/{id}/sign`: signs an approved request whose
+/// signing did not complete (the final approval normally signs).
+async fn sign_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+    let op = Operation::SignUpdateRequest;
+    let id = path_param(&req, "id");
+    let target = format!("update-request:{id}");
+    let actor = RefCell::new("anonymous".to_string());
+    respond(&pki, op, &target, &actor, async {
+        authorize(&pki, &req, op, &actor).await?;
+        let request = stored_update_request(&pki, &id).await?;
+        let who = actor.borrow().clone();
+        crate::updates::sign(&pki, &request, &who).await?;
+        let request = stored_update_request(&pki, &id).await?;
+        Ok(HttpResponse::Ok().json(update_request_json(&pki, &request).await?))
     })
     .await
 }

@@ -70,6 +70,23 @@ pub enum Command {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
+    /// Sign a CRL with the CA's own key and write it to a file: the ceremony for
+    /// roots, whose keys the service never loads (it publishes the issuing CAs' CRLs
+    /// itself at /crl/{ca}.crl).
+    Crl {
+        /// CA name (e.g. `identity-root`, `update-root`).
+        #[arg(long)]
+        ca: String,
+        /// nextUpdate − thisUpdate, days. Publish a new one well before it passes.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Where to write the CRL.
+        #[arg(long)]
+        out: PathBuf,
+        /// PEM instead of DER.
+        #[arg(long)]
+        pem: bool,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -380,6 +397,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Tokens { command } => tokens(store.as_ref(), command, &actor).await?,
+        Command::Crl { ca, days, out, pem } => {
+            ensure_hierarchy(store.as_ref()).await?;
+            let record = store.get_ca(&ca).await?.with_context(|| format!("no CA named '{ca}'"))?;
+            let (key_store, label, finder) = (record.key_store.clone(), record.key_label.clone(), keys.clone());
+            let signer = tokio::task::spawn_blocking(move || finder.find(&key_store, &label))
+                .await
+                .context("loading the CA key")??;
+            let (_, cert) = x509_parser::parse_x509_certificate(&record.cert_der).context("the CA certificate")?;
+            if signer.public_key_der() != cert.public_key().raw {
+                bail!("the key {}:{} does not match CA '{ca}''s certificate", record.key_store, record.key_label);
+            }
+            let pki = Pki::load(config, store, keys).await?;
+            let validity = std::time::Duration::from_secs(u64::from(days) * 86_400);
+            let der = crate::crl::sign_crl(&pki, &ca, signer, validity).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let bytes =
+                if pem { pem::encode(&pem::Pem::new("X509 CRL", der.clone())).into_bytes() } else { der.clone() };
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            let audit = crate::audit::AuditEvent::success(&actor, "crl.sign", format!("ca:{ca}"))
+                .with_details(serde_json::json!({ "days": days, "sha256": crate::issuance::sha256_hex(&der) }));
+            pki.store.append_audit(&[audit]).await?;
+            eprintln!("CRL of {ca} written to {} (valid {days} days)", out.display());
+        }
         Command::Ca { command } => match command {
             CaCommand::List => {
                 ensure_hierarchy(store.as_ref()).await?;

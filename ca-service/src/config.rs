@@ -43,6 +43,34 @@ pub struct Config {
     pub issuance: IssuanceConfig,
     pub est: EstConfig,
     pub crl: CrlConfig,
+    pub updates: UpdatesConfig,
+}
+
+/// Update-signing certificates for the OTA pipeline: requested by a release manager,
+/// signed only after `approvals` distinct update approvers approve.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UpdatesConfig {
+    /// The update-signing profile requests are issued under.
+    pub profile: String,
+    /// Distinct approvers a request needs (at least 2), none of them the requester.
+    pub approvals: usize,
+    /// A request not signed within this long expires and can never be signed, seconds.
+    pub request_ttl_secs: u64,
+    /// The longest validity a request may ask for, days.
+    pub max_validity_days: u32,
+    /// The OID arc of device-class policies: class N is certificate policy `<arc>.N`.
+    pub policy_arc: String,
+    /// Device classes an update may be scoped to: name → number under `policy_arc`.
+    /// Numbers are forever: a device checks for its class's OID.
+    pub classes: BTreeMap<String, u32>,
+}
+
+impl UpdatesConfig {
+    /// The certificate-policy OID of a device class.
+    pub fn class_oid(&self, class: &str) -> Option<const_oid::ObjectIdentifier> {
+        let n = self.classes.get(class)?;
+        format!("{}.{n}", self.policy_arc).parse().ok()
+    }
 }
 
 /// CRL publishing on the public listener (`/crl/{ca}.crl`).
@@ -315,6 +343,15 @@ impl Default for Config {
             models,
             issuance: IssuanceConfig { max_batch: 256 },
             crl: CrlConfig { validity_secs: 86_400, regenerate_secs: 60 },
+            updates: UpdatesConfig {
+                profile: "update-signing".into(),
+                approvals: 2,
+                request_ttl_secs: 7 * 86_400,
+                max_validity_days: 90,
+                // Private-enterprise arc placeholder, next to the models'; use your own.
+                policy_arc: "1.3.6.1.4.1.59999.2".into(),
+                classes: BTreeMap::from([("generic".to_string(), 1)]),
+            },
             est: EstConfig {
                 profile: "device".into(),
                 labels: BTreeMap::new(),
@@ -414,6 +451,7 @@ impl Config {
                 return bad(format!("est label '{label}': use letters, digits, '-' and '_'"));
             }
         }
+        self.validate_updates()?;
         if self.crl.validity_secs == 0 || self.crl.regenerate_secs >= self.crl.validity_secs {
             return bad("crl.validity_secs must be larger than crl.regenerate_secs".into());
         }
@@ -422,6 +460,45 @@ impl Config {
         }
         if !(self.public_base_url.starts_with("http://") || self.public_base_url.starts_with("https://")) {
             return bad("public_base_url must start with http:// or https://".into());
+        }
+        Ok(())
+    }
+
+    fn validate_updates(&self) -> Result<(), ConfigError> {
+        let u = &self.updates;
+        let bad = |m: String| Err(ConfigError::Invalid(format!("updates: {m}")));
+        match self.profiles.get(&u.profile) {
+            Some(p) if p.kind == ProfileKind::UpdateSigning => {
+                if p.validity_days > u.max_validity_days {
+                    return bad(format!(
+                        "profile '{}' validity {} days exceeds max_validity_days {}",
+                        u.profile, p.validity_days, u.max_validity_days
+                    ));
+                }
+            }
+            Some(_) => return bad(format!("profile '{}' is not an update-signing profile", u.profile)),
+            None => return bad(format!("unknown profile '{}'", u.profile)),
+        }
+        if u.approvals < 2 {
+            return bad("approvals must be at least 2 (two-person rule)".into());
+        }
+        if u.request_ttl_secs == 0 || u.max_validity_days == 0 {
+            return bad("request_ttl_secs and max_validity_days must be positive".into());
+        }
+        if u.policy_arc.parse::<const_oid::ObjectIdentifier>().is_err() {
+            return bad(format!("policy_arc '{}' is not a dotted OID", u.policy_arc));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (class, n) in &u.classes {
+            if !seen.insert(n) {
+                return bad(format!("class '{class}' reuses number {n}"));
+            }
+            if class.is_empty() || !class.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return bad(format!("class '{class}': use letters, digits, '-' and '_'"));
+            }
+            if u.class_oid(class).is_none() {
+                return bad(format!("class '{class}': '{}.{n}' is not a valid OID", u.policy_arc));
+            }
         }
         Ok(())
     }

@@ -47,14 +47,26 @@ pub async fn current_crl(pki: &Pki, cache: &CrlCache, ca: &str) -> Result<web::B
 }
 
 async fn build(pki: &Pki, ca_name: &str) -> Result<Vec<u8>, CrlServeError> {
+    let ca = pki.ca(ca_name).ok_or(CrlServeError::UnknownCa)?;
+    let signer = ca.issuer().map(|i| i.key().signer().clone()).ok_or(CrlServeError::Offline)?;
+    sign_crl(pki, ca_name, signer, Duration::from_secs(pki.config.crl.validity_secs)).await
+}
+
+/// Builds and signs the full CRL of `ca_name` with `signer` (its key), valid for
+/// `validity`, taking the next CRL number. The service uses it for online CAs;
+/// `ca-service crl` for roots, whose keys are loaded only for the ceremony.
+pub async fn sign_crl(
+    pki: &Pki,
+    ca_name: &str,
+    signer: std::sync::Arc<dyn hsm::Signer>,
+    validity: Duration,
+) -> Result<Vec<u8>, CrlServeError> {
     let internal = |e: String| CrlServeError::Internal(e);
     let ca = pki.ca(ca_name).ok_or(CrlServeError::UnknownCa)?.clone();
-    let signer = ca.issuer().map(|i| i.key().signer().clone()).ok_or(CrlServeError::Offline)?;
     let now = SystemTime::now();
     let now_secs = crate::issuance::unix(now);
     let revoked = pki.store.revoked_for_crl(ca_name, now_secs).await.map_err(|e| internal(e.to_string()))?;
     let number = pki.store.next_crl_number(ca_name).await.map_err(|e| internal(e.to_string()))?;
-    let validity = Duration::from_secs(pki.config.crl.validity_secs);
     tokio::task::spawn_blocking(move || {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&ca.record.cert_der)
             .map_err(|e| internal(format!("CA certificate: {e}")))?;

@@ -256,7 +256,14 @@ impl Pki {
                 Subject::Device { id, model_oid }
             }
             ProfileKind::TlsServer => Subject::Server(vec![cn()?]),
-            ProfileKind::Station | ProfileKind::UpdateSigning | ProfileKind::OcspSigner => Subject::Named(cn()?),
+            ProfileKind::UpdateSigning => {
+                return Err(IssueError::Policy(
+                    "update-signing certificates are issued only for an update request that two approvers \
+                     approved (admin API /api/v1/update-requests)"
+                        .into(),
+                ))
+            }
+            ProfileKind::Station | ProfileKind::OcspSigner => Subject::Named(cn()?),
         })
     }
 

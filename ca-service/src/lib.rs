@@ -20,6 +20,7 @@ pub mod profile;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod updates;
 
 /// Installs the tracing subscriber (stderr; `text` or `json`), once. `CA_LOG`
 /// (an `EnvFilter` directive) overrides `default_level`.

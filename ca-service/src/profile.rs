@@ -14,8 +14,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
 };
+use x509_cert::ext::pkix::certpolicy::PolicyInformation;
 use x509_cert::ext::pkix::name::{GeneralName, OtherName};
-use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax, SubjectAltName};
+use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax, CertificatePolicies, SubjectAltName};
 
 use crate::config::{CaConfig, ProfileConfig, ProfileKind};
 
@@ -24,6 +25,7 @@ use crate::config::{CaConfig, ProfileConfig, ProfileKind};
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 const OID_SAN: &[u64] = &[2, 5, 29, 17];
+const OID_CERTIFICATE_POLICIES: &[u64] = &[2, 5, 29, 32];
 const OID_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
 const OID_OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 const OID_HARDWARE_MODULE_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.4");
@@ -59,6 +61,9 @@ pub enum Subject {
     Named(String),
     /// A TLS server: CN is the first name; every name goes into the SAN.
     Server(Vec<String>),
+    /// An update signer (the OTA pipeline's key): the CN, and the device classes its
+    /// updates are for, as certificate-policy OIDs.
+    UpdateSigner { name: String, classes: Vec<ObjectIdentifier> },
 }
 
 /// Where relying parties fetch CRLs, OCSP and issuer certificates.
@@ -198,11 +203,16 @@ pub fn end_entity_params(
             dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), printable(id)?);
             p.custom_extensions.push(hardware_module_san(*model_oid, id.as_bytes())?);
         }
-        Subject::Named(cn) => {
-            if cn.is_empty() || cn.len() > 64 {
-                return Err(ProfileError::Subject(cn.clone(), "common name must be 1-64 characters".into()));
+        Subject::Named(cn) => dn.push(DnType::CommonName, common_name(cn)?),
+        Subject::UpdateSigner { name, classes } => {
+            if profile.kind != ProfileKind::UpdateSigning {
+                return Err(ProfileError::Subject(
+                    name.clone(),
+                    "an update signer needs an update-signing profile".into(),
+                ));
             }
-            dn.push(DnType::CommonName, cn.as_str());
+            dn.push(DnType::CommonName, common_name(name)?);
+            p.custom_extensions.push(device_class_policies(classes)?);
         }
         Subject::Server(names) => {
             let first = names.first().ok_or_else(|| ProfileError::Subject(String::new(), "no server names".into()))?;
@@ -222,6 +232,13 @@ pub fn end_entity_params(
     }
     p.distinguished_name = dn;
 
+    if profile.kind == ProfileKind::UpdateSigning && !matches!(subject, Subject::UpdateSigner { .. }) {
+        // Without class policies a device could not tell what the update is for.
+        return Err(ProfileError::Subject(
+            format!("{subject:?}"),
+            "update-signing certificates are made only for update signers with device classes".into(),
+        ));
+    }
     match profile.kind {
         ProfileKind::Device | ProfileKind::Station => {
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -246,6 +263,26 @@ pub fn granted_ekus(kind: ProfileKind) -> &'static [&'static str] {
         ProfileKind::UpdateSigning => &["1.3.6.1.5.5.7.3.3"],
         ProfileKind::OcspSigner => &["1.3.6.1.5.5.7.3.9"],
     }
+}
+
+fn common_name(cn: &str) -> Result<&str, ProfileError> {
+    if cn.is_empty() || cn.len() > 64 {
+        return Err(ProfileError::Subject(cn.to_string(), "common name must be 1-64 characters".into()));
+    }
+    Ok(cn)
+}
+
+/// certificatePolicies (non-critical) with one policy OID per device class and no
+/// qualifiers: a device accepts an update only if its own class OID is listed.
+fn device_class_policies(classes: &[ObjectIdentifier]) -> Result<CustomExtension, ProfileError> {
+    if classes.is_empty() {
+        return Err(ProfileError::Encoding("an update signer needs at least one device class".into()));
+    }
+    let policies = CertificatePolicies(
+        classes.iter().map(|oid| PolicyInformation { policy_identifier: *oid, policy_qualifiers: None }).collect(),
+    );
+    let der = policies.to_der().map_err(|e| ProfileError::Encoding(format!("encoding certificatePolicies: {e}")))?;
+    Ok(CustomExtension::from_oid_content(OID_CERTIFICATE_POLICIES, der))
 }
 
 /// subjectAltName with one RFC 4108 HardwareModuleName otherName. rcgen's otherName

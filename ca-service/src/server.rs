@@ -139,6 +139,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/ca/{file}", web::get().to(ca_certificate))
+        .route("/update-trust/bundle.pem", web::get().to(update_trust_bundle))
         .route("/crl/{file}", web::get().to(crate::crl::serve_crl))
         .route("/ocsp", web::post().to(crate::ocsp::post))
         .route("/ocsp/{request:.*}", web::get().to(crate::ocsp::get));
@@ -230,6 +231,18 @@ async fn ca_certificate(pki: web::Data<Pki>, file: web::Path<String>) -> HttpRes
             .body(pem::encode(&pem::Pem::new("CERTIFICATE", der)))
     } else {
         HttpResponse::Ok().content_type("application/pkix-cert").insert_header(cache).body(der)
+    }
+}
+
+/// `GET /update-trust/bundle.pem`: the update root and the Update Authority CA, what
+/// devices and the OTA pipeline pin for firmware (and nothing of the identity trust).
+async fn update_trust_bundle(pki: web::Data<Pki>) -> HttpResponse {
+    match crate::updates::trust_bundle_pem(&pki) {
+        Some(pem) => HttpResponse::Ok()
+            .content_type("application/x-pem-file")
+            .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+            .body(pem),
+        None => not_found("no update authority is configured"),
     }
 }
 

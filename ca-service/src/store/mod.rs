@@ -114,6 +114,9 @@ pub enum IssuanceEffect {
     ActivateDevice { device_id: String, allow_reprovision: bool },
     /// Renewal: the current certificate `valid` → `superseded`.
     Supersede { issuer: String, serial: Vec<u8> },
+    /// An update-signing certificate: its request `approved` (and not expired) →
+    /// `issued`, so a rejected or expired request can never be signed.
+    FulfilUpdateRequest { id: String },
 }
 
 /// What happened to one issuance of a batch.
@@ -238,17 +241,54 @@ impl StationRecord {
     }
 }
 
-/// A role an admin API token carries.
+/// A request for an update-signing certificate (two-person rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateRequest {
+    /// 16 random bytes, lower-case hex.
+    pub id: String,
+    pub profile: String,
+    /// The release manager's PKCS#10 request (already checked when submitted).
+    pub csr_der: Vec<u8>,
+    /// Device classes the certificate is for (names from `[updates.classes]`).
+    pub classes: Vec<String>,
+    pub validity_days: u32,
+    /// The principal who submitted it (token name or certificate CN).
+    pub requester: String,
+    pub status: RequestStatus,
+    /// Distinct approvers so far, in order.
+    pub approvals: Vec<String>,
+    pub rejected_by: Option<String>,
+    pub reason: Option<String>,
+    /// The certificate issued for it, once `Issued`.
+    pub issued: Option<(String, Vec<u8>)>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; at and after it the request can be neither approved nor signed.
+    pub expires_at: i64,
+}
+
+/// A role an admin API principal carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Admin,
     Operator,
     Auditor,
     ProvisioningStation,
+    /// Submits update-signing certificate requests.
+    ReleaseManager,
+    /// Approves or rejects update-signing certificate requests.
+    UpdateApprover,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Auditor, Role::ProvisioningStation];
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Operator,
+        Role::Auditor,
+        Role::ProvisioningStation,
+        Role::ReleaseManager,
+        Role::UpdateApprover,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,6 +296,8 @@ impl Role {
             Role::Operator => "operator",
             Role::Auditor => "auditor",
             Role::ProvisioningStation => "provisioning-station",
+            Role::ReleaseManager => "release-manager",
+            Role::UpdateApprover => "update-approver",
         }
     }
 
@@ -429,6 +471,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// All API tokens, oldest first.
     async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
 
+    /// Records a new update-signing request (status `pending`); `AlreadyExists` if the
+    /// id is taken.
+    async fn submit_update_request(&self, request: &UpdateRequest, audit: AuditEvent) -> Result<(), StoreError>;
+    async fn get_update_request(&self, id: &str) -> Result<Option<UpdateRequest>, StoreError>;
+    /// Requests in a status (all when `None`), oldest first.
+    async fn list_update_requests(&self, status: Option<RequestStatus>) -> Result<Vec<UpdateRequest>, StoreError>;
+    /// Adds `approver`'s approval to a pending, unexpired request; once `required`
+    /// distinct approvers have approved, the request becomes `approved`. `NotFound`
+    /// if absent; `Conflict` if it is not pending, has expired, `approver` is its
+    /// requester, or `approver` already approved it. Returns the request as stored.
+    async fn approve_update_request(
+        &self,
+        id: &str,
+        approver: &str,
+        required: usize,
+        audit: AuditEvent,
+    ) -> Result<UpdateRequest, StoreError>;
+    /// pending → rejected (final). `NotFound` / `Conflict` as for approval.
+    async fn reject_update_request(
+        &self,
+        id: &str,
+        rejected_by: &str,
+        reason: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
+
     /// Appends audit entries (for actions that change nothing else, such as refusals).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Up to `limit` entries with `seq > after_seq`, in order.
@@ -442,7 +510,41 @@ fn effect_refusal(effect: &IssuanceEffect) -> String {
             format!("device '{device_id}' is no longer in a state that may enroll")
         }
         IssuanceEffect::Supersede { .. } => "the certificate being renewed is no longer valid".to_string(),
+        IssuanceEffect::FulfilUpdateRequest { id } => {
+            format!("update request '{id}' is no longer approved and unexpired")
+        }
     }
+}
+
+/// Why `approver` may not approve `request` at `now` (unix seconds), if they may not.
+/// Both stores call this inside the approving transaction.
+fn approval_conflict(request: &UpdateRequest, approver: &str, now: i64) -> Option<StoreError> {
+    let id = &request.id;
+    let why = if request.status != RequestStatus::Pending {
+        format!("update request '{id}' is already {}; decisions are final", request.status.as_str())
+    } else if now >= request.expires_at {
+        format!("update request '{id}' has expired")
+    } else if request.requester == approver {
+        format!("'{approver}' submitted update request '{id}' and cannot approve it")
+    } else if request.approvals.iter().any(|a| a == approver) {
+        format!("'{approver}' already approved update request '{id}'; another approver is needed")
+    } else {
+        return None;
+    };
+    Some(StoreError::Conflict(why))
+}
+
+/// The (issuer, serial) of a request's certificate, from stored columns.
+pub(crate) fn issued_pair(
+    issuer: Option<String>,
+    serial_hex: Option<String>,
+) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    Ok(match (issuer, serial_hex) {
+        (Some(i), Some(s)) => {
+            Some((i, hex::decode(&s).map_err(|_| StoreError::Corrupt(format!("request serial '{s}' is not hex")))?))
+        }
+        _ => None,
+    })
 }
 
 /// A stored comma-separated list.
