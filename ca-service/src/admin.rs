@@ -263,6 +263,16 @@ async fn audit_read(pki: &Pki, actor: &RefCell<String>, op: Operation, target: &
     pki.store.append_audit(&[event]).await.map_err(store_refusal)
 }
 
+/// Re-signs the OCSP answers of what was just revoked before the API answers, so
+/// the revocation is visible to OCSP clients the moment the caller learns of it.
+async fn publish_revocations(pki: &Pki, req: &HttpRequest, revoked: &[CertRecord]) {
+    if let Some(ocsp) = req.app_data::<web::Data<crate::ocsp::OcspService>>() {
+        for c in revoked {
+            ocsp.revoked(pki, &c.issuer, &c.serial).await;
+        }
+    }
+}
+
 /// `POST /api/v1/certificates/{issuer}/{serial}/revoke` `{"reason": "keyCompromise"}`.
 async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let op = Operation::RevokeCertificate;
@@ -279,6 +289,7 @@ async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web:
             .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
         let record =
             pki.store.revoke_certificate(&issuer, &serial, code, now_secs(), audit).await.map_err(store_refusal)?;
+        publish_revocations(&pki, &req, std::slice::from_ref(&record)).await;
         Ok(HttpResponse::Ok().json(certificate_json(&record)))
     })
     .await
@@ -297,6 +308,7 @@ async fn revoke_device(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payl
         let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target.as_str())
             .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
         let revoked = pki.store.revoke_device(&device, code, now_secs(), audit).await.map_err(store_refusal)?;
+        publish_revocations(&pki, &req, &revoked).await;
         Ok(HttpResponse::Ok().json(serde_json::json!({
             "device_id": device,
             "state": "revoked",

@@ -4,18 +4,23 @@
 //! Each issuing CA answers through its delegated OCSP signer (its own key, a
 //! certificate with OCSPSigning + ocsp-nocheck, included in every response). The
 //! signer's certificate is renewed when `serve` starts if it is within a third of its
-//! lifetime of expiring. Responses to requests without a nonce are kept and served
-//! again for at most `crl.regenerate_secs` — the same bound within which a revocation
-//! made anywhere is published in the CRL. Requests with a nonce are always signed
-//! fresh and echo it.
+//! lifetime of expiring.
+//!
+//! Responses to requests without a nonce are pre-signed: served from memory and
+//! re-signed once half their validity has passed. A revocation through this
+//! instance's admin API re-signs the cached answers for that serial before the API
+//! call returns; revocations made elsewhere (the CLI, another instance on the same
+//! PostgreSQL) are picked up by a watcher that polls the store every
+//! [`WATCH_INTERVAL`]. Requests with a nonce are always signed fresh and echo it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use revocation::ocsp::{self, CertId, CertStatus, ErrorStatus, HashAlgorithm, IssuerKeys, ParsedRequest};
+use revocation::ocsp::{self, CertId, CertStatus, ErrorStatus, HashAlgorithm, IssuerKeys};
 use revocation::Reason;
 
 use crate::hierarchy::ocsp_key_label;
@@ -27,6 +32,12 @@ use crate::store::CertStatus as StoredStatus;
 /// long, so it also bounds how stale a cached "good" can be anywhere.
 const RESPONSE_VALIDITY: Duration = Duration::from_secs(3600);
 
+/// How often the store is asked for revocations made outside this process.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// Revocations are looked for this far behind the newest one seen, for instances
+/// whose clocks disagree a little.
+const WATCH_OVERLAP_SECS: i64 = 10;
+
 /// One issuing CA's responder.
 struct Responder {
     ca: String,
@@ -35,14 +46,40 @@ struct Responder {
     cert_der: Vec<u8>,
 }
 
-/// (CA, serial, SHA-1 CertID?) → when built, producedAt, the signed response.
-type ResponseCache = HashMap<(String, Vec<u8>, bool), (Instant, SystemTime, web::Bytes)>;
+/// (responder index, serial, SHA-1 CertID?).
+type CacheKey = (usize, Vec<u8>, bool);
 
-/// All responders, and the cache of signed responses to nonce-less requests.
+/// A pre-signed response to a one-certificate request without a nonce.
+#[derive(Debug)]
+struct Presigned {
+    /// Re-signed on the next request after this.
+    fresh_until: Instant,
+    produced: SystemTime,
+    next_update: SystemTime,
+    bytes: web::Bytes,
+    etag: String,
+}
+
+/// What a request gets: the DER response, and the pre-signed entry it came from.
+struct Answer {
+    bytes: web::Bytes,
+    presigned: Option<Arc<Presigned>>,
+}
+
+impl Answer {
+    fn error(status: ErrorStatus) -> Self {
+        Self { bytes: web::Bytes::from(ocsp::error_response(status)), presigned: None }
+    }
+}
+
+/// All responders, and the pre-signed responses.
 pub struct OcspService {
     responders: Vec<Responder>,
-    cache: Mutex<ResponseCache>,
-    max_age: Duration,
+    cache: RwLock<HashMap<CacheKey, Arc<Presigned>>>,
+    /// Bumped by every invalidation: a response signed while a revocation landed is
+    /// not cached (it may predate the revocation).
+    epoch: AtomicU64,
+    http_max_age: Duration,
 }
 
 impl std::fmt::Debug for OcspService {
@@ -88,65 +125,74 @@ impl OcspService {
         }
         Ok(Self {
             responders,
-            cache: Mutex::new(HashMap::new()),
-            max_age: Duration::from_secs(pki.config.crl.regenerate_secs),
+            cache: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            http_max_age: Duration::from_secs(pki.config.crl.regenerate_secs),
         })
     }
 
-    /// Answers a DER request: a DER OCSPResponse, and when it was produced.
-    async fn answer(&self, pki: &Pki, der: &[u8]) -> (web::Bytes, Option<SystemTime>) {
+    /// Answers a DER request.
+    async fn answer(&self, pki: &Pki, der: &[u8]) -> Answer {
         let request = match ocsp::parse_request(der) {
             Ok(r) => r,
-            Err(e) => return (web::Bytes::from(ocsp::error_response(e.status())), None),
+            Err(e) => return Answer::error(e.status()),
         };
         // One response is signed by one responder: every CertID must name its CA.
-        let Some(responder) = self.responders.iter().find(|r| r.keys.matches(&request.cert_ids[0])) else {
-            return (web::Bytes::from(ocsp::error_response(ErrorStatus::Unauthorized)), None);
+        let Some(index) = self.responders.iter().position(|r| r.keys.matches(&request.cert_ids[0])) else {
+            return Answer::error(ErrorStatus::Unauthorized);
         };
-        if request.cert_ids.iter().any(|id| !responder.keys.matches(id)) {
-            return (web::Bytes::from(ocsp::error_response(ErrorStatus::Unauthorized)), None);
+        if request.cert_ids.iter().any(|id| !self.responders[index].keys.matches(id)) {
+            return Answer::error(ErrorStatus::Unauthorized);
         }
-        let cacheable = request.nonce.is_none() && request.cert_ids.len() == 1;
-        let key = cacheable.then(|| {
-            let id = &request.cert_ids[0];
-            (responder.ca.clone(), id.serial().to_vec(), *id.hash_algorithm() == HashAlgorithm::Sha1)
-        });
-        if let Some(k) = &key {
-            if let Some((built, produced, bytes)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(k) {
-                if built.elapsed() < self.max_age {
-                    return (bytes.clone(), Some(*produced));
-                }
+        if request.nonce.is_some() || request.cert_ids.len() != 1 {
+            return match self.sign(pki, index, &request.cert_ids, request.nonce.as_deref()).await {
+                Ok(p) => Answer { bytes: p.bytes, presigned: None },
+                Err(status) => Answer::error(status),
+            };
+        }
+        let id = &request.cert_ids[0];
+        let key = (index, id.serial().to_vec(), *id.hash_algorithm() == HashAlgorithm::Sha1);
+        if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            if Instant::now() < p.fresh_until {
+                return Answer { bytes: p.bytes.clone(), presigned: Some(p.clone()) };
             }
         }
-        match self.sign(pki, responder, &request).await {
-            Ok((bytes, produced)) => {
-                if let Some(k) = key {
-                    self.cache
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(k, (Instant::now(), produced, bytes.clone()));
-                }
-                (bytes, Some(produced))
-            }
-            Err(status) => (web::Bytes::from(ocsp::error_response(status)), None),
+        match self.presign(pki, key, id).await {
+            Ok(p) => Answer { bytes: p.bytes.clone(), presigned: Some(p) },
+            Err(status) => Answer::error(status),
         }
+    }
+
+    /// Signs the nonce-less answer for one CertID and caches it, unless a revocation
+    /// was processed meanwhile.
+    async fn presign(&self, pki: &Pki, key: CacheKey, id: &CertId) -> Result<Arc<Presigned>, ErrorStatus> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let presigned = Arc::new(self.sign(pki, key.0, std::slice::from_ref(id), None).await?);
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            cache.insert(key, presigned.clone());
+        }
+        Ok(presigned)
     }
 
     async fn sign(
         &self,
         pki: &Pki,
-        responder: &Responder,
-        request: &ParsedRequest,
-    ) -> Result<(web::Bytes, SystemTime), ErrorStatus> {
-        let mut answers = Vec::with_capacity(request.cert_ids.len());
-        for id in &request.cert_ids {
+        index: usize,
+        ids: &[CertId],
+        nonce: Option<&[u8]>,
+    ) -> Result<Presigned, ErrorStatus> {
+        let responder = &self.responders[index];
+        let mut answers = Vec::with_capacity(ids.len());
+        for id in ids {
             answers.push((id.clone(), status_of(pki, &responder.ca, id).await?));
         }
         // Whole seconds: producedAt/thisUpdate are GeneralizedTime without fractions.
         let now = UNIX_EPOCH + Duration::from_secs(crate::issuance::unix(SystemTime::now()).max(0) as u64);
-        let (signer, cert, nonce) = (responder.signer.clone(), responder.cert_der.clone(), request.nonce.clone());
+        let next_update = now + RESPONSE_VALIDITY;
+        let (signer, cert, nonce) = (responder.signer.clone(), responder.cert_der.clone(), nonce.map(<[u8]>::to_vec));
         let der = tokio::task::spawn_blocking(move || {
-            ocsp::build_response(&answers, now, Some(now + RESPONSE_VALIDITY), nonce.as_deref(), &cert, signer.as_ref())
+            ocsp::build_response(&answers, now, Some(next_update), nonce.as_deref(), &cert, signer.as_ref())
         })
         .await
         .map_err(|_| ErrorStatus::InternalError)?
@@ -154,7 +200,63 @@ impl OcspService {
             tracing::error!(error = %e, "signing an OCSP response failed");
             ErrorStatus::InternalError
         })?;
-        Ok((web::Bytes::from(der), now))
+        Ok(Presigned {
+            fresh_until: Instant::now() + RESPONSE_VALIDITY / 2,
+            produced: now,
+            next_update,
+            etag: format!("\"{}\"", crate::issuance::sha256_hex(&der)),
+            bytes: web::Bytes::from(der),
+        })
+    }
+
+    /// A certificate of `issuer` was revoked: drop its pre-signed answers and sign
+    /// the ones that were cached again now, so the next request finds them ready.
+    pub async fn revoked(&self, pki: &Pki, issuer: &str, serial: &[u8]) {
+        let Some(index) = self.responders.iter().position(|r| r.ca == issuer) else { return };
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let dropped: Vec<bool> = {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            [true, false].into_iter().filter(|sha1| cache.remove(&(index, serial.to_vec(), *sha1)).is_some()).collect()
+        };
+        for sha1 in dropped {
+            let algorithm = if sha1 { HashAlgorithm::Sha1 } else { HashAlgorithm::Sha256 };
+            let Ok(id) = self.responders[index].keys.cert_id(algorithm, serial) else { continue };
+            if let Err(status) = self.presign(pki, (index, serial.to_vec(), sha1), &id).await {
+                tracing::warn!(?status, issuer, "re-signing a revoked certificate's OCSP answer failed");
+            }
+        }
+    }
+
+    /// Polls the store for revocations made outside this process (CLI, other
+    /// instances) and applies them to the pre-signed answers. Runs until the process
+    /// ends.
+    pub fn spawn_revocation_watch(self: Arc<Self>, pki: Arc<Pki>) {
+        tokio::spawn(async move {
+            let mut newest = crate::issuance::unix(SystemTime::now());
+            let mut seen: HashSet<(String, Vec<u8>)> = HashSet::new();
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let revoked = match pki.store.revoked_since(newest - WATCH_OVERLAP_SECS).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "OCSP revocation watch: store unavailable");
+                        continue;
+                    }
+                };
+                let mut current = HashSet::with_capacity(revoked.len());
+                for (issuer, serial, at) in revoked {
+                    newest = newest.max(at);
+                    let key = (issuer, serial);
+                    if !seen.contains(&key) {
+                        self.revoked(&pki, &key.0, &key.1).await;
+                    }
+                    current.insert(key);
+                }
+                // Whatever fell out of the overlap window cannot come back.
+                seen = current;
+            }
+        });
     }
 }
 
@@ -204,7 +306,7 @@ pub async fn post(
             return ocsp_response(web::Bytes::from(ocsp::error_response(ErrorStatus::MalformedRequest)))
         }
     };
-    ocsp_response(ocsp.answer(&pki, &body).await.0)
+    ocsp_response(ocsp.answer(&pki, &body).await.bytes)
 }
 
 /// `GET /ocsp/{url-encoded base64 DER}` (RFC 6960 Appendix A), with RFC 5019 caching
@@ -218,10 +320,13 @@ pub async fn get(pki: web::Data<Pki>, ocsp: web::Data<OcspService>, req: HttpReq
         Some(d) if d.len() <= ocsp::MAX_REQUEST_LEN => d,
         _ => return ocsp_response(web::Bytes::from(ocsp::error_response(ErrorStatus::MalformedRequest))),
     };
-    let (bytes, produced) = ocsp.answer(&pki, &der).await;
-    let Some(produced) = produced else { return ocsp_response(bytes) };
-    let max_age = ocsp.max_age.as_secs().min(RESPONSE_VALIDITY.as_secs());
-    let etag = format!("\"{}\"", crate::issuance::sha256_hex(&bytes));
+    let answer = ocsp.answer(&pki, &der).await;
+    let Some(p) = answer.presigned else { return ocsp_response(answer.bytes) };
+    // RFC 5019 §6: caches may keep it until nextUpdate; we ask them to come back
+    // sooner so that a revocation reaches them within the CRL bound.
+    let now = SystemTime::now();
+    let until_next = p.next_update.duration_since(now).unwrap_or_default();
+    let max_age = ocsp.http_max_age.min(until_next).as_secs();
     let http_date = |t: SystemTime| {
         let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         header::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
@@ -229,10 +334,10 @@ pub async fn get(pki: web::Data<Pki>, ocsp: web::Data<OcspService>, req: HttpReq
     HttpResponse::Ok()
         .content_type("application/ocsp-response")
         .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}, public, no-transform, must-revalidate")))
-        .insert_header((header::LAST_MODIFIED, http_date(produced)))
-        .insert_header((header::EXPIRES, http_date(SystemTime::now() + Duration::from_secs(max_age))))
-        .insert_header((header::ETAG, etag))
-        .body(bytes)
+        .insert_header((header::LAST_MODIFIED, http_date(p.produced)))
+        .insert_header((header::EXPIRES, http_date(now + Duration::from_secs(max_age))))
+        .insert_header((header::ETAG, p.etag.clone()))
+        .body(answer.bytes)
 }
 
 /// Decodes %XX escapes (RFC 3986); `None` on a malformed escape or non-UTF-8 result.

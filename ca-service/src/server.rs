@@ -101,11 +101,12 @@ fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
 pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let tls = https_config(&pki).await?;
     let ocsp = web::Data::new(crate::ocsp::OcspService::load(&pki).await.map_err(|e| ServeError::Ocsp(e.to_string()))?);
+    ocsp.clone().into_inner().spawn_revocation_watch(pki.clone());
     let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
     let state = web::Data::from(pki);
 
     let public = {
-        let (state, crls) = (state.clone(), web::Data::new(crate::crl::CrlCache::default()));
+        let (state, crls, ocsp) = (state.clone(), web::Data::new(crate::crl::CrlCache::default()), ocsp.clone());
         HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -119,9 +120,14 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         .run()
     };
     let private = {
-        let (state, est) = (state.clone(), crate::est::state());
+        let (state, est, ocsp) = (state.clone(), crate::est::state(), ocsp.clone());
         HttpServer::new(move || {
-            App::new().app_data(state.clone()).app_data(est.clone()).wrap_fn(request_span).configure(https_routes)
+            App::new()
+                .app_data(state.clone())
+                .app_data(est.clone())
+                .app_data(ocsp.clone())
+                .wrap_fn(request_span)
+                .configure(https_routes)
         })
         .on_connect(crate::est::capture_peer_certificates)
         .bind_rustls_0_23(https_addr, tls)

@@ -128,9 +128,21 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
         "not found",
     )?;
 
+    // A relying party holds a pre-signed "good" answer (no nonce) for the certificate.
+    curl(d, &["-f", "-o", "device-ca.pem", &format!("{}/ca/device.pem", svc.base_url())])?.ok()?;
+    openssl(d, &["x509", "-in", "SN-A1-chain.pem", "-out", "SN-A1.pem"])?.ok()?;
+    let ocsp_url = format!("{}/ocsp", svc.base_url());
+    let ocsp_args =
+        ["ocsp", "-issuer", "device-ca.pem", "-cert", "SN-A1.pem", "-url", &ocsp_url, "-no_nonce", "-noverify"];
+    let before = openssl(d, &ocsp_args)?.ok()?;
+    assert!(before.stdout.contains("SN-A1.pem: good"), "{}", before.describe());
+
     // The operator revokes; the record shows it; a second time is a conflict.
     let ok = api.call("POST", &revoke_path, Some(&operator), Some(key_compromise))?;
     assert_eq!(ok.status, 200, "{}", ok.describe());
+    // The pre-signed answer was re-signed before the API answered.
+    let after = openssl(d, &ocsp_args)?.ok()?;
+    assert!(after.stdout.contains("SN-A1.pem: revoked"), "{}", after.describe());
     assert_eq!(json(&ok)?["status"], "revoked");
     let got = api.call("GET", &cert_path, Some(&auditor), None)?;
     assert_eq!(got.status, 200, "{}", got.describe());

@@ -135,6 +135,25 @@ fn responder_flow(cli: Cli) -> Result<()> {
     // An issuer we do not serve.
     ocsp(d, &["-issuer", "root.pem", "-cert", "device-ca.pem", "-reqout", "foreign.der"])?.ok()?;
     assert!(error_status("foreign.der", "application/ocsp-request")?.contains("unauthorized"));
+
+    // Pre-signed answers (no nonce) learn of a revocation made by another process (the
+    // CLI here) through the store watch, not after the response's validity.
+    let no_nonce =
+        ["-issuer", "device-ca.pem", "-cert", "SN-O2.pem", "-url", &url, "-CAfile", "chain.pem", "-no_nonce"];
+    let t = text(&ocsp(d, &no_nonce)?);
+    assert!(t.contains("Response verify OK") && t.contains("SN-O2.pem: good"), "{t}");
+    cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serials[1], "--reason", "superseded"])?;
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let t = text(&ocsp(d, &no_nonce)?);
+        if t.contains("SN-O2.pem: revoked") {
+            assert!(t.contains("Response verify OK") && t.contains("superseded"), "{t}");
+            break;
+        }
+        assert!(revoked_at.elapsed() < std::time::Duration::from_secs(10), "still not revoked after 10 s: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("CLI revoke -> pre-signed OCSP answer revoked after {:?}", revoked_at.elapsed());
     svc.stop();
     cli.run_ok(&["audit", "verify"])?;
     Ok(())

@@ -425,6 +425,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;
     /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
+    /// (issuer, serial, revoked_at) of certificates revoked at or after `since` (unix
+    /// seconds), oldest first: how every instance learns of revocations made elsewhere.
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError>;
     /// A device's certificates, newest first.
     async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError>;
 

@@ -1133,6 +1133,29 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT issuer, serial_hex, revoked_at FROM certificates \
+                 WHERE revoked_at IS NOT NULL AND revoked_at >= $1 ORDER BY revoked_at",
+            )
+            .await
+            .map_err(pg_err)?;
+        client
+            .query(&stmt, &[&since])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|row| {
+                let serial_hex: String = row.try_get(1).map_err(pg_err)?;
+                let serial = hex::decode(&serial_hex)
+                    .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                Ok((row.try_get(0).map_err(pg_err)?, serial, row.try_get(2).map_err(pg_err)?))
+            })
+            .collect()
+    }
+
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let stmt = client

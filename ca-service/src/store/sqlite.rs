@@ -723,6 +723,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError> {
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT issuer, serial_hex, revoked_at FROM certificates \
+                 WHERE revoked_at IS NOT NULL AND revoked_at >= ?1 ORDER BY revoked_at",
+                params![since],
+                |row| {
+                    let serial_hex: String = row.get(1).map_err(db_err)?;
+                    let serial = hex::decode(&serial_hex)
+                        .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                    Ok((row.get(0).map_err(db_err)?, serial, row.get(2).map_err(db_err)?))
+                },
+            )
+        })
+        .await
+    }
+
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
         let issuer = issuer.to_owned();
         self.write(move |tx| {
