@@ -87,6 +87,11 @@ pub enum Command {
         #[arg(long)]
         pem: bool,
     },
+    /// Firmware-update signatures: the reference signer and verifier (detached CMS).
+    Ota {
+        #[command(subcommand)]
+        command: OtaCommand,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -116,6 +121,62 @@ pub enum Command {
     Est {
         #[command(subcommand)]
         command: EstCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OtaCommand {
+    /// Sign FILE with an update-signing key: writes a detached CMS signature (DER).
+    Sign {
+        /// The update-signing certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Intermediate CA certificates to include (PEM), e.g. the Update Authority CA.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Unencrypted PKCS#8 PEM key file.
+        #[arg(long, conflicts_with = "pkcs11_module", required_unless_present = "pkcs11_module")]
+        key_file: Option<PathBuf>,
+        /// Or a PKCS#11 module holding the key (with --token-label and --key-label).
+        #[arg(long, requires_all = ["token_label", "key_label"])]
+        pkcs11_module: Option<PathBuf>,
+        #[arg(long)]
+        token_label: Option<String>,
+        #[arg(long)]
+        key_label: Option<String>,
+        /// Environment variable holding the token's user PIN.
+        #[arg(long, default_value = "OTA_PKCS11_PIN")]
+        pin_env: String,
+        /// Where to write the signature.
+        #[arg(long)]
+        out: PathBuf,
+        file: PathBuf,
+    },
+    /// Verify FILE against a detached CMS signature: chain to the update root only,
+    /// EKU codeSigning, device class in scope, not revoked per the given CRLs, valid
+    /// now (or at --at / the signing time). Prints `accepted: …` or fails `refused: …`.
+    Verify {
+        #[arg(long)]
+        signature: PathBuf,
+        /// Trust anchors (PEM); default: this CA's update root.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// CRL (DER or PEM); repeat for several.
+        #[arg(long)]
+        crl: Vec<PathBuf>,
+        /// Device class the update must be for (a name from [updates.classes]).
+        #[arg(long)]
+        class: Option<String>,
+        /// Or the class's policy OID.
+        #[arg(long)]
+        class_oid: Option<String>,
+        /// Check validity at this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Check validity at the signature's signingTime (asserted by the signer).
+        #[arg(long)]
+        at_signing_time: bool,
+        file: PathBuf,
     },
 }
 
@@ -397,6 +458,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Tokens { command } => tokens(store.as_ref(), command, &actor).await?,
+        Command::Ota {
+            command: OtaCommand::Verify { signature, trust, crl, class, class_oid, at, at_signing_time, file },
+        } => {
+            let args =
+                crate::ota::VerifyArgs { signature, file, trust, crls: crl, class, class_oid, at, at_signing_time };
+            crate::ota::verify(&config, store.as_ref(), &actor, &args).await?;
+        }
+        Command::Ota {
+            command:
+                OtaCommand::Sign { cert, chain, key_file, pkcs11_module, token_label, key_label, pin_env, out, file },
+        } => {
+            let key = match (key_file, pkcs11_module, token_label, key_label) {
+                (Some(path), None, _, _) => crate::ota::SigningKey::File(path),
+                (None, Some(module), Some(token_label), Some(key_label)) => {
+                    crate::ota::SigningKey::Pkcs11 { module, token_label, key_label, pin_env }
+                }
+                _ => bail!("give --key-file, or --pkcs11-module with --token-label and --key-label"),
+            };
+            crate::ota::sign(store.as_ref(), &actor, key, &cert, chain.as_deref(), &file, &out).await?;
+        }
         Command::Crl { ca, days, out, pem } => {
             ensure_hierarchy(store.as_ref()).await?;
             let record = store.get_ca(&ca).await?.with_context(|| format!("no CA named '{ca}'"))?;

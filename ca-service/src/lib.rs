@@ -16,6 +16,7 @@ pub mod hierarchy;
 pub mod issuance;
 pub mod keys;
 pub mod ocsp;
+pub mod ota;
 pub mod profile;
 pub mod server;
 pub mod store;

@@ -8,7 +8,9 @@
 //!   production), with a pool of logged-in sessions so signing scales across cores.
 //! * [`software::SoftwareKeyStore`] — the embedded default: PKCS#8 keys encrypted at
 //!   rest with AES-256-GCM under a key derived (Argon2id) from a passphrase or read
-//!   from a key file.
+//!   from a key file. [`software::SoftwareSigner::from_pkcs8_pem_file`] also loads a
+//!   single signer from an operator-held, unencrypted PKCS#8 PEM file (OTA signing
+//!   tools), outside any store.
 //!
 //! All calls are blocking (PKCS#11 is a blocking C API); async callers must run them on
 //! a blocking thread pool (`tokio::task::spawn_blocking`), never on the runtime itself.

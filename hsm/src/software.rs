@@ -329,6 +329,113 @@ impl SoftwareSigner {
     }
 }
 
+/// Algorithm OIDs of PKCS#8 `privateKeyAlgorithm` the key-file loader recognises.
+const OID_EC_PUBLIC_KEY: const_oid::ObjectIdentifier = const_oid::db::rfc5912::ID_EC_PUBLIC_KEY;
+const OID_SECP256R1: const_oid::ObjectIdentifier = const_oid::db::rfc5912::SECP_256_R_1;
+const OID_SECP384R1: const_oid::ObjectIdentifier = const_oid::db::rfc5912::SECP_384_R_1;
+const OID_ED25519: const_oid::ObjectIdentifier = const_oid::db::rfc8410::ID_ED_25519;
+const OID_RSA_ENCRYPTION: const_oid::ObjectIdentifier = const_oid::db::rfc5912::RSA_ENCRYPTION;
+
+impl SoftwareSigner {
+    /// Loads a signer from an **unencrypted** PKCS#8 PEM file (`-----BEGIN PRIVATE
+    /// KEY-----`, what `openssl genpkey` writes), for tools that sign with a key the
+    /// operator holds in a file (OTA pipelines, the `ca-service ota sign` CLI) rather
+    /// than one generated inside a [`KeyStore`].
+    ///
+    /// The algorithm is read from the PKCS#8 `privateKeyAlgorithm`: P-256, P-384 and
+    /// Ed25519 map to their [`KeyAlgorithm`]; RSA is accepted only at 3072 bits, because
+    /// [`KeyAlgorithm::Rsa3072`] is the one RSA shape the rest of the system signs with
+    /// (sha256WithRSAEncryption) — any other size is refused rather than mislabelled.
+    /// Encrypted PKCS#8 and the traditional `EC PRIVATE KEY` / `RSA PRIVATE KEY` forms
+    /// are refused with a hint how to convert them. The file bytes and the decoded
+    /// PKCS#8 are zeroized after use. A file readable by group or others is loaded but
+    /// logged as a warning.
+    ///
+    /// # Errors
+    /// [`HsmError::Io`] if the file cannot be read; [`HsmError::Unsupported`] for a
+    /// key type or PEM form that is not supported; [`HsmError::Corrupt`] for a file
+    /// that is not valid PEM/PKCS#8.
+    pub fn from_pkcs8_pem_file(path: &Path, label: &str) -> Result<Arc<dyn Signer>, HsmError> {
+        validate_label(label)?;
+        let corrupt = |what: String| HsmError::Corrupt(format!("{}: {what}", path.display()));
+        let file = Zeroizing::new(read_limited(path).map_err(|e| io_err(path, e))?);
+        if let Ok(meta) = fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "private key file is accessible to group/others; 0600 is recommended");
+            }
+        }
+        let pem_label = der::pem::decode_label(&file).map_err(|e| corrupt(format!("not a PEM file: {e}")))?;
+        match pem_label {
+            "PRIVATE KEY" => {}
+            "ENCRYPTED PRIVATE KEY" => {
+                return Err(HsmError::Unsupported(format!(
+                    "{}: encrypted PKCS#8 (decrypt it first: openssl pkcs8 -in KEY -out PLAIN)",
+                    path.display()
+                )))
+            }
+            other => {
+                return Err(HsmError::Unsupported(format!(
+                    "{}: PEM '{other}' is not an unencrypted PKCS#8 private key \
+                     (convert with: openssl pkcs8 -topk8 -nocrypt -in KEY -out PLAIN)",
+                    path.display()
+                )))
+            }
+        }
+        // Decode into a buffer we own (and wipe), not into a fresh Vec.
+        let mut buf = Zeroizing::new(vec![0u8; file.len()]);
+        let (_, pkcs8) = der::pem::decode(&file, &mut buf).map_err(|e| corrupt(format!("bad PEM: {e}")))?;
+        let algorithm = pkcs8_algorithm(pkcs8).map_err(|e| match e {
+            Pkcs8AlgError::Der(e) => corrupt(format!("not PKCS#8: {e}")),
+            Pkcs8AlgError::Unsupported(what) => {
+                HsmError::Unsupported(format!("{}: {what} keys are not supported", path.display()))
+            }
+        })?;
+        if algorithm == KeyAlgorithm::Rsa3072 {
+            let kp = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| corrupt(format!("invalid RSA key: {e}")))?;
+            let bits = kp.public_modulus_len() * 8;
+            if bits != 3072 {
+                return Err(HsmError::Unsupported(format!(
+                    "{}: RSA-{bits} key; only RSA-3072 is supported",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Arc::new(SoftwareSigner::from_pkcs8(label, algorithm, pkcs8)?))
+    }
+}
+
+enum Pkcs8AlgError {
+    Der(der::Error),
+    Unsupported(String),
+}
+
+/// The key type named by a PKCS#8 PrivateKeyInfo's `privateKeyAlgorithm`.
+fn pkcs8_algorithm(pkcs8: &[u8]) -> Result<KeyAlgorithm, Pkcs8AlgError> {
+    use der::{Decode, Reader};
+    let mut reader = der::SliceReader::new(pkcs8).map_err(Pkcs8AlgError::Der)?;
+    let alg = reader
+        .sequence(|r| {
+            let _version = der::asn1::UintRef::decode(r)?;
+            let alg = spki::AlgorithmIdentifierRef::decode(r)?;
+            // privateKey, attributes, publicKey: parsed by aws-lc-rs.
+            r.read_slice(r.remaining_len())?;
+            Ok(alg)
+        })
+        .map_err(Pkcs8AlgError::Der)?;
+    reader.finish(()).map_err(Pkcs8AlgError::Der)?;
+    match alg.oid {
+        OID_ED25519 => Ok(KeyAlgorithm::Ed25519),
+        OID_RSA_ENCRYPTION => Ok(KeyAlgorithm::Rsa3072),
+        OID_EC_PUBLIC_KEY => match alg.parameters_oid() {
+            Ok(OID_SECP256R1) => Ok(KeyAlgorithm::EcdsaP256),
+            Ok(OID_SECP384R1) => Ok(KeyAlgorithm::EcdsaP384),
+            Ok(curve) => Err(Pkcs8AlgError::Unsupported(format!("EC curve {curve}"))),
+            Err(_) => Err(Pkcs8AlgError::Unsupported("EC keys without a named curve".into())),
+        },
+        other => Err(Pkcs8AlgError::Unsupported(format!("algorithm {other}"))),
+    }
+}
+
 impl Signer for SoftwareSigner {
     fn label(&self) -> &str {
         &self.label
@@ -629,5 +736,62 @@ mod tests {
         let p = dir.path().join("short");
         fs::write(&p, [1u8; 31]).unwrap();
         assert!(matches!(load_key_file(&SecretSource::File(p)), Err(HsmError::SecretUnavailable(_))));
+    }
+
+    fn write_pem(dir: &Path, name: &str, label: &str, der: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn pkcs8_pem_file_loads_each_algorithm_and_signs_verifiably() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in KeyAlgorithm::ALL {
+            let pkcs8 = generate_pkcs8(alg).unwrap();
+            let p = write_pem(dir.path(), &format!("{alg}.pem"), "PRIVATE KEY", &pkcs8);
+            let signer = SoftwareSigner::from_pkcs8_pem_file(&p, "ota-key").unwrap();
+            assert_eq!(signer.algorithm(), alg, "algorithm detected from the PKCS#8 header");
+            assert_eq!(signer.label(), "ota-key");
+            let sig = signer.sign(b"firmware").unwrap();
+            crate::testing::verify_signature(signer.public_key_der(), alg, b"firmware", &sig).unwrap();
+        }
+    }
+
+    #[test]
+    fn pkcs8_pem_file_refuses_other_rsa_sizes_encrypted_and_traditional_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let rsa2048 = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let der: Pkcs8V1Der<'static> = rsa2048.as_der().unwrap();
+        let p = write_pem(dir.path(), "rsa2048.pem", "PRIVATE KEY", der.as_ref());
+        let err = SoftwareSigner::from_pkcs8_pem_file(&p, "k").unwrap_err();
+        assert!(matches!(&err, HsmError::Unsupported(m) if m.contains("RSA-2048")), "{err}");
+
+        let p256 = generate_pkcs8(KeyAlgorithm::EcdsaP256).unwrap();
+        let p = write_pem(dir.path(), "enc.pem", "ENCRYPTED PRIVATE KEY", &p256);
+        let err = SoftwareSigner::from_pkcs8_pem_file(&p, "k").unwrap_err();
+        assert!(matches!(&err, HsmError::Unsupported(m) if m.contains("encrypted")), "{err}");
+        let p = write_pem(dir.path(), "sec1.pem", "EC PRIVATE KEY", &p256);
+        let err = SoftwareSigner::from_pkcs8_pem_file(&p, "k").unwrap_err();
+        assert!(matches!(&err, HsmError::Unsupported(m) if m.contains("-topk8")), "{err}");
+    }
+
+    #[test]
+    fn pkcs8_pem_file_reports_junk_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk.pem");
+        fs::write(&p, "not a key\n").unwrap();
+        assert!(matches!(SoftwareSigner::from_pkcs8_pem_file(&p, "k"), Err(HsmError::Corrupt(_))));
+        let p = write_pem(dir.path(), "trunc.pem", "PRIVATE KEY", &[0x30, 0x82, 0x01]);
+        assert!(matches!(SoftwareSigner::from_pkcs8_pem_file(&p, "k"), Err(HsmError::Corrupt(_))));
+        // Unknown key algorithm (an X25519 OID) in an otherwise well-formed PKCS#8.
+        let x25519 = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20, 1, 2, 3, 4,
+            5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+        ];
+        let p = write_pem(dir.path(), "x25519.pem", "PRIVATE KEY", &x25519);
+        assert!(matches!(SoftwareSigner::from_pkcs8_pem_file(&p, "k"), Err(HsmError::Unsupported(_))));
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(SoftwareSigner::from_pkcs8_pem_file(&missing, "k"), Err(HsmError::Io { .. })));
     }
 }

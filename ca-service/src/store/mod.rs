@@ -161,6 +161,37 @@ impl DeviceState {
     }
 }
 
+/// Which devices a revocation is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSelector {
+    Device(String),
+    /// Every device registered in a batch.
+    Batch(String),
+    /// Every device of a model.
+    Model(String),
+}
+
+impl DeviceSelector {
+    /// The `devices` column it matches on (a fixed name, never input) and the value.
+    fn column_and_value(&self) -> (&'static str, &str) {
+        match self {
+            DeviceSelector::Device(v) => ("device_id", v),
+            DeviceSelector::Batch(v) => ("batch", v),
+            DeviceSelector::Model(v) => ("model", v),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSelector::Device(v) => write!(f, "device:{v}"),
+            DeviceSelector::Batch(v) => write!(f, "batch:{v}"),
+            DeviceSelector::Model(v) => write!(f, "model:{v}"),
+        }
+    }
+}
+
 /// A device known to the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceRecord {
@@ -406,17 +437,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<CertRecord, StoreError>;
-    /// Revokes a device: every certificate of it not yet revoked becomes revoked
-    /// (time, reason) and the device `revoked`, with the audit entry, in one
-    /// transaction; it can no longer enroll or renew. `NotFound` if unknown. Returns
-    /// the certificates it revoked.
+    /// Revokes devices (one, a batch or a model): every certificate of them not yet
+    /// revoked becomes revoked (time, reason) and the devices `revoked`, with the
+    /// audit entry, in one transaction; they can no longer enroll or renew.
+    /// `NotFound` if no device matches. Returns how many devices matched and the
+    /// certificates it revoked.
+    async fn revoke_devices(
+        &self,
+        which: &DeviceSelector,
+        reason: i32,
+        revoked_at: i64,
+        audit: AuditEvent,
+    ) -> Result<(u64, Vec<CertRecord>), StoreError>;
+    /// [`Store::revoke_devices`] for one device.
     async fn revoke_device(
         &self,
         device_id: &str,
         reason: i32,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<Vec<CertRecord>, StoreError>;
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        let which = DeviceSelector::Device(device_id.to_string());
+        Ok(self.revoke_devices(&which, reason, revoked_at, audit).await?.1)
+    }
     /// Whether a public key (SHA-256 of its SPKI, hex) was revoked for keyCompromise:
     /// such a key is never certified again.
     async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError>;

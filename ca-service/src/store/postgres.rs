@@ -22,6 +22,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
+use super::DeviceSelector;
 use super::{
     effect_refusal, split_list, ApiToken, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
     EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
@@ -1061,32 +1062,35 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn revoke_device(
+    async fn revoke_devices(
         &self,
-        device_id: &str,
+        which: &DeviceSelector,
         reason: i32,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<Vec<CertRecord>, StoreError> {
+    ) -> Result<(u64, Vec<CertRecord>), StoreError> {
+        let (column, value) = which.column_and_value();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         let head = lock_chain(&tx).await?;
         let stmt = tx
-            .prepare_cached("UPDATE devices SET state = 'revoked', updated_at = $1 WHERE device_id = $2")
+            .prepare_cached(&format!("UPDATE devices SET state = 'revoked', updated_at = $1 WHERE {column} = $2"))
             .await
             .map_err(pg_err)?;
-        if tx.execute(&stmt, &[&now_us(), &device_id]).await.map_err(pg_err)? == 0 {
-            return Err(StoreError::NotFound(format!("device '{device_id}'")));
+        let n = tx.execute(&stmt, &[&now_us(), &value]).await.map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(which.to_string()));
         }
         let stmt = tx
             .prepare_cached(&format!(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
-                 WHERE device_id = $3 AND status != 'revoked' RETURNING {CERT_COLUMNS}"
+                 WHERE device_id IN (SELECT device_id FROM devices WHERE {column} = $3) AND status != 'revoked' \
+                 RETURNING {CERT_COLUMNS}"
             ))
             .await
             .map_err(pg_err)?;
         let revoked: Vec<CertRecord> = tx
-            .query(&stmt, &[&revoked_at, &reason, &device_id])
+            .query(&stmt, &[&revoked_at, &reason, &value])
             .await
             .map_err(pg_err)?
             .iter()
@@ -1094,7 +1098,7 @@ impl Store for PostgresStore {
             .collect::<Result<_, _>>()?;
         append_chain(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(revoked)
+        Ok((n, revoked))
     }
 
     async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError> {

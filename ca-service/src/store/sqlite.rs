@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
+use super::DeviceSelector;
 use super::{
     effect_refusal, split_list, ApiToken, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
     EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
@@ -645,36 +646,40 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_device(
+    async fn revoke_devices(
         &self,
-        device_id: &str,
+        which: &DeviceSelector,
         reason: i32,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<Vec<CertRecord>, StoreError> {
-        let device_id = device_id.to_owned();
+    ) -> Result<(u64, Vec<CertRecord>), StoreError> {
+        let which = which.clone();
         self.write(move |tx| {
+            let (column, value) = which.column_and_value();
             let n = tx
-                .prepare_cached("UPDATE devices SET state = 'revoked', updated_at = ?1 WHERE device_id = ?2")
+                .prepare_cached(&format!("UPDATE devices SET state = 'revoked', updated_at = ?1 WHERE {column} = ?2"))
                 .map_err(db_err)?
-                .execute(params![now_us(), device_id])
+                .execute(params![now_us(), value])
                 .map_err(db_err)?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("device '{device_id}'")));
+                return Err(StoreError::NotFound(which.to_string()));
             }
-            let sql = format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = ?1 AND status != 'revoked' ORDER BY id"
-            );
-            let live = query_all(tx, &sql, [device_id.clone()], cert_from_row)?;
-            tx.prepare_cached(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 \
-                 WHERE device_id = ?3 AND status != 'revoked'",
-            )
+            let live =
+                format!("device_id IN (SELECT device_id FROM devices WHERE {column} = ?1) AND status != 'revoked'");
+            let certs = query_all(
+                tx,
+                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {live} ORDER BY id"),
+                [value],
+                cert_from_row,
+            )?;
+            tx.prepare_cached(&format!(
+                "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3, status = 'revoked' WHERE {live}"
+            ))
             .map_err(db_err)?
-            .execute(params![revoked_at, reason, device_id])
+            .execute(params![value, revoked_at, reason])
             .map_err(db_err)?;
             append_chain(tx, vec![audit])?;
-            Ok(live
+            let revoked = certs
                 .into_iter()
                 .map(|c| CertRecord {
                     status: CertStatus::Revoked,
@@ -682,7 +687,8 @@ impl Store for SqliteStore {
                     revocation_reason: Some(reason),
                     ..c
                 })
-                .collect())
+                .collect();
+            Ok((n as u64, revoked))
         })
         .await
     }
