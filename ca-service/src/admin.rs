@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::est::{audit_refusal, Refusal};
 use crate::issuance::Pki;
-use crate::store::{ApiToken, CertRecord, RequestStatus, Role, UpdateRequest};
+use crate::store::{ApiToken, CertRecord, DeviceSelector, RequestStatus, Role, UpdateRequest};
 
 /// Largest JSON body the admin API accepts.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -116,6 +116,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/certificates/{issuer}/{serial}/revoke", web::post().to(revoke_certificate))
             .route("/certificates/{issuer}/{serial}", web::get().to(get_certificate))
             .route("/devices/{device_id}/revoke", web::post().to(revoke_device))
+            .route("/batches/{batch}/revoke", web::post().to(revoke_batch))
+            .route("/models/{model}/revoke", web::post().to(revoke_model))
             .route("/devices/{device_id}/certificates", web::get().to(device_certificates))
             .route("/audit", web::get().to(audit_log))
             .route("/update-requests", web::post().to(submit_update_request))
@@ -297,9 +299,30 @@ async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web:
 
 /// `POST /api/v1/devices/{device_id}/revoke` `{"reason": …}`: all its certificates.
 async fn revoke_device(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let which = DeviceSelector::Device(path_param(&req, "device_id"));
+    revoke_devices(pki, req, payload, which).await
+}
+
+/// `POST /api/v1/batches/{batch}/revoke`: every device of a batch.
+async fn revoke_batch(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let which = DeviceSelector::Batch(path_param(&req, "batch"));
+    revoke_devices(pki, req, payload, which).await
+}
+
+/// `POST /api/v1/models/{model}/revoke`: every device of a model.
+async fn revoke_model(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let which = DeviceSelector::Model(path_param(&req, "model"));
+    revoke_devices(pki, req, payload, which).await
+}
+
+async fn revoke_devices(
+    pki: web::Data<Pki>,
+    req: HttpRequest,
+    payload: web::Payload,
+    which: DeviceSelector,
+) -> HttpResponse {
     let op = Operation::RevokeDevice;
-    let device = path_param(&req, "device_id");
-    let target = format!("device:{device}");
+    let target = which.to_string();
     let actor = RefCell::new("anonymous".to_string());
     respond(&pki, op, &target, &actor, async {
         authorize(&pki, &req, op, &actor).await?;
@@ -307,13 +330,20 @@ async fn revoke_device(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payl
         let code = crate::crl::reason_code(&body.reason).map_err(Refusal::bad_request)?;
         let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target.as_str())
             .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
-        let revoked = pki.store.revoke_device(&device, code, now_secs(), audit).await.map_err(store_refusal)?;
+        let (devices, revoked) =
+            pki.store.revoke_devices(&which, code, now_secs(), audit).await.map_err(store_refusal)?;
         publish_revocations(&pki, &req, &revoked).await;
-        Ok(HttpResponse::Ok().json(serde_json::json!({
-            "device_id": device,
+        let mut answer = serde_json::json!({
+            "revoked_devices": devices,
             "state": "revoked",
             "revoked_certificates": revoked.iter().map(certificate_json).collect::<Vec<_>>(),
-        })))
+        });
+        match &which {
+            DeviceSelector::Device(id) => answer["device_id"] = id.as_str().into(),
+            DeviceSelector::Batch(b) => answer["batch"] = b.as_str().into(),
+            DeviceSelector::Model(m) => answer["model"] = m.as_str().into(),
+        }
+        Ok(HttpResponse::Ok().json(answer))
     })
     .await
 }
@@ -594,6 +624,10 @@ pub fn openapi_document() -> serde_json::Value {
     revoke_responses.insert("409".into(), err("already revoked"));
     let mut device_revoke_responses = ok("DeviceRevocation");
     device_revoke_responses.insert("400".into(), err("bad reason or JSON"));
+    let mut update_responses = ok("UpdateRequest");
+    update_responses.insert("400".into(), err("bad CSR, class, validity or JSON"));
+    update_responses.insert("409".into(), err("not pending, expired, the requester approving, or approved twice"));
+    let json_body = |schema: &str| json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
     let mut audit_responses = ok("AuditPage");
     audit_responses.insert("400".into(), err("bad query"));
     json!({
@@ -612,7 +646,41 @@ pub fn openapi_document() -> serde_json::Value {
             "/devices/{device_id}/revoke": { "post": {
                 "summary": "Revoke a device and all its certificates", "x-roles": roles(Operation::RevokeDevice),
                 "parameters": [p("device_id")], "requestBody": revoke_body,
-                "responses": std_errors(device_revoke_responses) } },
+                "responses": std_errors(device_revoke_responses.clone()) } },
+            "/batches/{batch}/revoke": { "post": {
+                "summary": "Revoke every device of a batch and all their certificates",
+                "x-roles": roles(Operation::RevokeDevice),
+                "parameters": [p("batch")], "requestBody": revoke_body,
+                "responses": std_errors(device_revoke_responses.clone()) } },
+            "/models/{model}/revoke": { "post": {
+                "summary": "Revoke every device of a model and all their certificates",
+                "x-roles": roles(Operation::RevokeDevice),
+                "parameters": [p("model")], "requestBody": revoke_body,
+                "responses": std_errors(device_revoke_responses.clone()) } },
+            "/update-requests": {
+                "post": { "summary": "Request an update-signing certificate (two approvers needed)",
+                    "x-roles": roles(Operation::SubmitUpdateRequest), "requestBody": json_body("NewUpdateRequest"),
+                    "responses": std_errors(update_responses.clone()) },
+                "get": { "summary": "List update-signing requests", "x-roles": roles(Operation::ReadUpdateRequests),
+                    "parameters": [{ "name": "status", "in": "query", "schema": { "type": "string",
+                        "enum": ["pending", "approved", "rejected", "issued"] } }],
+                    "responses": std_errors(ok("UpdateRequestList")) } },
+            "/update-requests/{id}": { "get": {
+                "summary": "Read an update-signing request (with its certificate once issued)",
+                "x-roles": roles(Operation::ReadUpdateRequests),
+                "parameters": [p("id")], "responses": std_errors(ok("UpdateRequest")) } },
+            "/update-requests/{id}/approve": { "post": {
+                "summary": "Approve; the last required approval signs the certificate",
+                "x-roles": roles(Operation::ApproveUpdateRequest),
+                "parameters": [p("id")], "responses": std_errors(update_responses.clone()) } },
+            "/update-requests/{id}/reject": { "post": {
+                "summary": "Reject for good", "x-roles": roles(Operation::RejectUpdateRequest),
+                "parameters": [p("id")], "requestBody": json_body("RejectRequest"),
+                "responses": std_errors(update_responses.clone()) } },
+            "/update-requests/{id}/sign": { "post": {
+                "summary": "Sign an approved request whose signing did not complete",
+                "x-roles": roles(Operation::SignUpdateRequest),
+                "parameters": [p("id")], "responses": std_errors(update_responses) } },
             "/devices/{device_id}/certificates": { "get": {
                 "summary": "A device's certificates, newest first", "x-roles": roles(Operation::ListDeviceCertificates),
                 "parameters": [p("device_id")], "responses": std_errors(ok("DeviceCertificates")) } },
@@ -645,8 +713,32 @@ pub fn openapi_document() -> serde_json::Value {
                 "DeviceCertificates": { "type": "object", "properties": { "device_id": { "type": "string" },
                     "certificates": { "type": "array", "items": { "$ref": "#/components/schemas/Certificate" } } } },
                 "DeviceRevocation": { "type": "object", "properties": { "device_id": { "type": "string" },
-                    "state": { "type": "string" },
+                    "batch": { "type": "string" }, "model": { "type": "string" },
+                    "revoked_devices": { "type": "integer" }, "state": { "type": "string" },
                     "revoked_certificates": { "type": "array", "items": { "$ref": "#/components/schemas/Certificate" } } } },
+                "NewUpdateRequest": { "type": "object", "required": ["csr", "classes"], "properties": {
+                    "csr": { "type": "string", "description": "PKCS#10, PEM" },
+                    "classes": { "type": "array", "items": { "type": "string" } },
+                    "validity_days": { "type": "integer", "minimum": 1 } } },
+                "RejectRequest": { "type": "object", "required": ["reason"], "properties": {
+                    "reason": { "type": "string", "maxLength": 500 } } },
+                "UpdateRequest": { "type": "object", "properties": {
+                    "id": { "type": "string" },
+                    "status": { "type": "string", "enum": ["pending", "approved", "rejected", "issued"] },
+                    "expired": { "type": "boolean" }, "requester": { "type": "string" },
+                    "classes": { "type": "array", "items": { "type": "string" } },
+                    "class_policy_oids": { "type": "array", "items": { "type": "string" } },
+                    "validity_days": { "type": "integer" },
+                    "approvals": { "type": "array", "items": { "type": "string" } },
+                    "approvals_required": { "type": "integer" },
+                    "rejected_by": { "type": "string", "nullable": true },
+                    "reason": { "type": "string", "nullable": true },
+                    "created_at": { "type": "integer" }, "expires_at": { "type": "integer" },
+                    "issuer": { "type": "string" }, "serial": { "type": "string" },
+                    "certificate": { "type": "string", "description": "PEM, once issued" },
+                    "chain": { "type": "string", "description": "PEM of the issuing CA, once issued" } } },
+                "UpdateRequestList": { "type": "object", "properties": {
+                    "requests": { "type": "array", "items": { "$ref": "#/components/schemas/UpdateRequest" } } } },
                 "AuditPage": { "type": "object", "properties": {
                     "next_after": { "type": "integer", "nullable": true },
                     "entries": { "type": "array", "items": { "type": "object", "properties": {
@@ -697,8 +789,25 @@ mod tests {
     fn openapi_lists_every_path() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().unwrap();
-        for p in ["/certificates/{issuer}/{serial}/revoke", "/audit", "/devices/{device_id}/revoke", "/openapi.json"] {
+        // Every route `routes` registers.
+        let routed = [
+            "/openapi.json",
+            "/certificates/{issuer}/{serial}/revoke",
+            "/certificates/{issuer}/{serial}",
+            "/devices/{device_id}/revoke",
+            "/batches/{batch}/revoke",
+            "/models/{model}/revoke",
+            "/devices/{device_id}/certificates",
+            "/audit",
+            "/update-requests",
+            "/update-requests/{id}",
+            "/update-requests/{id}/approve",
+            "/update-requests/{id}/reject",
+            "/update-requests/{id}/sign",
+        ];
+        for p in routed {
             assert!(paths.contains_key(p), "{p}");
         }
+        assert_eq!(paths.len(), routed.len(), "documented paths that are not routed");
     }
 }

@@ -52,7 +52,7 @@ pub enum Command {
     },
     /// Revoke a certificate: EST refuses it at once; CRLs carry it within
     /// `crl.regenerate_secs`.
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["serial", "device"])))]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["serial", "device", "batch", "model"])))]
     Revoke {
         /// Issuing CA name (e.g. `device`), with --serial.
         #[arg(long, requires = "serial")]
@@ -62,8 +62,14 @@ pub enum Command {
         serial: Option<String>,
         /// Instead: a device id; all its certificates are revoked and it can no
         /// longer enroll or renew.
-        #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+        #[arg(long, conflicts_with_all = ["issuer", "serial", "batch", "model"])]
         device: Option<String>,
+        /// Instead: every device registered in a batch.
+        #[arg(long, conflicts_with_all = ["issuer", "serial", "model"])]
+        batch: Option<String>,
+        /// Instead: every device of a model.
+        #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+        model: Option<String>,
         /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
         /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
         /// aACompromise.
@@ -336,15 +342,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Audit { command: AuditCommand::Verify } => verify_audit(store.as_ref()).await?,
-        Command::Revoke { issuer, serial, device, reason } => {
+        Command::Revoke { issuer, serial, device, batch, model, reason } => {
             let code = crate::crl::reason_code(&reason).map_err(anyhow::Error::msg)?;
             let now = crate::issuance::unix(std::time::SystemTime::now());
             let details = serde_json::json!({ "reason": reason, "reason_code": code });
-            if let Some(device) = device {
-                let audit = crate::audit::AuditEvent::success(&actor, "device.revoke", format!("device:{device}"))
-                    .with_details(details);
-                let revoked = store.revoke_device(&device, code, now, audit).await?;
-                println!("revoked device {device} and its {} certificate(s), reason {reason}", revoked.len());
+            let which = match (device, batch, model) {
+                (Some(d), _, _) => Some(crate::store::DeviceSelector::Device(d)),
+                (_, Some(b), _) => Some(crate::store::DeviceSelector::Batch(b)),
+                (_, _, Some(m)) => Some(crate::store::DeviceSelector::Model(m)),
+                _ => None,
+            };
+            if let Some(which) = which {
+                let audit =
+                    crate::audit::AuditEvent::success(&actor, "device.revoke", which.to_string()).with_details(details);
+                let (devices, revoked) = store.revoke_devices(&which, code, now, audit).await?;
+                println!("revoked {which}: {devices} device(s), {} certificate(s), reason {reason}", revoked.len());
                 for c in revoked {
                     println!("  {}/{}", c.issuer, hex::encode(&c.serial));
                 }
@@ -356,7 +368,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let record = store.revoke_certificate(&issuer, &serial_bytes, code, now, audit).await?;
                 println!("revoked {issuer}/{} ({}), reason {reason}", hex::encode(&record.serial), record.subject);
             } else {
-                bail!("give --issuer and --serial, or --device");
+                bail!("give --issuer and --serial, or --device, --batch or --model");
             }
         }
         Command::Devices { command: DevicesCommand::Import { batch, model, class, allow_reprovision, file } } => {

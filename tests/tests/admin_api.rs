@@ -192,6 +192,36 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
     let big = format!(r#"{{"reason":"{}"}}"#, "x".repeat(20 * 1024));
     refused(api.call("POST", "/devices/SN-A2/revoke", Some(&operator), Some(&big))?, 413, "larger than")?;
 
+    // A whole batch, in one call: exactly its devices, every certificate of them.
+    std::fs::write(d.join("batch-b.csv"), "SN-B1,generic\nSN-B2,generic\n")?;
+    cli.run_ok(&["devices", "import", "--batch", "b", "batch-b.csv"])?;
+    std::fs::write(d.join("batch-c.csv"), "SN-C1,generic\n")?;
+    cli.run_ok(&["devices", "import", "--batch", "c", "batch-c.csv"])?;
+    let mut serial_of = std::collections::HashMap::new();
+    for dev in ["SN-B1", "SN-B2", "SN-C1"] {
+        let csr = make_csr(d, dev, P256, &format!("/CN={dev}"), &[])?;
+        let out = format!("{dev}-chain.pem");
+        cli.run_ok(&["issue", "--profile", "device", "--csr", path_str(&csr)?, "--out", &out])?;
+        let s = openssl(d, &["x509", "-in", &out, "-noout", "-serial"])?.ok()?;
+        serial_of.insert(dev, s.stdout.trim().trim_start_matches("serial=").to_ascii_lowercase());
+    }
+    refused(api.call("POST", "/batches/b/revoke", Some(&auditor), Some(cessation))?, 403, "may not")?;
+    refused(api.call("POST", "/batches/nope/revoke", Some(&operator), Some(cessation))?, 404, "not found")?;
+    let batch = api.call("POST", "/batches/b/revoke", Some(&operator), Some(key_compromise))?;
+    assert_eq!(batch.status, 200, "{}", batch.describe());
+    let batch = json(&batch)?;
+    assert_eq!((batch["revoked_devices"].as_u64(), batch["batch"].as_str()), (Some(2), Some("b")), "{batch}");
+    assert_eq!(batch["revoked_certificates"].as_array().map(Vec::len), Some(2), "{batch}");
+    for (dev, status) in [("SN-B1", "revoked"), ("SN-B2", "revoked"), ("SN-C1", "valid")] {
+        let got = json(&api.call("GET", &format!("/certificates/device/{}", serial_of[dev]), Some(&auditor), None)?)?;
+        assert_eq!(got["status"], status, "{dev}: {got}");
+    }
+    // And a whole model (SN-C1 and every other device of `generic`).
+    let model = json(&api.call("POST", "/models/generic/revoke", Some(&operator), Some(cessation))?)?;
+    assert_eq!(model["model"], "generic", "{model}");
+    let got = json(&api.call("GET", &format!("/certificates/device/{}", serial_of["SN-C1"]), Some(&auditor), None)?)?;
+    assert_eq!(got["status"], "revoked", "{got}");
+
     svc.stop();
     cli.run_ok(&["audit", "verify"])?;
     Ok(())

@@ -222,6 +222,7 @@ both_backends!(
     update_requests_expired_or_rejected_are_never_signed,
     revocation_is_audited_once_and_feeds_the_crl,
     revoking_a_device_revokes_all_its_certificates,
+    revoking_a_batch_or_a_model_revokes_exactly_its_devices,
     certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
@@ -690,6 +691,44 @@ async fn revoking_a_device_revokes_all_its_certificates(h: &Harness) {
     assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), before + 1);
     assert!(s.public_key_compromised(&"ab".repeat(32)).await.unwrap(), "keyCompromise blocks the key");
     let err = s.revoke_device("nope", 1, 1, event("device.revoke", "device:nope")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+async fn revoking_a_batch_or_a_model_revokes_exactly_its_devices(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mut other_model = device("m-1", "b2");
+    other_model.model = "gateway-v1".into();
+    let devices = [device("a-1", "b1"), device("a-2", "b1"), device("c-1", "b2"), other_model];
+    s.add_devices(&devices, event("device.register", "batches")).await.unwrap();
+    let certs: Vec<Issuance> = ["a-1", "a-2", "c-1", "m-1"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| issue(cert("device", &[i as u8 + 1], Some(d))))
+        .collect();
+    s.store_certificates(&certs).await.unwrap();
+
+    let (n, revoked) = s
+        .revoke_devices(&DeviceSelector::Batch("b1".into()), 5, 1_700_000_000, event("device.revoke", "batch:b1"))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(revoked.iter().map(|c| c.serial.clone()).collect::<Vec<_>>(), [vec![1], vec![2]]);
+    for d in ["a-1", "a-2"] {
+        assert_eq!(s.get_device(d).await.unwrap().unwrap().state, DeviceState::Revoked);
+    }
+    assert_eq!(s.get_device("c-1").await.unwrap().unwrap().state, DeviceState::Expected, "other batch untouched");
+    assert_eq!(s.get_certificate("device", &[3]).await.unwrap().unwrap().status, CertStatus::Valid);
+
+    let (n, revoked) = s
+        .revoke_devices(&DeviceSelector::Model("gateway-v1".into()), 5, 1_700_000_000, event("device.revoke", "model"))
+        .await
+        .unwrap();
+    assert_eq!((n, revoked.len()), (1, 1));
+    assert_eq!(revoked[0].serial, [4]);
+    assert_eq!(s.get_certificate("device", &[3]).await.unwrap().unwrap().status, CertStatus::Valid);
+    let err =
+        s.revoke_devices(&DeviceSelector::Batch("none".into()), 5, 1, event("device.revoke", "b")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
