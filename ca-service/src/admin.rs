@@ -266,12 +266,16 @@ async fn audit_read(pki: &Pki, actor: &RefCell<String>, op: Operation, target: &
 }
 
 /// Re-signs the OCSP answers of what was just revoked before the API answers, so
-/// the revocation is visible to OCSP clients the moment the caller learns of it.
+/// the revocation is visible to OCSP clients the moment the caller learns of it, and
+/// wakes the CRL publisher.
 async fn publish_revocations(pki: &Pki, req: &HttpRequest, revoked: &[CertRecord]) {
     if let Some(ocsp) = req.app_data::<web::Data<crate::ocsp::OcspService>>() {
         for c in revoked {
             ocsp.revoked(pki, &c.issuer, &c.serial).await;
         }
+    }
+    if let Some(crls) = req.app_data::<web::Data<crate::crl::CrlPublisher>>() {
+        crls.revoked();
     }
 }
 

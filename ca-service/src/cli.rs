@@ -86,9 +86,9 @@ pub enum Command {
         /// nextUpdate − thisUpdate, days. Publish a new one well before it passes.
         #[arg(long, default_value_t = 30)]
         days: u32,
-        /// Where to write the CRL.
+        /// Also write the CRL to this file.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// PEM instead of DER.
         #[arg(long)]
         pem: bool,
@@ -503,14 +503,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let pki = Pki::load(config, store, keys).await?;
             let validity = std::time::Duration::from_secs(u64::from(days) * 86_400);
-            let der = crate::crl::sign_crl(&pki, &ca, signer, validity).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let bytes =
-                if pem { pem::encode(&pem::Pem::new("X509 CRL", der.clone())).into_bytes() } else { der.clone() };
-            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
-            let audit = crate::audit::AuditEvent::success(&actor, "crl.sign", format!("ca:{ca}"))
-                .with_details(serde_json::json!({ "days": days, "sha256": crate::issuance::sha256_hex(&der) }));
-            pki.store.append_audit(&[audit]).await?;
-            eprintln!("CRL of {ca} written to {} (valid {days} days)", out.display());
+            let request = crate::crl::CrlRequest::Base(crate::profile::CrlScope::Full);
+            let crl =
+                crate::crl::sign_crl(&pki, &ca, signer, validity, request).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let der = crl.der.clone();
+            let audit = crate::audit::AuditEvent::success(&actor, "crl.sign", format!("ca:{ca}")).with_details(
+                serde_json::json!({ "days": days, "crl_number": crl.number, "sha256": crate::issuance::sha256_hex(&der) }),
+            );
+            // Stored for the service to publish at /crl/{ca}.crl.
+            pki.store.publish_crls(&[crl], audit).await?;
+            if let Some(out) = out {
+                let bytes = if pem { pem::encode(&pem::Pem::new("X509 CRL", der)).into_bytes() } else { der };
+                std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+                eprintln!("CRL of {ca} written to {}", out.display());
+            }
+            eprintln!("CRL of {ca} signed (valid {days} days) and published at /crl/{ca}.crl");
         }
         Command::Ca { command } => match command {
             CaCommand::List => {

@@ -78,9 +78,26 @@ impl UpdatesConfig {
 pub struct CrlConfig {
     /// nextUpdate − thisUpdate, seconds.
     pub validity_secs: u64,
-    /// A served CRL is regenerated when older than this, so a revocation made
-    /// anywhere (CLI, another instance) is published within this bound, seconds.
+    /// How often the scheduled job publishes CRLs, seconds: a revocation made
+    /// anywhere is in the published (delta, or else complete) CRL within this bound.
     pub regenerate_secs: u64,
+    /// With delta CRLs, how often the complete (base) CRLs are re-published,
+    /// seconds; deltas carry what changed in between. Default: `regenerate_secs`.
+    #[serde(default)]
+    pub base_regenerate_secs: Option<u64>,
+    /// Publish delta CRLs (RFC 5280 §5.2.4) and point certificates at them with
+    /// freshestCRL.
+    #[serde(default)]
+    pub delta_crls: bool,
+    /// Partition each issuing CA's certificates into this many CRL shards (1 = no
+    /// sharding). A certificate's shard is fixed at issuance; its cRLDistributionPoints
+    /// names the shard's CRL, which carries a critical issuingDistributionPoint.
+    #[serde(default = "one")]
+    pub shards: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// EST (RFC 7030) on the HTTPS listener.
@@ -342,7 +359,13 @@ impl Default for Config {
             profiles,
             models,
             issuance: IssuanceConfig { max_batch: 256 },
-            crl: CrlConfig { validity_secs: 86_400, regenerate_secs: 60 },
+            crl: CrlConfig {
+                validity_secs: 86_400,
+                regenerate_secs: 60,
+                base_regenerate_secs: None,
+                delta_crls: true,
+                shards: 1,
+            },
             updates: UpdatesConfig {
                 profile: "update-signing".into(),
                 approvals: 2,
@@ -452,8 +475,12 @@ impl Config {
             }
         }
         self.validate_updates()?;
-        if self.crl.validity_secs == 0 || self.crl.regenerate_secs >= self.crl.validity_secs {
-            return bad("crl.validity_secs must be larger than crl.regenerate_secs".into());
+        let base_every = self.crl.base_regenerate_secs.unwrap_or(self.crl.regenerate_secs);
+        if self.crl.validity_secs == 0 || self.crl.regenerate_secs.max(base_every) >= self.crl.validity_secs {
+            return bad("crl.validity_secs must be larger than crl.regenerate_secs and crl.base_regenerate_secs".into());
+        }
+        if !(1..=256).contains(&self.crl.shards) {
+            return bad("crl.shards must be 1..=256".into());
         }
         if self.issuance.max_batch == 0 {
             return bad("issuance.max_batch must be at least 1".into());

@@ -126,7 +126,7 @@ pub async fn init(
         .await?;
     }
 
-    let urls = PublicUrls { base: config.public_base_url.clone() };
+    let urls = PublicUrls::new(&config);
     let (config2, order2, actor2) = (config.clone(), order.clone(), actor.to_string());
     // Keys are generated and everything is signed first; the database sees the
     // whole ceremony in one transaction, or nothing.

@@ -186,7 +186,7 @@ impl Pki {
         }
         let writer = spawn_writer(store.clone(), config.issuance.max_batch);
         Ok(Self {
-            urls: PublicUrls { base: config.public_base_url.clone() },
+            urls: PublicUrls::new(&config),
             config,
             store,
             keys,
@@ -347,7 +347,16 @@ impl EndEntity {
         let subject_key = rcgen::SubjectPublicKeyInfo::from_der(&self.public_key_der)
             .map_err(|e| IssueError::Policy(format!("unsupported public key: {e}")))?;
         let window = profile::validity(self.profile.validity_days, Some(issuer_not_after));
-        let params = profile::end_entity_params(&self.profile, ca_name, &self.subject, serial, window, urls)?;
+        let crl_shard = urls.shard_for(&serial);
+        let params = profile::end_entity_params(
+            &self.profile,
+            ca_name,
+            &self.subject,
+            serial,
+            window,
+            urls,
+            urls.scope_of(crl_shard),
+        )?;
         let cert = params.signed_by(&subject_key, issuer).map_err(|e| IssueError::Signing(e.to_string()))?;
         let der = cert.der().to_vec();
         Ok(CertRecord {
@@ -367,6 +376,7 @@ impl EndEntity {
             fingerprint: sha256_hex(&der),
             public_key_sha256: sha256_hex(&self.public_key_der),
             der,
+            crl_shard,
         })
     }
 }

@@ -26,6 +26,7 @@ pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 const OID_SAN: &[u64] = &[2, 5, 29, 17];
 const OID_CERTIFICATE_POLICIES: &[u64] = &[2, 5, 29, 32];
+const OID_FRESHEST_CRL: &[u64] = &[2, 5, 29, 46];
 const OID_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
 const OID_OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 const OID_HARDWARE_MODULE_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.4");
@@ -66,15 +67,68 @@ pub enum Subject {
     UpdateSigner { name: String, classes: Vec<ObjectIdentifier> },
 }
 
-/// Where relying parties fetch CRLs, OCSP and issuer certificates.
+/// Where relying parties fetch CRLs, OCSP and issuer certificates, and how CRLs are
+/// laid out (shards, deltas).
 #[derive(Clone, Debug)]
 pub struct PublicUrls {
     pub base: String,
+    /// CRL shards per issuing CA (1 = not sharded).
+    pub crl_shards: u32,
+    /// Whether delta CRLs are published (certificates then carry freshestCRL).
+    pub delta_crls: bool,
+}
+
+/// Which CRL a certificate's status is published in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrlScope {
+    /// The issuer's complete CRL.
+    Full,
+    /// One shard: a partition by serial, with its own URL and IDP.
+    Shard(u32),
 }
 
 impl PublicUrls {
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            base: config.public_base_url.clone(),
+            crl_shards: config.crl.shards.max(1),
+            delta_crls: config.crl.delta_crls,
+        }
+    }
+
+    fn root(&self) -> &str {
+        self.base.trim_end_matches('/')
+    }
+
+    /// The complete CRL of `ca` (also where CA certificates point).
     pub fn crl(&self, ca: &str) -> String {
-        format!("{}/crl/{ca}.crl", self.base.trim_end_matches('/'))
+        format!("{}/crl/{ca}.crl", self.root())
+    }
+
+    /// The CRL for a scope, and the delta CRL that updates it.
+    pub fn crl_of(&self, ca: &str, scope: CrlScope) -> (String, String) {
+        match scope {
+            CrlScope::Full => (self.crl(ca), format!("{}/crl/{ca}/delta.crl", self.root())),
+            CrlScope::Shard(n) => {
+                (format!("{}/crl/{ca}/{n}.crl", self.root()), format!("{}/crl/{ca}/{n}-delta.crl", self.root()))
+            }
+        }
+    }
+
+    /// The shard a new certificate with `serial` goes to (serials are random, so the
+    /// shards fill evenly); 0 when not sharded.
+    pub fn shard_for(&self, serial: &[u8]) -> u32 {
+        let tail = serial.iter().rev().take(4).enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (8 * i)));
+        tail % self.crl_shards.max(1)
+    }
+
+    /// The CRL scope of a certificate in `shard`.
+    pub fn scope_of(&self, shard: u32) -> CrlScope {
+        if self.crl_shards > 1 {
+            CrlScope::Shard(shard)
+        } else {
+            CrlScope::Full
+        }
     }
     pub fn ocsp(&self) -> String {
         format!("{}/ocsp", self.base.trim_end_matches('/'))
@@ -175,7 +229,8 @@ pub fn ca_params(
     Ok(p)
 }
 
-/// Parameters for an end-entity certificate of `profile`, issued by CA `issuer`.
+/// Parameters for an end-entity certificate of `profile`, issued by CA `issuer`,
+/// whose status is published in the CRL of `scope`.
 pub fn end_entity_params(
     profile: &ProfileConfig,
     issuer: &str,
@@ -183,6 +238,7 @@ pub fn end_entity_params(
     serial: [u8; 16],
     window: (SystemTime, SystemTime),
     urls: &PublicUrls,
+    scope: CrlScope,
 ) -> Result<CertificateParams, ProfileError> {
     let mut p = CertificateParams::default();
     p.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -191,7 +247,11 @@ pub fn end_entity_params(
     p.is_ca = IsCa::ExplicitNoCa;
     p.use_authority_key_identifier_extension = true;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![urls.crl(issuer)] }];
+    let (crl_url, delta_url) = urls.crl_of(issuer, scope);
+    p.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![crl_url] }];
+    if urls.delta_crls {
+        p.custom_extensions.push(freshest_crl(&delta_url)?);
+    }
     let ocsp_url = urls.ocsp();
     p.custom_extensions.push(aia(Some(&ocsp_url), &urls.ca_cert(issuer))?);
 
@@ -293,6 +353,23 @@ fn hardware_module_san(model: ObjectIdentifier, serial: &[u8]) -> Result<CustomE
     let other = OtherName { type_id: OID_HARDWARE_MODULE_NAME, value: der::Any::encode_from(&hmn).map_err(enc)? };
     let san = SubjectAltName(vec![GeneralName::OtherName(other)]);
     Ok(CustomExtension::from_oid_content(OID_SAN, san.to_der().map_err(enc)?))
+}
+
+/// freshestCRL (RFC 5280 §4.2.1.15, non-critical): where the delta CRLs that update
+/// the certificate's CRL are published. Same syntax as cRLDistributionPoints.
+fn freshest_crl(url: &str) -> Result<CustomExtension, ProfileError> {
+    use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+    use x509_cert::ext::pkix::name::DistributionPointName;
+    let uri = Ia5String::new(url).map_err(|e| ProfileError::Encoding(format!("URL '{url}': {e}")))?;
+    let dp = DistributionPoint {
+        distribution_point: Some(DistributionPointName::FullName(vec![GeneralName::UniformResourceIdentifier(uri)])),
+        reasons: None,
+        crl_issuer: None,
+    };
+    let der = x509_cert::ext::pkix::FreshestCrl(vec![dp])
+        .to_der()
+        .map_err(|e| ProfileError::Encoding(format!("encoding freshestCRL: {e}")))?;
+    Ok(CustomExtension::from_oid_content(OID_FRESHEST_CRL, der))
 }
 
 /// authorityInfoAccess: OCSP responder (end entities) and caIssuers.

@@ -102,6 +102,12 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let tls = https_config(&pki).await?;
     let ocsp = web::Data::new(crate::ocsp::OcspService::load(&pki).await.map_err(|e| ServeError::Ocsp(e.to_string()))?);
     ocsp.clone().into_inner().spawn_revocation_watch(pki.clone());
+    // CRLs exist before the first request (unless another instance is publishing).
+    if let Err(e) = crate::crl::publish_due(&pki).await {
+        tracing::error!(error = %e, "publishing CRLs at start failed");
+    }
+    let crl_publisher = web::Data::new(crate::crl::CrlPublisher::default());
+    crl_publisher.clone().into_inner().spawn(pki.clone());
     let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
     let state = web::Data::from(pki);
 
@@ -121,11 +127,13 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     };
     let private = {
         let (state, est, ocsp) = (state.clone(), crate::est::state(), ocsp.clone());
+        let crl_publisher = crl_publisher.clone();
         HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(est.clone())
                 .app_data(ocsp.clone())
+                .app_data(crl_publisher.clone())
                 .wrap_fn(request_span)
                 .configure(https_routes)
         })
@@ -146,7 +154,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/ca/{file}", web::get().to(ca_certificate))
         .route("/update-trust/bundle.pem", web::get().to(update_trust_bundle))
-        .route("/crl/{file}", web::get().to(crate::crl::serve_crl))
+        .route("/crl/{path:.*}", web::get().to(crate::crl::serve_crl))
         .route("/ocsp", web::post().to(crate::ocsp::post))
         .route("/ocsp/{request:.*}", web::get().to(crate::ocsp::get));
 }

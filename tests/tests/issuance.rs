@@ -267,7 +267,6 @@ fn key_types_and_profiles() -> Result<()> {
     let (dir, cli) = deployment("issue-kinds")?;
     let d = dir.path();
     let identity_root = write_pem(&d.join("identity-root.pem"), &sqlite_ca_der(d, "identity-root")?)?;
-    let update_root = write_pem(&d.join("update-root.pem"), &sqlite_ca_der(d, "update-root")?)?;
 
     // RSA-2048 and Ed25519 device keys.
     for (name, key) in [("rsa", &["-newkey", "rsa:2048"][..]), ("ed", &["-newkey", "ed25519"][..])] {
@@ -288,15 +287,10 @@ fn key_types_and_profiles() -> Result<()> {
     let v = verify(d, "station", &identity_root, Some("sslclient"))?;
     assert!(v.success(), "station certificate:\n{}", v.describe());
 
-    // Update signing: codeSigning, under the separate update root only.
+    // Update signing is never issued directly: only through a request two approvers
+    // approved (tests/tests/update_authority.rs covers that flow and the certificate).
     let csr = make_csr(d, "upd", P256, "/CN=release-signer", &[])?;
-    let certs = issue(&cli, "upd", "update-signing", &csr, &[])?;
-    let leaf = parse(&certs[0])?;
-    assert_eq!(ekus(&leaf)?, vec!["1.3.6.1.5.5.7.3.3"], "update-signing EKU");
-    assert!(leaf.issuer().to_string().contains("Update Authority CA"), "update issuer: {}", leaf.issuer());
-    let v = verify(d, "upd", &update_root, None)?;
-    assert!(v.success(), "update-signing certificate:\n{}", v.describe());
-    let v = verify(d, "upd", &identity_root, None)?;
-    assert!(!v.success(), "an update-signing certificate verified against the identity root:\n{}", v.describe());
+    let refused = cli.run(&["issue", "--profile", "update-signing", "--csr", e2e_tests::path_str(&csr)?])?;
+    assert!(!refused.success() && refused.stderr.contains("two approvers"), "{}", refused.describe());
     Ok(())
 }

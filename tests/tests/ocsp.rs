@@ -29,7 +29,7 @@ fn responder_flow(cli: Cli) -> Result<()> {
         let s = openssl(d, &["x509", "-in", &format!("{dev}.pem"), "-noout", "-serial"])?.ok()?;
         serials.push(s.stdout.trim().trim_start_matches("serial=").to_string());
     }
-    let svc = Service::start(&cli.clone().env("CA_CRL__REGENERATE_SECS", "0"))?;
+    let svc = Service::start(&cli.clone().env("CA_CRL__REGENERATE_SECS", "1"))?;
     for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
         let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
         std::fs::write(d.join(file), pem.stdout)?;
@@ -57,9 +57,18 @@ fn responder_flow(cli: Cli) -> Result<()> {
     assert!(t.contains("Response verify OK"), "{t}");
     assert!(t.contains("SN-O1.pem: revoked") && t.contains("keyCompromise"), "{t}");
     assert!(t.contains("SN-O2.pem: good"), "{t}");
-    curl(d, &["-f", "-o", "device.crl", &format!("{}/crl/device.crl", svc.base_url())])?.ok()?;
-    let crl = openssl(d, &["crl", "-inform", "DER", "-in", "device.crl", "-noout", "-text"])?.ok()?;
-    assert!(crl.stdout.contains(&serials[0].to_uppercase()), "{}", crl.stdout);
+    // And in the CRLs within the publishing round (1 s here).
+    let start = std::time::Instant::now();
+    loop {
+        curl(d, &["-f", "-o", "device.crl", &format!("{}/crl/device/delta.crl", svc.base_url())])?.ok()?;
+        let crl = openssl(d, &["crl", "-inform", "DER", "-in", "device.crl", "-noout", "-text"])?.ok()?;
+        if crl.stdout.contains(&serials[0].to_uppercase()) {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "not in the delta CRL: {}", crl.stdout);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("CLI revoke -> delta CRL after {:?}", start.elapsed());
 
     // Never issued → unknown (SHA-256 CertID, no nonce).
     let mut args = vec!["-issuer", "device-ca.pem", "-sha256", "-serial", "0x0123456789"];

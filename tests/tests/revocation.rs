@@ -1,7 +1,9 @@
-//! Revocation from the command line, and the CRL relying parties fetch, checked with
-//! openssl on both stores: the revoked certificate fails `openssl verify -crl_check`,
-//! the good one passes, the CRL verifies against the issuing CA, its number only grows
-//! (also across a restart), and every revocation is audited once.
+//! Revocation from the command line, and the CRLs relying parties fetch, checked with
+//! openssl on both stores: the revoked certificate fails `openssl verify -crl_check`
+//! (and `-crl_check_all` with the root's ceremony CRL), the good one passes, the CRL
+//! verifies against the issuing CA, its number only grows (also across a restart),
+//! a revocation after the base CRL shows in the delta (`-use_deltas -extended_crl`),
+//! sharded CRLs carry their IDP, and every revocation is audited once.
 
 use anyhow::{Context, Result};
 use e2e_tests::{curl, make_csr, openssl, path_str, Cli, Service, TestDb, P256};
@@ -13,8 +15,36 @@ fn crl_number(dir: &std::path::Path, crl_der: &str) -> Result<u64> {
 }
 
 fn fetch_crl(dir: &std::path::Path, svc: &Service, out: &str) -> Result<u64> {
-    curl(dir, &["-f", "-o", out, &format!("{}/crl/device.crl", svc.base_url())])?.ok()?;
+    fetch(dir, svc, "device.crl", out)
+}
+
+/// Fetches `/crl/{path}` (DER) into `out`; its CRL number.
+fn fetch(dir: &std::path::Path, svc: &Service, path: &str, out: &str) -> Result<u64> {
+    curl(dir, &["-f", "-o", out, &format!("{}/crl/{path}", svc.base_url())])?.ok()?;
     crl_number(dir, out)
+}
+
+/// Polls `/crl/{path}` until its number exceeds `after` (the job publishes every
+/// second in these tests).
+fn fetch_newer(dir: &std::path::Path, svc: &Service, path: &str, out: &str, after: u64) -> Result<u64> {
+    let start = std::time::Instant::now();
+    loop {
+        let n = fetch(dir, svc, path, out)?;
+        if n > after {
+            return Ok(n);
+        }
+        anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(10), "{path} stuck at CRL number {n}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn to_pem(dir: &std::path::Path, der: &str, pem: &str) -> Result<()> {
+    openssl(dir, &["crl", "-inform", "DER", "-in", der, "-out", pem])?.ok()?;
+    Ok(())
+}
+
+fn says_revoked(o: &e2e_tests::Output) -> bool {
+    o.stdout.contains("certificate revoked") || o.stderr.contains("certificate revoked")
 }
 
 fn revocation_flow(cli: Cli) -> Result<()> {
@@ -66,13 +96,16 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     let neither = cli.run(&["revoke", "--reason", "keyCompromise"])?;
     assert!(!neither.success(), "{}", neither.describe());
 
-    let svc = Service::start(&cli.clone().env("CA_CRL__REGENERATE_SECS", "0"))?;
+    // The job publishes every second; complete CRLs only every hour, so later
+    // revocations reach relying parties through the delta.
+    let svc_cli = cli.clone().env("CA_CRL__REGENERATE_SECS", "1").env("CA_CRL__BASE_REGENERATE_SECS", "3600");
+    let svc = Service::start(&svc_cli)?;
     for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
         let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
         std::fs::write(d.join(file), pem.stdout)?;
     }
     let first = fetch_crl(d, &svc, "device-1.crl")?;
-    openssl(d, &["crl", "-inform", "DER", "-in", "device-1.crl", "-out", "device.crl.pem"])?.ok()?;
+    to_pem(d, "device-1.crl", "device.crl.pem")?;
     let verified = openssl(d, &["crl", "-in", "device.crl.pem", "-noout", "-CAfile", "device-ca.pem", "-verify"])?;
     assert!(verified.stderr.contains("verify OK") || verified.stdout.contains("verify OK"), "{}", verified.describe());
     let text = openssl(d, &["crl", "-in", "device.crl.pem", "-noout", "-text"])?.ok()?.stdout;
@@ -87,22 +120,92 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     );
     std::fs::write(d.join("chain.pem"), chain)?;
     let bad = openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "device.crl.pem", "SN-R1.pem"])?;
-    let says_revoked = bad.stdout.contains("certificate revoked") || bad.stderr.contains("certificate revoked");
-    assert!(!bad.success() && says_revoked, "{}", bad.describe());
+    assert!(!bad.success() && says_revoked(&bad), "{}", bad.describe());
     let good =
         openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "device.crl.pem", "SN-R2.pem"])?;
     assert!(good.success() && good.stdout.contains("SN-R2.pem: OK"), "{}", good.describe());
 
-    // The number only grows: on every regeneration and across a restart.
-    let second = fetch_crl(d, &svc, "device-2.crl")?;
-    assert!(second > first, "{second} after {first}");
-    svc.stop();
-    let svc = Service::start(&cli.clone().env("CA_CRL__REGENERATE_SECS", "0"))?;
-    let third = fetch_crl(d, &svc, "device-3.crl")?;
-    assert!(third > second, "{third} after {second} across a restart");
-    // Offline root: no CRL from the service, with a reason.
+    assert!(text.contains("Freshest CRL") && text.contains("/crl/device/delta.crl"), "base names its delta: {text}");
+
+    // Revoked after the base was published: only the delta knows.
+    cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serials[1], "--reason", "superseded"])?;
+    let base_number = crl_number(d, "device-1.crl")?;
+    let start = std::time::Instant::now();
+    loop {
+        fetch(d, &svc, "device/delta.crl", "delta.crl")?;
+        let t = openssl(d, &["crl", "-inform", "DER", "-in", "delta.crl", "-noout", "-text"])?.ok()?.stdout;
+        if t.contains(&serials[1].to_uppercase()) {
+            assert!(t.contains("Delta CRL Indicator") && t.contains(&format!("{base_number}")), "{t}");
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(10), "the delta never listed it: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("CLI revoke -> delta CRL lists it after {:?}", start.elapsed());
+    to_pem(d, "delta.crl", "delta.crl.pem")?;
+    let base_only =
+        openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "device.crl.pem", "SN-R2.pem"])?;
+    assert!(base_only.success(), "the base alone does not know yet: {}", base_only.describe());
+    let with_delta = openssl(
+        d,
+        &[
+            "verify",
+            "-crl_check",
+            "-use_deltas",
+            "-extended_crl",
+            "-CAfile",
+            "chain.pem",
+            "-CRLfile",
+            "device.crl.pem",
+            "-CRLfile",
+            "delta.crl.pem",
+            "SN-R2.pem",
+        ],
+    )?;
+    assert!(!with_delta.success() && says_revoked(&with_delta), "{}", with_delta.describe());
+
+    // The whole chain (-crl_check_all) needs the root's CRL: signed in a ceremony
+    // with its offline key, then published by the service.
     let root = curl(d, &["-w", "\n%{http_code}", &format!("{}/crl/identity-root.crl", svc.base_url())])?.ok()?;
     assert!(root.stdout.ends_with("404") && root.stdout.contains("offline"), "{}", root.stdout);
+    cli.run_ok(&["crl", "--ca", "identity-root", "--days", "30"])?;
+    fetch(d, &svc, "identity-root.crl", "root.crl")?;
+    to_pem(d, "root.crl", "root.crl.pem")?;
+    let verified = openssl(d, &["crl", "-in", "root.crl.pem", "-noout", "-CAfile", "root.pem", "-verify"])?;
+    assert!(verified.stderr.contains("verify OK") || verified.stdout.contains("verify OK"), "{}", verified.describe());
+    let all = |cert: &str| {
+        openssl(
+            d,
+            &[
+                "verify",
+                "-crl_check_all",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "device-ca.pem",
+                "-CRLfile",
+                "device.crl.pem",
+                "-CRLfile",
+                "root.crl.pem",
+                cert,
+            ],
+        )
+    };
+    let missing_root_crl =
+        openssl(d, &["verify", "-crl_check_all", "-CAfile", "chain.pem", "-CRLfile", "device.crl.pem", "SN-R2.pem"])?;
+    assert!(!missing_root_crl.success(), "-crl_check_all without the root CRL: {}", missing_root_crl.describe());
+    let ok = all("SN-R2.pem")?;
+    assert!(ok.success(), "{}", ok.describe());
+    let bad = all("SN-R1.pem")?;
+    assert!(!bad.success() && says_revoked(&bad), "{}", bad.describe());
+
+    // The number only grows: on every round and across a restart.
+    let second = fetch_newer(d, &svc, "device/delta.crl", "device-2.crl", first)?;
+    assert!(second > first, "{second} after {first}");
+    svc.stop();
+    let svc = Service::start(&svc_cli)?;
+    let third = fetch_newer(d, &svc, "device/delta.crl", "device-3.crl", second)?;
+    assert!(third > second, "{third} after {second} across a restart");
     svc.stop();
     cli.run_ok(&["audit", "verify"])?;
     Ok(())
@@ -119,4 +222,86 @@ fn revoke_and_crl_on_postgres() -> Result<()> {
     let db = TestDb::create()?;
     let dir = e2e_tests::workdir("revoke-pg")?;
     revocation_flow(Cli::evaluation(dir.path()).env("CA_STORAGE__URL", &db.url))
+}
+
+/// The cRLDistributionPoints URL of a certificate (PEM file).
+fn cdp(dir: &std::path::Path, cert: &str) -> Result<String> {
+    let text = openssl(dir, &["x509", "-in", cert, "-noout", "-ext", "crlDistributionPoints"])?.ok()?.stdout;
+    let url = text.lines().find_map(|l| l.trim().strip_prefix("URI:")).context("no CDP URI")?;
+    Ok(url.to_string())
+}
+
+#[test]
+fn sharded_crls_carry_their_distribution_point() -> Result<()> {
+    let dir = e2e_tests::workdir("crl-shards")?;
+    let d = dir.path();
+    let cli = Cli::evaluation(d).env("CA_CRL__SHARDS", "4").env("CA_CRL__REGENERATE_SECS", "1");
+    cli.run_ok(&["init"])?;
+    let svc = Service::start(&cli)?;
+    // Issued with the URLs the service publishes at, as in production.
+    let cli = cli.env("CA_PUBLIC_BASE_URL", svc.base_url());
+    // Certificates until two land in different shards (each has a 1/4 chance per draw).
+    let mut by_shard: std::collections::BTreeMap<String, String> = Default::default();
+    for i in 0..40 {
+        let dev = format!("SN-S{i}");
+        let csr = make_csr(d, &dev, P256, &format!("/CN={dev}"), &[])?;
+        let chain = format!("{dev}-chain.pem");
+        cli.run_ok(&["issue", "--profile", "device", "--csr", path_str(&csr)?, "--out", &chain])?;
+        openssl(d, &["x509", "-in", &chain, "-out", &format!("{dev}.pem")])?.ok()?;
+        let url = cdp(d, &format!("{dev}.pem"))?;
+        assert!(url.contains("/crl/device/") && url.ends_with(".crl"), "{url}");
+        by_shard.entry(url).or_insert(dev);
+        if by_shard.len() == 2 {
+            break;
+        }
+    }
+    let [(shard_url, victim), (other_url, bystander)]: [(String, String); 2] =
+        by_shard.into_iter().collect::<Vec<_>>().try_into().map_err(|_| anyhow::anyhow!("all in one shard"))?;
+    let serial = openssl(d, &["x509", "-in", &format!("{victim}.pem"), "-noout", "-serial"])?.ok()?;
+    let serial = serial.stdout.trim().trim_start_matches("serial=").to_string();
+    cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serial, "--reason", "keyCompromise"])?;
+
+    for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
+        let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
+        std::fs::write(d.join(file), pem.stdout)?;
+    }
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(d.join("root.pem"))?,
+        std::fs::read_to_string(d.join("device-ca.pem"))?
+    );
+    std::fs::write(d.join("chain.pem"), chain)?;
+    let path = |url: &str| url.split("/crl/").nth(1).unwrap_or_default().to_string();
+    let start = std::time::Instant::now();
+    let text = loop {
+        fetch(d, &svc, &path(&shard_url), "shard.crl")?;
+        let text = openssl(d, &["crl", "-inform", "DER", "-in", "shard.crl", "-noout", "-text"])?.ok()?.stdout;
+        if text.contains(&serial.to_uppercase()) || start.elapsed() > std::time::Duration::from_secs(10) {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    fetch(d, &svc, &path(&other_url), "other.crl")?;
+    assert!(text.contains("Issuing Distribution Point: critical") && text.contains(&shard_url), "{text}");
+    assert!(text.contains("Only User Certificates") && text.contains(&serial.to_uppercase()), "{text}");
+    let other = openssl(d, &["crl", "-inform", "DER", "-in", "other.crl", "-noout", "-text"])?.ok()?.stdout;
+    assert!(!other.contains(&serial.to_uppercase()) && other.contains(&other_url), "{other}");
+    to_pem(d, "shard.crl", "shard.crl.pem")?;
+    to_pem(d, "other.crl", "other.crl.pem")?;
+    let verify = |crl: &str, cert: &str| {
+        openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", crl, &format!("{cert}.pem")])
+    };
+    let revoked = verify("shard.crl.pem", &victim)?;
+    assert!(!revoked.success() && says_revoked(&revoked), "{}", revoked.describe());
+    let good = verify("other.crl.pem", &bystander)?;
+    assert!(good.success(), "{}", good.describe());
+    // A shard's CRL says nothing about another shard's certificates.
+    let wrong_scope = verify("other.crl.pem", &victim)?;
+    assert!(!wrong_scope.success() && !says_revoked(&wrong_scope), "{}", wrong_scope.describe());
+    // The complete CRL still lists every revocation.
+    fetch(d, &svc, "device.crl", "full.crl")?;
+    let full = openssl(d, &["crl", "-inform", "DER", "-in", "full.crl", "-noout", "-text"])?.ok()?.stdout;
+    assert!(full.contains(&serial.to_uppercase()) && !full.contains("Issuing Distribution Point"), "{full}");
+    svc.stop();
+    Ok(())
 }

@@ -78,6 +78,8 @@ pub struct CertRecord {
     /// SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex (to refuse compromised keys).
     pub public_key_sha256: String,
     pub der: Vec<u8>,
+    /// The CRL shard its cRLDistributionPoints names (0 when CRLs are not sharded).
+    pub crl_shard: u32,
 }
 
 /// Where a stored certificate is, for walks over the whole table.
@@ -158,6 +160,43 @@ impl DeviceState {
             "decommissioned" => Ok(DeviceState::Decommissioned),
             other => Err(StoreError::Corrupt(format!("unknown device state '{other}'"))),
         }
+    }
+}
+
+/// A CRL as the scheduled job published it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedCrl {
+    pub ca: String,
+    /// `full`, `delta`, `shard-N` or `shard-N-delta`.
+    pub name: String,
+    pub number: u64,
+    /// For a delta: the cRLNumber of the complete CRL it updates.
+    pub base_number: Option<u64>,
+    /// Unix seconds.
+    pub this_update: i64,
+    pub next_update: i64,
+    pub der: Vec<u8>,
+}
+
+/// A held scheduled-job lock; released when dropped.
+pub struct JobLock {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl JobLock {
+    /// A lock that needs no holding (one process owns the store).
+    pub fn exclusive() -> Self {
+        Self { _held: None }
+    }
+
+    pub fn holding(resource: impl Send + Sync + 'static) -> Self {
+        Self { _held: Some(Box::new(resource)) }
+    }
+}
+
+impl std::fmt::Debug for JobLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobLock")
     }
 }
 
@@ -464,8 +503,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// such a key is never certified again.
     async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError>;
     /// The issuer's revoked certificates that have not expired at `now` (unix
-    /// seconds), for its CRL: (serial, revoked_at, reason), in serial order.
-    async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;
+    /// seconds), for its CRL: (serial, revoked_at, reason), in serial order. Only
+    /// those of one CRL shard when `shard` is given, and only those revoked at or
+    /// after `since` (a delta CRL) when it is given.
+    async fn revoked_for_crl(
+        &self,
+        issuer: &str,
+        now: i64,
+        shard: Option<u32>,
+        since: Option<i64>,
+    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;
+    /// Stores newly signed CRLs, replacing older ones of the same CA and name; a
+    /// CRL whose number is not above the stored one's is ignored (numbers only grow).
+    async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError>;
+    async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError>;
+    /// Takes the lock of a scheduled job, or `None` if another instance holds it.
+    /// Held until the returned value is dropped.
+    async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError>;
     /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
     /// (issuer, serial, revoked_at) of certificates revoked at or after `since` (unix

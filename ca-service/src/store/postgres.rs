@@ -22,12 +22,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
-use super::DeviceSelector;
 use super::{
     effect_refusal, split_list, ApiToken, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
     EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
     StoreError, UpdateRequest,
 };
+use super::{DeviceSelector, JobLock, PublishedCrl};
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
 mod embedded {
@@ -253,7 +253,7 @@ fn ca_from_row(row: &Row) -> Result<CaRecord, StoreError> {
 }
 
 const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
-                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der";
+                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der, crl_shard";
 
 fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
     let serial_hex: String = row.try_get(1).map_err(pg_err)?;
@@ -274,6 +274,8 @@ fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
         fingerprint: row.try_get(10).map_err(pg_err)?,
         public_key_sha256: row.try_get(11).map_err(pg_err)?,
         der: row.try_get(12).map_err(pg_err)?,
+        crl_shard: u32::try_from(row.try_get::<_, i32>(13).map_err(pg_err)?)
+            .map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
     })
 }
 
@@ -580,7 +582,7 @@ impl Store for PostgresStore {
         let cert_stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (issuer, serial_hex) DO NOTHING"
             ))
             .await
@@ -588,6 +590,7 @@ impl Store for PostgresStore {
         for item in certificates {
             let c = &item.cert;
             let serial_hex = hex::encode(&c.serial);
+            let shard = i32::try_from(c.crl_shard).unwrap_or(i32::MAX);
             let n = tx
                 .execute(
                     &cert_stmt,
@@ -605,6 +608,7 @@ impl Store for PostgresStore {
                         &c.fingerprint,
                         &c.public_key_sha256,
                         &c.der,
+                        &shard,
                         &now,
                     ],
                 )
@@ -682,18 +686,19 @@ impl Store for PostgresStore {
         let fingerprint: Vec<&str> = sent().map(|(i, _)| i.cert.fingerprint.as_str()).collect();
         let spki: Vec<&str> = sent().map(|(i, _)| i.cert.public_key_sha256.as_str()).collect();
         let der: Vec<&[u8]> = sent().map(|(i, _)| i.cert.der.as_slice()).collect();
+        let shard: Vec<i32> = sent().map(|(i, _)| i32::try_from(i.cert.crl_shard).unwrap_or(i32::MAX)).collect();
         let now = now_us();
 
         let insert_sql = format!(
             "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
-             SELECT {CERT_COLUMNS}, $14 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             SELECT {CERT_COLUMNS}, $15 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int4[], $11::text[], $12::text[], \
-                 $13::bytea[]) WITH ORDINALITY AS t({CERT_COLUMNS}, ord) \
+                 $13::bytea[], $14::int4[]) WITH ORDINALITY AS t({CERT_COLUMNS}, ord) \
              ORDER BY ord \
              ON CONFLICT (issuer, serial_hex) DO NOTHING \
              RETURNING issuer, serial_hex"
         );
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
             &issuer,
             &serial_hex,
             &subject,
@@ -707,6 +712,7 @@ impl Store for PostgresStore {
             &fingerprint,
             &spki,
             &der,
+            &shard,
             &now,
         ];
 
@@ -1113,17 +1119,26 @@ impl Store for PostgresStore {
         client.query_one(&stmt, &[&public_key_sha256]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)
     }
 
-    async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
+    async fn revoked_for_crl(
+        &self,
+        issuer: &str,
+        now: i64,
+        shard: Option<u32>,
+        since: Option<i64>,
+    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
-                 WHERE issuer = $1 AND status = 'revoked' AND not_after >= $2 ORDER BY serial_hex",
+                 WHERE issuer = $1 AND status = 'revoked' AND not_after >= $2 \
+                   AND ($3::int4 IS NULL OR crl_shard = $3) AND ($4::int8 IS NULL OR revoked_at >= $4) \
+                 ORDER BY serial_hex",
             )
             .await
             .map_err(pg_err)?;
+        let shard = shard.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
         client
-            .query(&stmt, &[&issuer, &now])
+            .query(&stmt, &[&issuer, &now, &shard, &since])
             .await
             .map_err(pg_err)?
             .iter()
@@ -1135,6 +1150,73 @@ impl Store for PostgresStore {
                 Ok((serial, at.unwrap_or(0), row.try_get(2).map_err(pg_err)?))
             })
             .collect()
+    }
+
+    async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO published_crls (ca, name, crl_number, base_number, this_update, next_update, der) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (ca, name) DO UPDATE SET crl_number = excluded.crl_number, \
+                   base_number = excluded.base_number, this_update = excluded.this_update, \
+                   next_update = excluded.next_update, der = excluded.der \
+                 WHERE excluded.crl_number > published_crls.crl_number",
+            )
+            .await
+            .map_err(pg_err)?;
+        for c in crls {
+            let number = i64::try_from(c.number).map_err(|_| StoreError::Database("CRL number too large".into()))?;
+            let base = c
+                .base_number
+                .map(i64::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Database("CRL number too large".into()))?;
+            tx.execute(&stmt, &[&c.ca, &c.name, &number, &base, &c.this_update, &c.next_update, &c.der])
+                .await
+                .map_err(pg_err)?;
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT ca, name, crl_number, base_number, this_update, next_update, der FROM published_crls \
+                 WHERE ca = $1 AND name = $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(row) = client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)? else { return Ok(None) };
+        let number: i64 = row.try_get(2).map_err(pg_err)?;
+        let base: Option<i64> = row.try_get(3).map_err(pg_err)?;
+        Ok(Some(PublishedCrl {
+            ca: row.try_get(0).map_err(pg_err)?,
+            name: row.try_get(1).map_err(pg_err)?,
+            number: u64::try_from(number).unwrap_or(0),
+            base_number: base.and_then(|b| u64::try_from(b).ok()),
+            this_update: row.try_get(4).map_err(pg_err)?,
+            next_update: row.try_get(5).map_err(pg_err)?,
+            der: row.try_get(6).map_err(pg_err)?,
+        }))
+    }
+
+    async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError> {
+        // A session-level advisory lock on a connection taken out of the pool: when
+        // the lock is dropped the connection closes, and the server releases the lock
+        // even if this process dies mid-job. A pooled connection would keep it.
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&format!("job:{job}")])
+            .await
+            .map_err(pg_err)?
+            .try_get(0)
+            .map_err(pg_err)?;
+        Ok(held.then(|| JobLock::holding(client)))
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError> {

@@ -19,12 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
-use super::DeviceSelector;
 use super::{
     effect_refusal, split_list, ApiToken, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
     EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
     StoreError, UpdateRequest,
 };
+use super::{DeviceSelector, JobLock, PublishedCrl};
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
 mod embedded {
@@ -235,7 +235,7 @@ fn ca_from_row(row: &Row<'_>) -> Result<CaRecord, StoreError> {
 }
 
 const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
-                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der";
+                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der, crl_shard";
 
 fn cert_from_row(row: &Row<'_>) -> Result<CertRecord, StoreError> {
     let serial_hex: String = row.get(1).map_err(db_err)?;
@@ -256,6 +256,8 @@ fn cert_from_row(row: &Row<'_>) -> Result<CertRecord, StoreError> {
         fingerprint: row.get(10).map_err(db_err)?,
         public_key_sha256: row.get(11).map_err(db_err)?,
         der: row.get(12).map_err(db_err)?,
+        crl_shard: u32::try_from(row.get::<_, i64>(13).map_err(db_err)?)
+            .map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
     })
 }
 
@@ -437,7 +439,7 @@ fn insert_certificate(tx: &Transaction<'_>, c: &CertRecord, now: i64) -> Result<
     let n = tx
         .prepare_cached(&format!(
             "INSERT INTO certificates ({CERT_COLUMNS}, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (issuer, serial_hex) DO NOTHING"
         ))
         .map_err(db_err)?
@@ -455,6 +457,7 @@ fn insert_certificate(tx: &Transaction<'_>, c: &CertRecord, now: i64) -> Result<
             c.fingerprint,
             c.public_key_sha256,
             c.der,
+            c.crl_shard,
             now,
         ])
         .map_err(db_err)?;
@@ -709,14 +712,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoked_for_crl(&self, issuer: &str, now: i64) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
+    async fn revoked_for_crl(
+        &self,
+        issuer: &str,
+        now: i64,
+        shard: Option<u32>,
+        since: Option<i64>,
+    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
         let issuer = issuer.to_owned();
         self.read(move |conn| {
             query_all(
                 conn,
                 "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
-                 WHERE issuer = ?1 AND status = 'revoked' AND not_after >= ?2 ORDER BY serial_hex",
-                params![issuer, now],
+                 WHERE issuer = ?1 AND status = 'revoked' AND not_after >= ?2 \
+                   AND (?3 IS NULL OR crl_shard = ?3) AND (?4 IS NULL OR revoked_at >= ?4) ORDER BY serial_hex",
+                params![issuer, now, shard, since],
                 |row| {
                     let serial_hex: String = row.get(0).map_err(db_err)?;
                     let serial = hex::decode(&serial_hex)
@@ -727,6 +737,66 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError> {
+        let crls = crls.to_vec();
+        self.write(move |tx| {
+            for c in &crls {
+                let number =
+                    i64::try_from(c.number).map_err(|_| StoreError::Database("CRL number too large".into()))?;
+                let base = c
+                    .base_number
+                    .map(i64::try_from)
+                    .transpose()
+                    .map_err(|_| StoreError::Database("CRL number too large".into()))?;
+                tx.prepare_cached(
+                    "INSERT INTO published_crls (ca, name, crl_number, base_number, this_update, next_update, der) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (ca, name) DO UPDATE SET crl_number = excluded.crl_number, \
+                       base_number = excluded.base_number, this_update = excluded.this_update, \
+                       next_update = excluded.next_update, der = excluded.der \
+                     WHERE excluded.crl_number > published_crls.crl_number",
+                )
+                .map_err(db_err)?
+                .execute(params![c.ca, c.name, number, base, c.this_update, c.next_update, c.der])
+                .map_err(db_err)?;
+            }
+            append_chain(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError> {
+        let (ca, name) = (ca.to_owned(), name.to_owned());
+        self.read(move |conn| {
+            let rows = query_all(
+                conn,
+                "SELECT ca, name, crl_number, base_number, this_update, next_update, der FROM published_crls \
+                 WHERE ca = ?1 AND name = ?2",
+                params![ca, name],
+                |row| {
+                    let number: i64 = row.get(2).map_err(db_err)?;
+                    let base: Option<i64> = row.get(3).map_err(db_err)?;
+                    Ok(PublishedCrl {
+                        ca: row.get(0).map_err(db_err)?,
+                        name: row.get(1).map_err(db_err)?,
+                        number: u64::try_from(number).unwrap_or(0),
+                        base_number: base.and_then(|b| u64::try_from(b).ok()),
+                        this_update: row.get(4).map_err(db_err)?,
+                        next_update: row.get(5).map_err(db_err)?,
+                        der: row.get(6).map_err(db_err)?,
+                    })
+                },
+            )?;
+            Ok(rows.into_iter().next())
+        })
+        .await
+    }
+
+    async fn try_job_lock(&self, _job: &str) -> Result<Option<JobLock>, StoreError> {
+        // One service process owns an SQLite file (CLI commands run no jobs).
+        Ok(Some(JobLock::exclusive()))
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError> {

@@ -31,6 +31,8 @@ trait Backend: Send + Sync {
     async fn exec_sql(&self, sql: &str);
     /// Another store instance on the same database (own connections).
     async fn second_instance(&self) -> Arc<dyn Store>;
+    /// Whether several service instances may share this database (jobs then lock).
+    fn shared_by_processes(&self) -> bool;
 }
 
 struct Harness {
@@ -67,6 +69,10 @@ impl Backend for SqliteBackend {
         })
         .await
         .unwrap();
+    }
+
+    fn shared_by_processes(&self) -> bool {
+        false
     }
 
     async fn second_instance(&self) -> Arc<dyn Store> {
@@ -162,6 +168,10 @@ struct PostgresBackend {
 
 #[async_trait]
 impl Backend for PostgresBackend {
+    fn shared_by_processes(&self) -> bool {
+        true
+    }
+
     async fn exec_sql(&self, sql: &str) {
         let (client, conn) = self.db.config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(async move {
@@ -223,6 +233,7 @@ both_backends!(
     revocation_is_audited_once_and_feeds_the_crl,
     revoking_a_device_revokes_all_its_certificates,
     revoking_a_batch_or_a_model_revokes_exactly_its_devices,
+    crl_shards_deltas_and_published_crls,
     certificate_keys_page_in_id_order,
     certificate_round_trip,
     serial_taken_in_later_batch,
@@ -278,6 +289,7 @@ fn cert(issuer: &str, serial: &[u8], device: Option<&str>) -> CertRecord {
         fingerprint: format!("{hex:0>64}"),
         public_key_sha256: format!("{:0>64}", format!("{hex}ff")),
         der: [b"der:".as_slice(), serial].concat(),
+        crl_shard: 0,
     }
 }
 
@@ -649,9 +661,9 @@ async fn revocation_is_audited_once_and_feeds_the_crl(h: &Harness) {
     assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), before + 3, "one entry per revocation");
 
     // The CRL takes the issuer's unexpired revocations only.
-    let crl = s.revoked_for_crl("device", 1_000).await.unwrap();
+    let crl = s.revoked_for_crl("device", 1_000, None, None).await.unwrap();
     assert_eq!(crl, vec![(vec![2], 1_700_000_000, Some(1))]);
-    assert_eq!(s.revoked_for_crl("station", 1_000).await.unwrap().len(), 1);
+    assert_eq!(s.revoked_for_crl("station", 1_000, None, None).await.unwrap().len(), 1);
 
     // CRL numbers are monotonic per issuer and survive a second store instance.
     assert_eq!(s.next_crl_number("device").await.unwrap(), 1);
@@ -730,6 +742,56 @@ async fn revoking_a_batch_or_a_model_revokes_exactly_its_devices(h: &Harness) {
     let err =
         s.revoke_devices(&DeviceSelector::Batch("none".into()), 5, 1, event("device.revoke", "b")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+async fn crl_shards_deltas_and_published_crls(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mut certs = Vec::new();
+    for (serial, shard) in [(1u8, 0u32), (2, 1), (3, 1), (4, 0)] {
+        let mut c = cert("device", &[serial], None);
+        c.crl_shard = shard;
+        certs.push(issue(c));
+    }
+    s.store_certificates(&certs).await.unwrap();
+    assert_eq!(s.get_certificate("device", &[2]).await.unwrap().unwrap().crl_shard, 1, "shard round trip");
+    for (serial, at) in [(1u8, 1_000), (2, 1_000), (3, 2_000)] {
+        s.revoke_certificate("device", &[serial], 0, at, event("certificate.revoke", "c")).await.unwrap();
+    }
+    let serials = |v: Vec<(Vec<u8>, i64, Option<i32>)>| v.into_iter().map(|(s, _, _)| s).collect::<Vec<_>>();
+    assert_eq!(serials(s.revoked_for_crl("device", 0, None, None).await.unwrap()), [vec![1], vec![2], vec![3]]);
+    assert_eq!(serials(s.revoked_for_crl("device", 0, Some(1), None).await.unwrap()), [vec![2], vec![3]]);
+    assert_eq!(serials(s.revoked_for_crl("device", 0, Some(0), None).await.unwrap()), [vec![1]]);
+    assert_eq!(serials(s.revoked_for_crl("device", 0, None, Some(1_500)).await.unwrap()), [vec![3]], "delta");
+    assert_eq!(serials(s.revoked_for_crl("device", 0, Some(0), Some(1_500)).await.unwrap()), Vec::<Vec<u8>>::new());
+
+    let crl = |number: u64, der: &[u8]| PublishedCrl {
+        ca: "device".into(),
+        name: "full".into(),
+        number,
+        base_number: None,
+        this_update: 10,
+        next_update: 20,
+        der: der.to_vec(),
+    };
+    assert!(s.published_crl("device", "full").await.unwrap().is_none());
+    s.publish_crls(&[crl(5, b"five")], event("crl.publish", "crls")).await.unwrap();
+    // An older number (a slower instance) never replaces a newer CRL.
+    s.publish_crls(&[crl(4, b"four")], event("crl.publish", "crls")).await.unwrap();
+    assert_eq!(s.published_crl("device", "full").await.unwrap().unwrap().der, b"five");
+    s.publish_crls(&[crl(6, b"six")], event("crl.publish", "crls")).await.unwrap();
+    assert_eq!(s.published_crl("device", "full").await.unwrap().unwrap().number, 6);
+
+    // The job lock: while held, a second instance does not get it.
+    let lock = s.try_job_lock("test-job").await.unwrap();
+    assert!(lock.is_some());
+    let other = h.backend.second_instance().await;
+    let exclusive = other.try_job_lock("test-job").await.unwrap();
+    if h.backend.shared_by_processes() {
+        assert!(exclusive.is_none(), "two instances held the job lock");
+        drop(lock);
+        assert!(other.try_job_lock("test-job").await.unwrap().is_some(), "released on drop");
+    }
 }
 
 async fn stations_add_get_list(h: &Harness) {
