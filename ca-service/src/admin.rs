@@ -1,7 +1,9 @@
 //! The admin API on the HTTPS listener, under `/api/v1`, JSON in and out.
 //!
-//! Clients authenticate with `Authorization: Bearer pki_<id>.<secret>` (tokens made by
-//! `ca-service tokens create`, stored as an Argon2id hash and verified on the
+//! Clients authenticate with an operator client certificate (`ca-service operators
+//! add`: CN = the person, OU = the role; checked live against the store, so a revoked
+//! one stops working at once) or `Authorization: Bearer pki_<id>.<secret>` (tokens made
+//! by `ca-service tokens create`, stored as an Argon2id hash and verified on the
 //! blocking pool). Unknown, wrong and revoked tokens get the same 401. What each role
 //! may do is declared in one place, [`allowed`]. Every refusal and every successful
 //! privileged action is audited with actor `token:<id>:<name>`.
@@ -14,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::audit::{AuditEntry, AuditEvent};
+use crate::config::ProfileKind;
 use crate::est::{audit_refusal, Refusal};
 use crate::issuance::Pki;
 use crate::store::{ApiToken, CertRecord, DeviceSelector, RequestStatus, Role, UpdateRequest};
@@ -158,11 +161,57 @@ fn dummy_hash() -> Option<&'static str> {
     DUMMY.get_or_init(|| crate::credentials::new_secret().ok().map(|(_, phc)| phc)).as_deref()
 }
 
-/// Authenticates the bearer token and checks its role may perform `op`; sets `actor`.
-async fn authorize(pki: &Pki, req: &HttpRequest, op: Operation, actor: &RefCell<String>) -> Result<ApiToken, Refusal> {
+/// Who is calling: a person (operator certificate) or an API token, and its role.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// What the two-person rule compares: the token's or the certificate's name.
+    pub name: String,
+    pub role: Role,
+}
+
+/// Authenticates the caller — an operator client certificate presented in the TLS
+/// handshake, or else a bearer token — and checks its role may perform `op`; sets
+/// `actor`.
+async fn authorize(pki: &Pki, req: &HttpRequest, op: Operation, actor: &RefCell<String>) -> Result<Principal, Refusal> {
+    let has_certificate = req.conn_data::<crate::est::PeerCertificates>().is_some_and(|p| !p.0.is_empty());
+    let principal = if req.headers().get(header::AUTHORIZATION).is_none() && has_certificate {
+        operator_certificate(pki, req, actor).await?
+    } else {
+        let token = bearer_token(pki, req, actor).await?;
+        Principal { name: token.name, role: token.role }
+    };
+    if !allowed(op).contains(&principal.role) {
+        return Err(Refusal::forbidden(format!("role {} may not {}", principal.role, op.describe())));
+    }
+    Ok(principal)
+}
+
+/// An operator certificate (profile kind `operator`): issued by us, valid, not
+/// revoked; its CN names the person and its OU the role.
+async fn operator_certificate(pki: &Pki, req: &HttpRequest, actor: &RefCell<String>) -> Result<Principal, Refusal> {
+    let Some((_, profile)) = pki.config.profiles.iter().find(|(_, p)| p.kind == ProfileKind::Operator) else {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "operator certificates are not configured; use an API token",
+        ));
+    };
+    let cert = crate::est::client_certificate(pki, req, &profile.issuer, ProfileKind::Operator).await?;
+    let (name, role) = crate::profile::operator_identity(&cert.der)
+        .ok_or_else(|| Refusal::forbidden("the operator certificate names no person or role"))?;
+    *actor.borrow_mut() = format!("operator:{name}:{}", &cert.fingerprint[..16]);
+    let role =
+        Role::parse(&role).map_err(|_| Refusal::forbidden(format!("unknown role '{role}' in the certificate")))?;
+    Ok(Principal { name, role })
+}
+
+/// Authenticates the bearer token; sets `actor`.
+async fn bearer_token(pki: &Pki, req: &HttpRequest, actor: &RefCell<String>) -> Result<ApiToken, Refusal> {
     let unauthorized = || Refusal::new(StatusCode::UNAUTHORIZED, INVALID_TOKEN);
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "missing API token (Authorization: Bearer pki_…)"));
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "missing credential (Authorization: Bearer pki_…, or an operator client certificate)",
+        ));
     };
     let value = value.to_str().map_err(|_| unauthorized())?.trim();
     let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
@@ -185,9 +234,6 @@ async fn authorize(pki: &Pki, req: &HttpRequest, op: Operation, actor: &RefCell<
         _ => return Err(unauthorized()),
     };
     *actor.borrow_mut() = actor_of(&token);
-    if !allowed(op).contains(&token.role) {
-        return Err(Refusal::forbidden(format!("role {} may not {}", token.role, op.describe())));
-    }
     Ok(token)
 }
 
@@ -484,7 +530,7 @@ async fn submit_update_request(pki: web::Data<Pki>, req: HttpRequest, payload: w
     let op = Operation::SubmitUpdateRequest;
     let actor = RefCell::new("anonymous".to_string());
     respond(&pki, op, "update-request", &actor, async {
-        let token = authorize(&pki, &req, op, &actor).await?;
+        let caller = authorize(&pki, &req, op, &actor).await?;
         let body: UpdateRequestBody = read_json(payload).await?;
         let new = crate::updates::NewUpdateRequest {
             csr: body.csr.into_bytes(),
@@ -492,7 +538,7 @@ async fn submit_update_request(pki: web::Data<Pki>, req: HttpRequest, payload: w
             validity_days: body.validity_days,
         };
         let who = actor.borrow().clone();
-        let request = crate::updates::submit(&pki, &token.name, &who, new).await?;
+        let request = crate::updates::submit(&pki, &caller.name, &who, new).await?;
         Ok(HttpResponse::Created().json(update_request_json(&pki, &request).await?))
     })
     .await
@@ -554,10 +600,15 @@ async fn approve_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpRe
     let target = format!("update-request:{id}");
     let actor = RefCell::new("anonymous".to_string());
     respond(&pki, op, &target, &actor, async {
-        let token = authorize(&pki, &req, op, &actor).await?;
+        let caller = authorize(&pki, &req, op, &actor).await?;
         let who = actor.borrow().clone();
-        let (request, _) = crate::updates::approve(&pki, &token.name, &who, &id).await?;
-        Ok(HttpResponse::Ok().json(update_request_json(&pki, &request).await?))
+        let (request, signed) = crate::updates::approve(&pki, &caller.name, &who, &id).await?;
+        let mut body = update_request_json(&pki, &request).await?;
+        if let Some(Err(r)) = signed {
+            // The approval is recorded; signing was refused (and audited) — say why.
+            body["signing_error"] = r.reason.into();
+        }
+        Ok(HttpResponse::Ok().json(body))
     })
     .await
 }
@@ -569,10 +620,10 @@ async fn reject_update_request(pki: web::Data<Pki>, req: HttpRequest, payload: w
     let target = format!("update-request:{id}");
     let actor = RefCell::new("anonymous".to_string());
     respond(&pki, op, &target, &actor, async {
-        let token = authorize(&pki, &req, op, &actor).await?;
+        let caller = authorize(&pki, &req, op, &actor).await?;
         let body: RejectBody = read_json(payload).await?;
         let who = actor.borrow().clone();
-        crate::updates::reject(&pki, &token.name, &who, &id, &body.reason).await?;
+        crate::updates::reject(&pki, &caller.name, &who, &id, &body.reason).await?;
         let request = stored_update_request(&pki, &id).await?;
         Ok(HttpResponse::Ok().json(update_request_json(&pki, &request).await?))
     })

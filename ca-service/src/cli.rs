@@ -118,6 +118,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StationsCommand,
     },
+    /// People using the admin API with a client certificate (instead of a token).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
     /// Admin API tokens (`Authorization: Bearer pki_<id>.<secret>`).
     Tokens {
         #[command(subcommand)]
@@ -127,6 +132,24 @@ pub enum Command {
     Est {
         #[command(subcommand)]
         command: EstCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Issue an operator certificate from the person's CSR (their key stays with
+    /// them): CN = their name (from the CSR), OU = the role. Revoke it with
+    /// `ca-service revoke` to withdraw the access.
+    Add {
+        /// PKCS#10 request, PEM or DER; its CN names the person.
+        #[arg(long)]
+        csr: PathBuf,
+        /// admin, operator, auditor, release-manager or update-approver.
+        #[arg(long)]
+        role: String,
+        /// Write the certificate chain here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -470,6 +493,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Tokens { command } => tokens(store.as_ref(), command, &actor).await?,
+        Command::Operators { command: OperatorsCommand::Add { csr, role, out } } => {
+            ensure_hierarchy(store.as_ref()).await?;
+            let parsed = store::Role::parse(&role).ok().filter(|r| *r != store::Role::ProvisioningStation);
+            let Some(role) = parsed else {
+                bail!("unknown role '{role}' (admin, operator, auditor, release-manager, update-approver)");
+            };
+            let bytes = std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let checked = enrollment::check_csr(&bytes).with_context(|| format!("{}", csr.display()))?;
+            let name = checked.common_name.clone().context("the CSR has no CN (the person's name)")?;
+            let pki = Pki::load(config, store, keys).await?;
+            let (profile_name, profile) = pki
+                .config
+                .profiles
+                .iter()
+                .find(|(_, p)| p.kind == crate::config::ProfileKind::Operator)
+                .context("no operator profile is configured")?;
+            crate::issuance::check_policy(profile_name, profile, &checked)?;
+            let subject = crate::profile::Subject::Operator { name: name.clone(), role: role.as_str().to_string() };
+            let issued =
+                pki.issue_checked(profile_name, profile, subject, &checked.public_key_der, &actor, None).await?;
+            write_out(out.as_deref(), &issued.chain_pem())?;
+            eprintln!(
+                "operator {name} ({role}) certificate issued: serial {} by {}",
+                hex::encode(&issued.record.serial),
+                issued.record.issuer
+            );
+        }
         Command::Ota {
             command: OtaCommand::Verify { signature, trust, crl, class, class_oid, at, at_signing_time, file },
         } => {

@@ -200,6 +200,8 @@ pub enum ProfileKind {
     OcspSigner,
     /// HTTPS server: EKU serverAuth, DNS/IP SANs.
     TlsServer,
+    /// A person using the admin API: EKU clientAuth, CN = name, OU = role.
+    Operator,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -330,6 +332,7 @@ impl Default for Config {
         profiles.insert("station".into(), profile(ProfileKind::Station, "station", 365));
         profiles.insert("update-signing".into(), profile(ProfileKind::UpdateSigning, "update-authority", 90));
         profiles.insert("tls-server".into(), profile(ProfileKind::TlsServer, "device", 90));
+        profiles.insert("operator".into(), profile(ProfileKind::Operator, "station", 365));
         // One OCSP-signer profile per issuing CA: a delegated responder must be
         // issued by the CA whose certificates it answers for.
         for issuer in ["device", "station", "update-authority"] {

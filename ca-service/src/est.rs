@@ -229,7 +229,12 @@ async fn csrattrs(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
 
 /// The client's leaf certificate, checked to be issued by CA `ca`, valid now, issued
 /// by us, and currently `valid` in the store.
-async fn client_certificate(pki: &Pki, req: &HttpRequest, ca: &str, kind: ProfileKind) -> Result<CertRecord, Refusal> {
+pub(crate) async fn client_certificate(
+    pki: &Pki,
+    req: &HttpRequest,
+    ca: &str,
+    kind: ProfileKind,
+) -> Result<CertRecord, Refusal> {
     let peer = req.conn_data::<PeerCertificates>().and_then(|p| p.0.first().cloned()).ok_or_else(|| {
         Refusal::new(StatusCode::UNAUTHORIZED, "a TLS client certificate is required for this endpoint")
     })?;

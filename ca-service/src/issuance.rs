@@ -263,6 +263,11 @@ impl Pki {
                         .into(),
                 ))
             }
+            ProfileKind::Operator => {
+                return Err(IssueError::Policy(
+                    "operator certificates carry a role: issue them with `ca-service operators add`".into(),
+                ))
+            }
             ProfileKind::Station | ProfileKind::OcspSigner => Subject::Named(cn()?),
         })
     }

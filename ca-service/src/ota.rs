@@ -14,6 +14,11 @@ use crate::audit::AuditEvent;
 use crate::config::Config;
 use crate::store::Store;
 
+/// `ota verify`'s refusal: the file must not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refused(pub String);
+
 /// Where `ota sign` finds the signing key.
 #[derive(Debug, Clone)]
 pub enum SigningKey {
@@ -143,7 +148,7 @@ pub async fn verify(config: &Config, store: &dyn Store, actor: &str, args: &Veri
             );
             Ok(())
         }
-        Err(reason) => bail!("refused: {reason}"),
+        Err(reason) => Err(Refused(reason).into()),
     }
 }
 

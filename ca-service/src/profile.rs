@@ -65,6 +65,17 @@ pub enum Subject {
     /// An update signer (the OTA pipeline's key): the CN, and the device classes its
     /// updates are for, as certificate-policy OIDs.
     UpdateSigner { name: String, classes: Vec<ObjectIdentifier> },
+    /// A person using the admin API: CN = name, OU = role.
+    Operator { name: String, role: String },
+}
+
+/// (CN, OU) of an operator certificate: who, and in which role.
+pub fn operator_identity(der: &[u8]) -> Option<(String, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let ou = subject.iter_organizational_unit().next()?.as_str().ok()?.to_string();
+    Some((cn, ou))
 }
 
 /// Where relying parties fetch CRLs, OCSP and issuer certificates, and how CRLs are
@@ -264,6 +275,13 @@ pub fn end_entity_params(
             p.custom_extensions.push(hardware_module_san(*model_oid, id.as_bytes())?);
         }
         Subject::Named(cn) => dn.push(DnType::CommonName, common_name(cn)?),
+        Subject::Operator { name, role } => {
+            if profile.kind != ProfileKind::Operator {
+                return Err(ProfileError::Subject(name.clone(), "an operator needs an operator profile".into()));
+            }
+            dn.push(DnType::CommonName, common_name(name)?);
+            dn.push(DnType::OrganizationalUnitName, common_name(role)?);
+        }
         Subject::UpdateSigner { name, classes } => {
             if profile.kind != ProfileKind::UpdateSigning {
                 return Err(ProfileError::Subject(
@@ -292,6 +310,9 @@ pub fn end_entity_params(
     }
     p.distinguished_name = dn;
 
+    if profile.kind == ProfileKind::Operator && !matches!(subject, Subject::Operator { .. }) {
+        return Err(ProfileError::Subject(format!("{subject:?}"), "operator certificates name a role".into()));
+    }
     if profile.kind == ProfileKind::UpdateSigning && !matches!(subject, Subject::UpdateSigner { .. }) {
         // Without class policies a device could not tell what the update is for.
         return Err(ProfileError::Subject(
@@ -300,7 +321,7 @@ pub fn end_entity_params(
         ));
     }
     match profile.kind {
-        ProfileKind::Device | ProfileKind::Station => {
+        ProfileKind::Device | ProfileKind::Station | ProfileKind::Operator => {
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
         ProfileKind::TlsServer => p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth],
@@ -318,7 +339,7 @@ pub fn end_entity_params(
 /// subset, never more).
 pub fn granted_ekus(kind: ProfileKind) -> &'static [&'static str] {
     match kind {
-        ProfileKind::Device | ProfileKind::Station => &["1.3.6.1.5.5.7.3.2"],
+        ProfileKind::Device | ProfileKind::Station | ProfileKind::Operator => &["1.3.6.1.5.5.7.3.2"],
         ProfileKind::TlsServer => &["1.3.6.1.5.5.7.3.1"],
         ProfileKind::UpdateSigning => &["1.3.6.1.5.5.7.3.3"],
         ProfileKind::OcspSigner => &["1.3.6.1.5.5.7.3.9"],

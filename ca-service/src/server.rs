@@ -85,7 +85,8 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
 /// endpoint accepts is the endpoint's rule.
 fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
     let mut anchors: Vec<String> = Vec::new();
-    for p in pki.config.profiles.values().filter(|p| matches!(p.kind, ProfileKind::Device | ProfileKind::Station)) {
+    let client_kinds = |k: ProfileKind| matches!(k, ProfileKind::Device | ProfileKind::Station | ProfileKind::Operator);
+    for p in pki.config.profiles.values().filter(|p| client_kinds(p.kind)) {
         let mut next = pki.ca(&p.issuer);
         while let Some(ca) = next {
             if !anchors.contains(&ca.record.name) {

@@ -92,6 +92,17 @@ pub(crate) async fn submit(
         return Err(Refusal::bad_request("the CSR's commonName must be 1-64 characters"));
     }
     class_oids(pki, &new.classes)?;
+    // Refused now rather than after two people approved it.
+    if pki
+        .store
+        .public_key_compromised(&crate::issuance::sha256_hex(&csr.public_key_der))
+        .await
+        .map_err(store_refusal)?
+    {
+        return Err(Refusal::bad_request(
+            "this public key was revoked for key compromise and is never certified again",
+        ));
+    }
     let mut classes = new.classes.clone();
     classes.sort();
     classes.dedup();
@@ -130,13 +141,14 @@ pub(crate) async fn submit(
 }
 
 /// Records `approver`'s approval; when it completes the quorum the certificate is
-/// signed at once and returned with the request.
+/// signed at once. The approval stands even if signing then fails (the request stays
+/// `approved`; `sign` retries): the second result says how signing went, if tried.
 pub(crate) async fn approve(
     pki: &Pki,
     approver: &str,
     actor: &str,
     id: &str,
-) -> Result<(UpdateRequest, Option<Issued>), Refusal> {
+) -> Result<(UpdateRequest, Option<Result<Issued, Refusal>>), Refusal> {
     let required = pki.config.updates.approvals;
     let audit = AuditEvent::success(actor, "update-request.approve", format!("update-request:{id}"))
         .with_details(serde_json::json!({ "approver": approver }));
@@ -144,9 +156,12 @@ pub(crate) async fn approve(
     if request.status != RequestStatus::Approved {
         return Ok((request, None));
     }
-    let issued = sign(pki, &request, actor).await?;
+    let signed = sign(pki, &request, actor).await;
+    if let Err(r) = &signed {
+        crate::est::audit_refusal(pki, "update-request.sign", actor, &format!("update-request:{id}"), r).await;
+    }
     let request = pki.store.get_update_request(id).await.map_err(store_refusal)?.unwrap_or(request);
-    Ok((request, Some(issued)))
+    Ok((request, Some(signed)))
 }
 
 /// Signs an approved request (also the retry if signing failed after the last

@@ -109,7 +109,7 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
     };
 
     // Authentication and authorization refusals.
-    refused(api.call("POST", &revoke_path, None, Some(key_compromise))?, 401, "missing API token")?;
+    refused(api.call("POST", &revoke_path, None, Some(key_compromise))?, 401, "missing credential")?;
     let (id, _) = operator.split_once('.').context("token shape")?;
     let wrong = format!("{id}.00000000000000000000000000000000");
     refused(api.call("POST", &revoke_path, Some(&wrong), Some(key_compromise))?, 401, "invalid or revoked")?;
@@ -222,6 +222,69 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
     let got = json(&api.call("GET", &format!("/certificates/device/{}", serial_of["SN-C1"]), Some(&auditor), None)?)?;
     assert_eq!(got["status"], "revoked", "{got}");
 
+    svc.stop();
+    cli.run_ok(&["audit", "verify"])?;
+    Ok(())
+}
+
+/// People authenticate with an operator certificate (CN = name, OU = role): the role
+/// in it is enforced, and revoking it withdraws the access at once.
+#[test]
+fn operator_certificates_authenticate_people() -> Result<()> {
+    let tmp = e2e_tests::workdir("admin-operator")?;
+    let d = tmp.path();
+    let cli = Cli::evaluation(d);
+    cli.run_ok(&["init"])?;
+    let csr = make_csr(d, "SN-OP1", P256, "/CN=SN-OP1", &[])?;
+    cli.run_ok(&["issue", "--profile", "device", "--csr", path_str(&csr)?, "--out", "SN-OP1-chain.pem"])?;
+    let serial = openssl(d, &["x509", "-in", "SN-OP1-chain.pem", "-noout", "-serial"])?.ok()?;
+    let serial = serial.stdout.trim().trim_start_matches("serial=").to_ascii_lowercase();
+    for (who, role) in [("alice", "operator"), ("bob", "auditor")] {
+        let csr = make_csr(d, who, P256, &format!("/CN={who}/OU=admin"), &[])?;
+        let out = format!("{who}-chain.pem");
+        cli.run_ok(&["operators", "add", "--csr", path_str(&csr)?, "--role", role, "--out", &out])?;
+        let subject = openssl(d, &["x509", "-in", &out, "-noout", "-subject"])?.ok()?.stdout;
+        assert!(subject.contains(&format!("OU = {role}")) && !subject.contains("OU = admin"), "{subject}");
+    }
+    let bad = cli.run(&["operators", "add", "--csr", "alice.csr", "--role", "superuser"])?;
+    assert!(!bad.success() && bad.stderr.contains("unknown role"), "{}", bad.describe());
+    // The generic path cannot mint a role.
+    let generic = cli.run(&["issue", "--profile", "operator", "--csr", "alice.csr"])?;
+    assert!(!generic.success() && generic.stderr.contains("operators add"), "{}", generic.describe());
+
+    let svc = Service::start(&cli)?;
+    curl(d, &["-f", "-o", "root.pem", &format!("{}/ca/identity-root.pem", svc.base_url())])?.ok()?;
+    let url = |path: &str| format!("https://127.0.0.1:{}/api/v1{path}", svc.https.port());
+    let call = |who: &str, method: &str, path: &str, body: Option<&str>| -> Result<HttpReply> {
+        let (cert, key) = (format!("{who}-chain.pem"), format!("{who}.key"));
+        let mut args = vec!["--cacert", "root.pem", "--cert", &cert, "--key", &key, "-X", method];
+        if let Some(b) = body {
+            args.extend_from_slice(&["-H", "Content-Type: application/json", "--data-raw", b]);
+        }
+        let u = url(path);
+        args.push(&u);
+        curl_reply(d, &args)
+    };
+    let cert_path = format!("/certificates/device/{serial}");
+    let read = call("alice", "GET", &cert_path, None)?;
+    assert_eq!(read.status, 200, "{}", read.describe());
+    expect(
+        &call("bob", "POST", &format!("{cert_path}/revoke"), Some(r#"{"reason":"superseded"}"#))?,
+        403,
+        "role auditor",
+    )?;
+    let audit = call("bob", "GET", "/audit?limit=1000", None)?;
+    assert_eq!(audit.status, 200, "{}", audit.describe());
+    let entries = json(&audit)?;
+    let actors: Vec<&str> =
+        entries["entries"].as_array().context("entries")?.iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert!(actors.iter().any(|a| a.starts_with("operator:alice:")), "{actors:?}");
+
+    // Alice's certificate revoked: her next call is refused.
+    let alice = openssl(d, &["x509", "-in", "alice-chain.pem", "-noout", "-serial"])?.ok()?;
+    let alice = alice.stdout.trim().trim_start_matches("serial=").to_string();
+    cli.run_ok(&["revoke", "--issuer", "station", "--serial", &alice, "--reason", "affiliationChanged"])?;
+    expect(&call("alice", "GET", &cert_path, None)?, 403, "revoked")?;
     svc.stop();
     cli.run_ok(&["audit", "verify"])?;
     Ok(())
