@@ -375,7 +375,7 @@ impl Default for Config {
                 request_ttl_secs: 7 * 86_400,
                 max_validity_days: 90,
                 // Private-enterprise arc placeholder, next to the models'; use your own.
-                policy_arc: "1.3.6.1.4.1.59999.2".into(),
+                policy_arc: "1.3.6.1.4.1.59999.3".into(),
                 classes: BTreeMap::from([("generic".to_string(), 1)]),
             },
             est: EstConfig {
