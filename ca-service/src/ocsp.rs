@@ -64,18 +64,31 @@ struct Presigned {
 struct Answer {
     bytes: web::Bytes,
     presigned: Option<Arc<Presigned>>,
+    /// Where a cacheable answer lives in the cache.
+    key: Option<CacheKey>,
 }
 
 impl Answer {
     fn error(status: ErrorStatus) -> Self {
-        Self { bytes: web::Bytes::from(ocsp::error_response(status)), presigned: None }
+        Self { bytes: web::Bytes::from(ocsp::error_response(status)), presigned: None, key: None }
+    }
+
+    fn presigned(p: Arc<Presigned>, key: Option<CacheKey>) -> Self {
+        Self { bytes: p.bytes.clone(), presigned: Some(p), key }
     }
 }
+
+/// Most request encodings remembered (a client sending endless variants only costs
+/// a reset of this memo, never memory).
+const MAX_REQUEST_MEMO: usize = 100_000;
 
 /// All responders, and the pre-signed responses.
 pub struct OcspService {
     responders: Vec<Responder>,
     cache: RwLock<HashMap<CacheKey, Arc<Presigned>>>,
+    /// Cacheable requests by their exact bytes (GET path, POST body) → their cache key:
+    /// a repeated request skips decoding and parsing.
+    requests: RwLock<HashMap<Box<[u8]>, CacheKey>>,
     /// Bumped by every invalidation: a response signed while a revocation landed is
     /// not cached (it may predate the revocation).
     epoch: AtomicU64,
@@ -126,9 +139,39 @@ impl OcspService {
         Ok(Self {
             responders,
             cache: RwLock::new(HashMap::new()),
+            requests: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             http_max_age: Duration::from_secs(pki.config.crl.regenerate_secs),
         })
+    }
+
+    /// The fresh pre-signed answer to a request seen before, by its exact bytes.
+    fn remembered(&self, raw: &[u8]) -> Option<Arc<Presigned>> {
+        let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
+        let key = requests.get(raw)?;
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.get(key).filter(|p| Instant::now() < p.fresh_until).cloned()
+    }
+
+    fn remember(&self, raw: &[u8], key: CacheKey) {
+        let mut requests = self.requests.write().unwrap_or_else(|p| p.into_inner());
+        if requests.len() >= MAX_REQUEST_MEMO {
+            requests.clear();
+        }
+        requests.insert(raw.into(), key);
+    }
+
+    /// Answers a request whose exact bytes are `raw` and whose DER `decode` yields.
+    async fn answer_raw(&self, pki: &Pki, raw: &[u8], decode: impl FnOnce() -> Option<Vec<u8>>) -> Answer {
+        if let Some(p) = self.remembered(raw) {
+            return Answer::presigned(p, None);
+        }
+        let Some(der) = decode() else { return Answer::error(ErrorStatus::MalformedRequest) };
+        let answer = self.answer(pki, &der).await;
+        if let Some(key) = &answer.key {
+            self.remember(raw, key.clone());
+        }
+        answer
     }
 
     /// Answers a DER request.
@@ -146,7 +189,7 @@ impl OcspService {
         }
         if request.nonce.is_some() || request.cert_ids.len() != 1 {
             return match self.sign(pki, index, &request.cert_ids, request.nonce.as_deref()).await {
-                Ok(p) => Answer { bytes: p.bytes, presigned: None },
+                Ok(p) => Answer { bytes: p.bytes, presigned: None, key: None },
                 Err(status) => Answer::error(status),
             };
         }
@@ -154,11 +197,11 @@ impl OcspService {
         let key = (index, id.serial().to_vec(), *id.hash_algorithm() == HashAlgorithm::Sha1);
         if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             if Instant::now() < p.fresh_until {
-                return Answer { bytes: p.bytes.clone(), presigned: Some(p.clone()) };
+                return Answer::presigned(p.clone(), Some(key));
             }
         }
-        match self.presign(pki, key, id).await {
-            Ok(p) => Answer { bytes: p.bytes.clone(), presigned: Some(p) },
+        match self.presign(pki, key.clone(), id).await {
+            Ok(p) => Answer::presigned(p, Some(key)),
             Err(status) => Answer::error(status),
         }
     }
@@ -306,7 +349,7 @@ pub async fn post(
             return ocsp_response(web::Bytes::from(ocsp::error_response(ErrorStatus::MalformedRequest)))
         }
     };
-    ocsp_response(ocsp.answer(&pki, &body).await.bytes)
+    ocsp_response(ocsp.answer_raw(&pki, &body, || Some(body.to_vec())).await.bytes)
 }
 
 /// `GET /ocsp/{url-encoded base64 DER}` (RFC 6960 Appendix A), with RFC 5019 caching
@@ -315,12 +358,11 @@ pub async fn get(pki: web::Data<Pki>, ocsp: web::Data<OcspService>, req: HttpReq
     use base64::Engine as _;
     // The raw (still percent-encoded) tail of the path: base64 may contain '/'.
     let raw = req.uri().path().strip_prefix("/ocsp/").unwrap_or("");
-    let decoded = percent_decode(raw);
-    let der = match decoded.and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()) {
-        Some(d) if d.len() <= ocsp::MAX_REQUEST_LEN => d,
-        _ => return ocsp_response(web::Bytes::from(ocsp::error_response(ErrorStatus::MalformedRequest))),
+    let decode = || {
+        let text = percent_decode(raw)?;
+        base64::engine::general_purpose::STANDARD.decode(text.trim()).ok().filter(|d| d.len() <= ocsp::MAX_REQUEST_LEN)
     };
-    let answer = ocsp.answer(&pki, &der).await;
+    let answer = ocsp.answer_raw(&pki, raw.as_bytes(), decode).await;
     let Some(p) = answer.presigned else { return ocsp_response(answer.bytes) };
     // RFC 5019 §6: caches may keep it until nextUpdate; we ask them to come back
     // sooner so that a revocation reaches them within the CRL bound.
