@@ -259,21 +259,34 @@ impl CrlCache {
     }
 }
 
-/// `{ca}.crl`, `{ca}/delta.crl`, `{ca}/{n}.crl`, `{ca}/{n}-delta.crl` → (CA, name).
-fn parse_crl_path(path: &str) -> Option<(&str, String)> {
+/// `{ca}.crl`, `{ca}/delta.crl`, `{ca}/{n}.crl`, `{ca}/{n}-delta.crl` → (CA, scope,
+/// delta?). Only the layout's shape: whether such a CRL exists is [`published_here`].
+fn parse_crl_path(path: &str) -> Option<(&str, CrlScope, bool)> {
     let stem = path.strip_suffix(".crl")?;
-    match stem.split_once('/') {
-        None => Some((stem, "full".into())),
-        Some((ca, "delta")) => Some((ca, "delta".into())),
-        Some((ca, rest)) => {
-            let (n, delta) = match rest.strip_suffix("-delta") {
-                Some(n) => (n, true),
-                None => (rest, false),
-            };
-            let n: u32 = n.parse().ok().filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?;
-            Some((ca, crl_name(CrlScope::Shard(n), delta)))
-        }
+    let (ca, rest) = match stem.split_once('/') {
+        None => return Some((stem, CrlScope::Full, false)),
+        Some((ca, "delta")) => return Some((ca, CrlScope::Full, true)),
+        Some(split) => split,
+    };
+    let (n, delta) = match rest.strip_suffix("-delta") {
+        Some(n) => (n, true),
+        None => (rest, false),
+    };
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    Some((ca, CrlScope::Shard(n.parse().ok()?), delta))
+}
+
+/// Whether this configuration publishes that CRL of `ca`: roots only their complete
+/// CRL; deltas only with `crl.delta_crls`; shards only below `crl.shards`.
+fn published_here(pki: &Pki, ca: &crate::issuance::Ca, scope: CrlScope, delta: bool) -> bool {
+    let online = ca.issuer().is_some();
+    let scope_ok = match scope {
+        CrlScope::Full => true,
+        CrlScope::Shard(n) => online && pki.urls.crl_shards > 1 && n < pki.urls.crl_shards,
+    };
+    scope_ok && (!delta || (online && pki.urls.delta_crls))
 }
 
 fn text(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
@@ -284,13 +297,16 @@ fn text(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
 pub async fn serve_crl(pki: web::Data<Pki>, cache: web::Data<CrlCache>, req: HttpRequest) -> HttpResponse {
     use actix_web::http::StatusCode;
     let path = req.match_info().get("path").unwrap_or_default();
-    let Some((ca, name)) = parse_crl_path(path) else {
+    let Some((ca, scope, delta)) = parse_crl_path(path) else {
         return text(StatusCode::NOT_FOUND, "use /crl/{ca}.crl, /crl/{ca}/delta.crl or /crl/{ca}/{shard}.crl\n".into());
     };
-    if pki.ca(ca).is_none() {
+    let Some(ca_record) = pki.ca(ca) else {
         return text(StatusCode::NOT_FOUND, format!("{}\n", CrlServeError::UnknownCa));
+    };
+    if !published_here(&pki, ca_record, scope, delta) {
+        return text(StatusCode::NOT_FOUND, format!("no such CRL is published for {ca}\n"));
     }
-    match cache.get(&pki, ca, &name).await {
+    match cache.get(&pki, ca, &crl_name(scope, delta)).await {
         Ok(Some(crl)) => {
             let now = unix(SystemTime::now());
             let max_age = (crl.next_update - now).clamp(0, i64::try_from(pki.config.crl.regenerate_secs).unwrap_or(0));
@@ -350,4 +366,33 @@ pub fn reason_code(name: &str) -> Result<i32, String> {
 /// A CRLReason code → its RFC 5280 name.
 pub fn reason_name(code: i32) -> Option<&'static str> {
     REASONS.iter().find(|(_, c)| *c == code).map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crl_paths_parse_and_garbage_does_not() {
+        assert_eq!(parse_crl_path("device.crl"), Some(("device", CrlScope::Full, false)));
+        assert_eq!(parse_crl_path("device/delta.crl"), Some(("device", CrlScope::Full, true)));
+        assert_eq!(parse_crl_path("device/7.crl"), Some(("device", CrlScope::Shard(7), false)));
+        assert_eq!(parse_crl_path("device/7-delta.crl"), Some(("device", CrlScope::Shard(7), true)));
+        for garbage in [
+            "device",
+            "device/x.crl",
+            "device/-1.crl",
+            "device/+1.crl",
+            "device/.crl",
+            "device/-delta.crl",
+            "",
+            ".crl/",
+        ] {
+            assert_eq!(parse_crl_path(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(parse_crl_path("device/99999999999999999999.crl"), None, "overflow");
+        // Names round-trip to what the publisher stores.
+        assert_eq!(crl_name(CrlScope::Shard(7), true), "shard-7-delta");
+        assert_eq!(crl_name(CrlScope::Full, true), "delta");
+    }
 }

@@ -298,6 +298,11 @@ fn sharded_crls_carry_their_distribution_point() -> Result<()> {
     // A shard's CRL says nothing about another shard's certificates.
     let wrong_scope = verify("other.crl.pem", &victim)?;
     assert!(!wrong_scope.success() && !says_revoked(&wrong_scope), "{}", wrong_scope.describe());
+    // Shards outside the layout, and garbage, are 404 with a reason (never 503).
+    for bad in ["device/4.crl", "device/4-delta.crl", "device/x.crl", "identity-root/delta.crl", "nope.crl"] {
+        let out = curl(d, &["-s", "-w", "\n%{http_code}", &format!("{}/crl/{bad}", svc.base_url())])?.ok()?;
+        assert!(out.stdout.ends_with("404"), "{bad}: {}", out.stdout);
+    }
     // The complete CRL still lists every revocation.
     fetch(d, &svc, "device.crl", "full.crl")?;
     let full = openssl(d, &["crl", "-inform", "DER", "-in", "full.crl", "-noout", "-text"])?.ok()?.stdout;
