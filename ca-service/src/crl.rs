@@ -33,7 +33,7 @@ use x509_parser::prelude::FromDer;
 use crate::audit::AuditEvent;
 use crate::issuance::{unix, Pki};
 use crate::profile::CrlScope;
-use crate::store::PublishedCrl;
+use crate::store::{CrlHead, PublishedCrl};
 
 /// Deltas also list revocations this long before their base was signed: a
 /// revocation committed while the base was being built is then in one or the other.
@@ -179,13 +179,14 @@ pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
         let name = ca.record.name.as_str();
         for &scope in &scopes {
             let now = unix(SystemTime::now());
-            let stored = pki.store.published_crl(name, &crl_name(scope, false)).await.map_err(internal)?;
+            let stored = pki.store.published_crl_head(name, &crl_name(scope, false)).await.map_err(internal)?;
             let base = match stored {
                 Some(b) if now - b.this_update < base_every && b.next_update - now > 2 * every => b,
                 _ => {
                     let b = sign_crl(pki, name, signer.clone(), validity, CrlRequest::Base(scope)).await?;
-                    published.push(b.clone());
-                    b
+                    let head = CrlHead { number: b.number, this_update: b.this_update, next_update: b.next_update };
+                    published.push(b);
+                    head
                 }
             };
             if urls.delta_crls {
@@ -243,17 +244,24 @@ pub struct CrlCache {
 
 impl CrlCache {
     async fn get(&self, pki: &Pki, ca: &str, name: &str) -> Result<Option<Arc<PublishedCrl>>, CrlServeError> {
+        let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
         let key = (ca.to_string(), name.to_string());
-        if let Some((read, crl)) = self.served.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let cached = self.served.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some((read, crl)) = &cached {
             if read.elapsed() < SERVE_CACHE {
                 return Ok(Some(crl.clone()));
             }
         }
-        let Some(crl) = pki.store.published_crl(ca, name).await.map_err(|e| CrlServeError::Internal(e.to_string()))?
-        else {
-            return Ok(None);
+        // Only the head is read to see whether a newer CRL exists; the bytes only when
+        // one does.
+        let Some(head) = pki.store.published_crl_head(ca, name).await.map_err(internal)? else { return Ok(None) };
+        let crl = match cached {
+            Some((_, crl)) if crl.number == head.number => crl,
+            _ => match pki.store.published_crl(ca, name).await.map_err(internal)? {
+                Some(crl) => Arc::new(crl),
+                None => return Ok(None),
+            },
         };
-        let crl = Arc::new(crl);
         self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), crl.clone()));
         Ok(Some(crl))
     }

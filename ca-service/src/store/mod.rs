@@ -178,6 +178,15 @@ pub struct PublishedCrl {
     pub der: Vec<u8>,
 }
 
+/// Which CRL is published and when, without its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrlHead {
+    pub number: u64,
+    /// Unix seconds.
+    pub this_update: i64,
+    pub next_update: i64,
+}
+
 /// A held scheduled-job lock; released when dropped.
 pub struct JobLock {
     _held: Option<Box<dyn Send + Sync>>,
@@ -517,6 +526,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// CRL whose number is not above the stored one's is ignored (numbers only grow).
     async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError>;
     async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError>;
+    /// Number and times of the published CRL, without reading its bytes (a CRL of a
+    /// million entries is 46 MB; the publisher and the servers ask every second).
+    async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError>;
     /// Takes the lock of a scheduled job, or `None` if another instance holds it.
     /// Held until the returned value is dropped.
     async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError>;

@@ -27,7 +27,7 @@ use super::{
     EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
     StoreError, UpdateRequest,
 };
-use super::{DeviceSelector, JobLock, PublishedCrl};
+use super::{CrlHead, DeviceSelector, JobLock, PublishedCrl};
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
 mod embedded {
@@ -1202,6 +1202,23 @@ impl Store for PostgresStore {
             this_update: row.try_get(4).map_err(pg_err)?,
             next_update: row.try_get(5).map_err(pg_err)?,
             der: row.try_get(6).map_err(pg_err)?,
+        }))
+    }
+
+    async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT crl_number, this_update, next_update FROM published_crls WHERE ca = $1 AND name = $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(row) = client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)? else { return Ok(None) };
+        let number: i64 = row.try_get(0).map_err(pg_err)?;
+        Ok(Some(CrlHead {
+            number: u64::try_from(number).unwrap_or(0),
+            this_update: row.try_get(1).map_err(pg_err)?,
+            next_update: row.try_get(2).map_err(pg_err)?,
         }))
     }
 

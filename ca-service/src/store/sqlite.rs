@@ -24,7 +24,7 @@ use super::{
     EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
     StoreError, UpdateRequest,
 };
-use super::{DeviceSelector, JobLock, PublishedCrl};
+use super::{CrlHead, DeviceSelector, JobLock, PublishedCrl};
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
 
 mod embedded {
@@ -786,6 +786,27 @@ impl Store for SqliteStore {
                         this_update: row.get(4).map_err(db_err)?,
                         next_update: row.get(5).map_err(db_err)?,
                         der: row.get(6).map_err(db_err)?,
+                    })
+                },
+            )?;
+            Ok(rows.into_iter().next())
+        })
+        .await
+    }
+
+    async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError> {
+        let (ca, name) = (ca.to_owned(), name.to_owned());
+        self.read(move |conn| {
+            let rows = query_all(
+                conn,
+                "SELECT crl_number, this_update, next_update FROM published_crls WHERE ca = ?1 AND name = ?2",
+                params![ca, name],
+                |row| {
+                    let number: i64 = row.get(0).map_err(db_err)?;
+                    Ok(CrlHead {
+                        number: u64::try_from(number).unwrap_or(0),
+                        this_update: row.get(1).map_err(db_err)?,
+                        next_update: row.get(2).map_err(db_err)?,
                     })
                 },
             )?;

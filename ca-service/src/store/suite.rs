@@ -781,6 +781,9 @@ async fn crl_shards_deltas_and_published_crls(h: &Harness) {
     assert_eq!(s.published_crl("device", "full").await.unwrap().unwrap().der, b"five");
     s.publish_crls(&[crl(6, b"six")], event("crl.publish", "crls")).await.unwrap();
     assert_eq!(s.published_crl("device", "full").await.unwrap().unwrap().number, 6);
+    let head = s.published_crl_head("device", "full").await.unwrap();
+    assert_eq!(head, Some(CrlHead { number: 6, this_update: 10, next_update: 20 }));
+    assert!(s.published_crl_head("device", "delta").await.unwrap().is_none());
 
     // The job lock: while held, a second instance does not get it.
     let lock = s.try_job_lock("test-job").await.unwrap();
