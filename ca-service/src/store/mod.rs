@@ -646,15 +646,18 @@ fn approval_conflict(request: &UpdateRequest, approver: &str, now: i64) -> Optio
     Some(StoreError::Conflict(why))
 }
 
+/// A stored `serial_hex` column → the serial's octets.
+pub(crate) fn serial_from_hex(serial_hex: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(serial_hex).map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))
+}
+
 /// The (issuer, serial) of a request's certificate, from stored columns.
 pub(crate) fn issued_pair(
     issuer: Option<String>,
     serial_hex: Option<String>,
 ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
     Ok(match (issuer, serial_hex) {
-        (Some(i), Some(s)) => {
-            Some((i, hex::decode(&s).map_err(|_| StoreError::Corrupt(format!("request serial '{s}' is not hex")))?))
-        }
+        (Some(i), Some(s)) => Some((i, serial_from_hex(&s)?)),
         _ => None,
     })
 }

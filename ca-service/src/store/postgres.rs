@@ -257,8 +257,7 @@ const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not
 
 fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
     let serial_hex: String = row.try_get(1).map_err(pg_err)?;
-    let serial =
-        hex::decode(&serial_hex).map_err(|e| StoreError::Corrupt(format!("certificate serial '{serial_hex}': {e}")))?;
+    let serial = super::serial_from_hex(&serial_hex)?;
     let status: String = row.try_get(7).map_err(pg_err)?;
     Ok(CertRecord {
         issuer: row.try_get(0).map_err(pg_err)?,
@@ -480,12 +479,7 @@ fn request_from_row(row: &Row) -> Result<EnrollmentRequest, StoreError> {
     let status: String = row.try_get(4).map_err(pg_err)?;
     let issuer: Option<String> = row.try_get(6).map_err(pg_err)?;
     let serial_hex: Option<String> = row.try_get(7).map_err(pg_err)?;
-    let issued = match (issuer, serial_hex) {
-        (Some(i), Some(s)) => {
-            Some((i, hex::decode(&s).map_err(|_| StoreError::Corrupt(format!("request serial '{s}' is not hex")))?))
-        }
-        _ => None,
-    };
+    let issued = super::issued_pair(issuer, serial_hex)?;
     Ok(EnrollmentRequest {
         id: row.try_get(0).map_err(pg_err)?,
         profile: row.try_get(1).map_err(pg_err)?,
@@ -1144,8 +1138,7 @@ impl Store for PostgresStore {
             .iter()
             .map(|row| {
                 let serial_hex: String = row.try_get(0).map_err(pg_err)?;
-                let serial = hex::decode(&serial_hex)
-                    .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                let serial = super::serial_from_hex(&serial_hex)?;
                 let at: Option<i64> = row.try_get(1).map_err(pg_err)?;
                 Ok((serial, at.unwrap_or(0), row.try_get(2).map_err(pg_err)?))
             })
@@ -1252,8 +1245,7 @@ impl Store for PostgresStore {
             .iter()
             .map(|row| {
                 let serial_hex: String = row.try_get(1).map_err(pg_err)?;
-                let serial = hex::decode(&serial_hex)
-                    .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                let serial = super::serial_from_hex(&serial_hex)?;
                 Ok((row.try_get(0).map_err(pg_err)?, serial, row.try_get(2).map_err(pg_err)?))
             })
             .collect()

@@ -239,8 +239,7 @@ const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not
 
 fn cert_from_row(row: &Row<'_>) -> Result<CertRecord, StoreError> {
     let serial_hex: String = row.get(1).map_err(db_err)?;
-    let serial =
-        hex::decode(&serial_hex).map_err(|e| StoreError::Corrupt(format!("certificate serial '{serial_hex}': {e}")))?;
+    let serial = super::serial_from_hex(&serial_hex)?;
     let status: String = row.get(7).map_err(db_err)?;
     Ok(CertRecord {
         issuer: row.get(0).map_err(db_err)?,
@@ -280,12 +279,7 @@ fn request_from_row(row: &Row<'_>) -> Result<EnrollmentRequest, StoreError> {
     let status: String = row.get(4).map_err(db_err)?;
     let issuer: Option<String> = row.get(6).map_err(db_err)?;
     let serial_hex: Option<String> = row.get(7).map_err(db_err)?;
-    let issued = match (issuer, serial_hex) {
-        (Some(i), Some(s)) => {
-            Some((i, hex::decode(&s).map_err(|_| StoreError::Corrupt(format!("request serial '{s}' is not hex")))?))
-        }
-        _ => None,
-    };
+    let issued = super::issued_pair(issuer, serial_hex)?;
     Ok(EnrollmentRequest {
         id: row.get(0).map_err(db_err)?,
         profile: row.get(1).map_err(db_err)?,
@@ -729,8 +723,7 @@ impl Store for SqliteStore {
                 params![issuer, now, shard, since],
                 |row| {
                     let serial_hex: String = row.get(0).map_err(db_err)?;
-                    let serial = hex::decode(&serial_hex)
-                        .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                    let serial = super::serial_from_hex(&serial_hex)?;
                     let at: Option<i64> = row.get(1).map_err(db_err)?;
                     Ok((serial, at.unwrap_or(0), row.get(2).map_err(db_err)?))
                 },
@@ -829,8 +822,7 @@ impl Store for SqliteStore {
                 params![since],
                 |row| {
                     let serial_hex: String = row.get(1).map_err(db_err)?;
-                    let serial = hex::decode(&serial_hex)
-                        .map_err(|_| StoreError::Corrupt(format!("serial '{serial_hex}' is not hex")))?;
+                    let serial = super::serial_from_hex(&serial_hex)?;
                     Ok((row.get(0).map_err(db_err)?, serial, row.get(2).map_err(db_err)?))
                 },
             )
