@@ -220,7 +220,7 @@ async fn bearer_token(pki: &Pki, req: &HttpRequest, actor: &RefCell<String>) -> 
     }
     let (id, secret) = parse_token(token.trim()).ok_or_else(unauthorized)?;
     *actor.borrow_mut() = format!("token:{id}:?");
-    let stored = pki.store.get_api_token(id).await.map_err(store_refusal)?;
+    let stored = pki.store.get_api_token(id).await.map_err(Refusal::from)?;
     let phc = match &stored {
         Some(t) => Some(t.secret_hash.clone()),
         None => dummy_hash().map(str::to_string),
@@ -236,8 +236,6 @@ async fn bearer_token(pki: &Pki, req: &HttpRequest, actor: &RefCell<String>) -> 
     *actor.borrow_mut() = actor_of(&token);
     Ok(token)
 }
-
-use crate::updates::store_refusal;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,7 +306,7 @@ fn entry_json(e: &AuditEntry) -> serde_json::Value {
 /// Audits a successful read (reads of certificates and the log are privileged too).
 async fn audit_read(pki: &Pki, actor: &RefCell<String>, op: Operation, target: &str) -> Result<(), Refusal> {
     let event = AuditEvent::success(actor.borrow().as_str(), op.action(), target);
-    pki.store.append_audit(&[event]).await.map_err(store_refusal)
+    pki.store.append_audit(&[event]).await.map_err(Refusal::from)
 }
 
 /// Re-signs the OCSP answers of what was just revoked before the API answers, so
@@ -340,7 +338,7 @@ async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web:
         let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target)
             .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
         let record =
-            pki.store.revoke_certificate(&issuer, &serial, code, now_secs(), audit).await.map_err(store_refusal)?;
+            pki.store.revoke_certificate(&issuer, &serial, code, now_secs(), audit).await.map_err(Refusal::from)?;
         publish_revocations(&pki, &req, std::slice::from_ref(&record)).await;
         Ok(HttpResponse::Ok().json(certificate_json(&record)))
     })
@@ -381,7 +379,7 @@ async fn revoke_devices(
         let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target.as_str())
             .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
         let (devices, revoked) =
-            pki.store.revoke_devices(&which, code, now_secs(), audit).await.map_err(store_refusal)?;
+            pki.store.revoke_devices(&which, code, now_secs(), audit).await.map_err(Refusal::from)?;
         publish_revocations(&pki, &req, &revoked).await;
         let mut answer = serde_json::json!({
             "revoked_devices": devices,
@@ -411,7 +409,7 @@ async fn get_certificate(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse 
             .store
             .get_certificate(&issuer, &serial)
             .await
-            .map_err(store_refusal)?
+            .map_err(Refusal::from)?
             .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("certificate {target} not found")))?;
         audit_read(&pki, &actor, op, &target).await?;
         Ok(HttpResponse::Ok().json(certificate_json(&record)))
@@ -427,10 +425,10 @@ async fn device_certificates(pki: web::Data<Pki>, req: HttpRequest) -> HttpRespo
     let actor = RefCell::new("anonymous".to_string());
     respond(&pki, op, &target, &actor, async {
         authorize(&pki, &req, op, &actor).await?;
-        if pki.store.get_device(&device).await.map_err(store_refusal)?.is_none() {
+        if pki.store.get_device(&device).await.map_err(Refusal::from)?.is_none() {
             return Err(Refusal::new(StatusCode::NOT_FOUND, format!("device '{device}' not found")));
         }
-        let certs = pki.store.certificates_for_device(&device).await.map_err(store_refusal)?;
+        let certs = pki.store.certificates_for_device(&device).await.map_err(Refusal::from)?;
         audit_read(&pki, &actor, op, &target).await?;
         Ok(HttpResponse::Ok().json(serde_json::json!({
             "device_id": device,
@@ -460,7 +458,7 @@ async fn audit_log(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
         if !(1..=MAX_AUDIT_PAGE).contains(&limit) || q.after < 0 {
             return Err(Refusal::bad_request(format!("limit must be 1..={MAX_AUDIT_PAGE} and after ≥ 0")));
         }
-        let entries = pki.store.audit_entries(q.after, limit).await.map_err(store_refusal)?;
+        let entries = pki.store.audit_entries(q.after, limit).await.map_err(Refusal::from)?;
         audit_read(&pki, &actor, op, "audit").await?;
         Ok(HttpResponse::Ok().json(serde_json::json!({
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
@@ -514,7 +512,7 @@ async fn update_request_json(pki: &Pki, r: &UpdateRequest) -> Result<serde_json:
         "expires_at": r.expires_at,
     });
     if let Some((issuer, serial)) = &r.issued {
-        let cert = pki.store.get_certificate(issuer, serial).await.map_err(store_refusal)?;
+        let cert = pki.store.get_certificate(issuer, serial).await.map_err(Refusal::from)?;
         v["issuer"] = issuer.clone().into();
         v["serial"] = hex::encode(serial).into();
         if let Some(c) = cert {
@@ -558,7 +556,7 @@ async fn list_update_requests(pki: web::Data<Pki>, req: HttpRequest) -> HttpResp
                 Refusal::bad_request(format!("unknown status '{s}' (pending, approved, rejected, issued)"))
             })?),
         };
-        let requests = pki.store.list_update_requests(status).await.map_err(store_refusal)?;
+        let requests = pki.store.list_update_requests(status).await.map_err(Refusal::from)?;
         let mut out = Vec::with_capacity(requests.len());
         for r in &requests {
             out.push(update_request_json(&pki, r).await?);
@@ -573,7 +571,7 @@ async fn stored_update_request(pki: &Pki, id: &str) -> Result<UpdateRequest, Ref
     pki.store
         .get_update_request(id)
         .await
-        .map_err(store_refusal)?
+        .map_err(Refusal::from)?
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, format!("update request '{id}' not found")))
 }
 

@@ -94,9 +94,24 @@ impl From<enrollment::CsrError> for Refusal {
     }
 }
 
+/// Store errors as refusals, in one place for EST and the admin API: absent → 404,
+/// state → 409, unreachable → 503, the rest → 500 without details.
 impl From<crate::store::StoreError> for Refusal {
     fn from(e: crate::store::StoreError) -> Self {
-        IssueError::Store(e).into()
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, format!("{what} not found")),
+            StoreError::Conflict(why) => Self::new(StatusCode::CONFLICT, why),
+            StoreError::AlreadyExists(what) => Self::new(StatusCode::CONFLICT, format!("{what} already exists")),
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "storage unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable; try again later")
+            }
+            other => {
+                tracing::error!(error = %other, "storage error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::config::ProfileConfig;
 use crate::est::Refusal;
 use crate::issuance::{check_policy, unix, IssueError, Issued, Pki};
 use crate::profile::Subject;
-use crate::store::{IssuanceEffect, RequestStatus, StoreError, UpdateRequest};
+use crate::store::{IssuanceEffect, RequestStatus, UpdateRequest};
 
 /// What a release manager asks for.
 #[derive(Debug, Clone)]
@@ -32,23 +32,6 @@ pub struct NewUpdateRequest {
     pub classes: Vec<String>,
     /// Defaults to the profile's validity; at most `updates.max_validity_days`.
     pub validity_days: Option<u32>,
-}
-
-/// Store errors as refusals: absent → 404, state → 409, the rest → 5xx without details.
-pub(crate) fn store_refusal(e: StoreError) -> Refusal {
-    match e {
-        StoreError::NotFound(what) => Refusal::new(StatusCode::NOT_FOUND, format!("{what} not found")),
-        StoreError::Conflict(why) => Refusal::new(StatusCode::CONFLICT, why),
-        StoreError::AlreadyExists(what) => Refusal::new(StatusCode::CONFLICT, format!("{what} already exists")),
-        StoreError::Unavailable(_) => {
-            tracing::error!(error = %e, "storage unavailable");
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable; try again later")
-        }
-        other => {
-            tracing::error!(error = %other, "storage error");
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
 }
 
 fn profile(pki: &Pki) -> Result<(&str, &ProfileConfig), Refusal> {
@@ -97,7 +80,7 @@ pub(crate) async fn submit(
         .store
         .public_key_compromised(&crate::issuance::sha256_hex(&csr.public_key_der))
         .await
-        .map_err(store_refusal)?
+        .map_err(Refusal::from)?
     {
         return Err(Refusal::bad_request(
             "this public key was revoked for key compromise and is never certified again",
@@ -136,7 +119,7 @@ pub(crate) async fn submit(
             "subject_cn": csr.common_name,
             "public_key_sha256": crate::issuance::sha256_hex(&csr.public_key_der),
         }));
-    pki.store.submit_update_request(&request, audit).await.map_err(store_refusal)?;
+    pki.store.submit_update_request(&request, audit).await.map_err(Refusal::from)?;
     Ok(request)
 }
 
@@ -152,7 +135,7 @@ pub(crate) async fn approve(
     let required = pki.config.updates.approvals;
     let audit = AuditEvent::success(actor, "update-request.approve", format!("update-request:{id}"))
         .with_details(serde_json::json!({ "approver": approver }));
-    let request = pki.store.approve_update_request(id, approver, required, audit).await.map_err(store_refusal)?;
+    let request = pki.store.approve_update_request(id, approver, required, audit).await.map_err(Refusal::from)?;
     if request.status != RequestStatus::Approved {
         return Ok((request, None));
     }
@@ -160,7 +143,7 @@ pub(crate) async fn approve(
     if let Err(r) = &signed {
         crate::est::audit_refusal(pki, "update-request.sign", actor, &format!("update-request:{id}"), r).await;
     }
-    let request = pki.store.get_update_request(id).await.map_err(store_refusal)?.unwrap_or(request);
+    let request = pki.store.get_update_request(id).await.map_err(Refusal::from)?.unwrap_or(request);
     Ok((request, Some(signed)))
 }
 
@@ -197,7 +180,7 @@ pub(crate) async fn reject(pki: &Pki, by: &str, actor: &str, id: &str, reason: &
     }
     let audit = AuditEvent::success(actor, "update-request.reject", format!("update-request:{id}"))
         .with_details(serde_json::json!({ "rejected_by": by, "reason": reason }));
-    pki.store.reject_update_request(id, by, reason, audit).await.map_err(store_refusal)
+    pki.store.reject_update_request(id, by, reason, audit).await.map_err(Refusal::from)
 }
 
 /// Whether a stored request has passed its deadline without being issued.
