@@ -882,3 +882,16 @@ pub fn curl_reply(dir: &Path, args: &[&str]) -> Result<HttpReply> {
         .collect();
     Ok(HttpReply { status, headers, body, curl: out })
 }
+
+/// Saves the identity root and the Device Issuing CA as served by `svc` into `dir`:
+/// `root.pem`, `device-ca.pem`, and both in `chain.pem` (what openssl's `-CAfile` takes).
+pub fn save_device_chain(dir: &Path, svc: &Service) -> Result<()> {
+    let mut chain = String::new();
+    for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
+        let pem = curl(dir, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
+        std::fs::write(dir.join(file), &pem.stdout)?;
+        chain.push_str(&pem.stdout);
+    }
+    std::fs::write(dir.join("chain.pem"), chain)?;
+    Ok(())
+}

@@ -30,16 +30,7 @@ fn responder_flow(cli: Cli) -> Result<()> {
         serials.push(s.stdout.trim().trim_start_matches("serial=").to_string());
     }
     let svc = Service::start(&cli.clone().env("CA_CRL__REGENERATE_SECS", "1"))?;
-    for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
-        let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
-        std::fs::write(d.join(file), pem.stdout)?;
-    }
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(d.join("root.pem"))?,
-        std::fs::read_to_string(d.join("device-ca.pem"))?
-    );
-    std::fs::write(d.join("chain.pem"), chain)?;
+    e2e_tests::save_device_chain(d, &svc)?;
     let url = format!("{}/ocsp", svc.base_url());
     let base = ["-issuer", "device-ca.pem", "-url", url.as_str(), "-CAfile", "chain.pem"];
 
@@ -200,16 +191,7 @@ fn ocsp_signer_certificate_is_renewed_at_start() -> Result<()> {
     let csr = make_csr(d, "SN-X", P256, "/CN=SN-X", &[])?;
     cli.run_ok(&["issue", "--profile", "device", "--csr", path_str(&csr)?, "--out", "x-chain.pem"])?;
     openssl(d, &["x509", "-in", "x-chain.pem", "-out", "x.pem"])?.ok()?;
-    for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
-        let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
-        std::fs::write(d.join(file), pem.stdout)?;
-    }
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(d.join("root.pem"))?,
-        std::fs::read_to_string(d.join("device-ca.pem"))?
-    );
-    std::fs::write(d.join("chain.pem"), chain)?;
+    e2e_tests::save_device_chain(d, &svc)?;
     let url = format!("{}/ocsp", svc.base_url());
     let out =
         ocsp(d, &["-issuer", "device-ca.pem", "-cert", "x.pem", "-url", &url, "-CAfile", "chain.pem", "-resp_text"])?;

@@ -100,10 +100,7 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     // revocations reach relying parties through the delta.
     let svc_cli = cli.clone().env("CA_CRL__REGENERATE_SECS", "1").env("CA_CRL__BASE_REGENERATE_SECS", "3600");
     let svc = Service::start(&svc_cli)?;
-    for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
-        let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
-        std::fs::write(d.join(file), pem.stdout)?;
-    }
+    e2e_tests::save_device_chain(d, &svc)?;
     let first = fetch_crl(d, &svc, "device-1.crl")?;
     to_pem(d, "device-1.crl", "device.crl.pem")?;
     let verified = openssl(d, &["crl", "-in", "device.crl.pem", "-noout", "-CAfile", "device-ca.pem", "-verify"])?;
@@ -113,12 +110,6 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     assert!(text.contains(&serials[2].to_uppercase()) && text.contains("Cessation Of Operation"), "{text}");
     assert!(!text.contains(&serials[1].to_uppercase()), "{text}");
 
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(d.join("root.pem"))?,
-        std::fs::read_to_string(d.join("device-ca.pem"))?
-    );
-    std::fs::write(d.join("chain.pem"), chain)?;
     let bad = openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "device.crl.pem", "SN-R1.pem"])?;
     assert!(!bad.success() && says_revoked(&bad), "{}", bad.describe());
     let good =
@@ -261,16 +252,7 @@ fn sharded_crls_carry_their_distribution_point() -> Result<()> {
     let serial = serial.stdout.trim().trim_start_matches("serial=").to_string();
     cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serial, "--reason", "keyCompromise"])?;
 
-    for (ca, file) in [("identity-root", "root.pem"), ("device", "device-ca.pem")] {
-        let pem = curl(d, &["-f", &format!("{}/ca/{ca}.pem", svc.base_url())])?.ok()?;
-        std::fs::write(d.join(file), pem.stdout)?;
-    }
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(d.join("root.pem"))?,
-        std::fs::read_to_string(d.join("device-ca.pem"))?
-    );
-    std::fs::write(d.join("chain.pem"), chain)?;
+    e2e_tests::save_device_chain(d, &svc)?;
     let path = |url: &str| url.split("/crl/").nth(1).unwrap_or_default().to_string();
     let start = std::time::Instant::now();
     let text = loop {
