@@ -12,7 +12,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Extensions;
@@ -24,11 +24,13 @@ use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
+use crate::batch::Batcher;
 use crate::config::{Approval, ProfileConfig, ProfileKind};
 use crate::issuance::{check_policy, sha256_hex, IssueError, Issued, Pki};
 use crate::profile::{self, Subject};
 use crate::store::{
-    CertRecord, CertStatus, DeviceRecord, DeviceState, EnrollmentRequest, IssuanceEffect, RequestStatus, StationRecord,
+    CertRecord, CertStatus, DeviceRecord, DeviceState, EnrollmentContext, EnrollmentLookup, EnrollmentRequest,
+    IssuanceEffect, RequestStatus, StationRecord, Store, StoreError,
 };
 
 const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
@@ -47,10 +49,45 @@ pub fn capture_peer_certificates(conn: &dyn Any, ext: &mut Extensions) {
     }
 }
 
-/// Per-process EST state: the station rate-limit windows.
-#[derive(Debug, Default)]
+/// Per-process EST state: the station rate-limit windows, and the batched reads of
+/// what each request needs to know.
+#[derive(Debug)]
 pub struct EstState {
     windows: Mutex<HashMap<String, (u64, u32)>>,
+    lookups: Batcher<EnrollmentLookup, Result<EnrollmentContext, StoreError>>,
+}
+
+/// Lookups read together at most; a batch of 64 is one short indexed statement.
+const LOOKUP_BATCH: usize = 64;
+/// Lookup statements in flight at once (reads take no lock, so a second batch need
+/// not wait for the first).
+const LOOKUPS_IN_FLIGHT: usize = 1;
+
+impl EstState {
+    /// Must run inside the tokio runtime that serves the store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let lookups = Batcher::spawn(LOOKUP_BATCH, LOOKUPS_IN_FLIGHT, move |batch: Vec<EnrollmentLookup>| {
+            let store = store.clone();
+            async move {
+                match store.enrollment_contexts(&batch).await {
+                    Ok(found) if found.len() == batch.len() => found.into_iter().map(Ok).collect(),
+                    Ok(found) => {
+                        let e = StoreError::Database(format!("{} contexts for {} lookups", found.len(), batch.len()));
+                        batch.iter().map(|_| Err(e.clone())).collect()
+                    }
+                    Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
+        });
+        Self { windows: Mutex::default(), lookups }
+    }
+
+    async fn context(&self, lookup: EnrollmentLookup) -> Result<EnrollmentContext, Refusal> {
+        match self.lookups.call(lookup).await {
+            Ok(found) => found.map_err(Refusal::from),
+            Err(stopped) => Err(StoreError::Unavailable(stopped.to_string()).into()),
+        }
+    }
 }
 
 /// A refusal: status, reason (sent to the client and audited), optional Retry-After.
@@ -242,6 +279,15 @@ async fn csrattrs(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
     .await
 }
 
+/// The TLS client's leaf certificate, as presented in the handshake.
+fn peer_certificate(req: &HttpRequest) -> Option<web::Bytes> {
+    req.conn_data::<PeerCertificates>().and_then(|p| p.0.first()).map(|der| web::Bytes::copy_from_slice(der))
+}
+
+fn certificate_required() -> Refusal {
+    Refusal::new(StatusCode::UNAUTHORIZED, "a TLS client certificate is required for this endpoint")
+}
+
 /// The client's leaf certificate, checked to be issued by CA `ca`, valid now, issued
 /// by us, and currently `valid` in the store.
 pub(crate) async fn client_certificate(
@@ -250,21 +296,24 @@ pub(crate) async fn client_certificate(
     ca: &str,
     kind: ProfileKind,
 ) -> Result<CertRecord, Refusal> {
-    let peer = req.conn_data::<PeerCertificates>().and_then(|p| p.0.first().cloned()).ok_or_else(|| {
-        Refusal::new(StatusCode::UNAUTHORIZED, "a TLS client certificate is required for this endpoint")
-    })?;
-    // The handshake proved the client holds this certificate's key. A certificate
-    // whose SHA-256 matches one we issued *is* that certificate, byte for byte, so
-    // it is signed by us: no need to verify its signature again on every request.
-    let fingerprint = sha256_hex(&peer);
-    let foreign = || Refusal::forbidden(format!("the client certificate was not issued by the {ca} CA"));
-    let record = pki
-        .store
-        .certificate_by_fingerprint(&fingerprint)
-        .await
-        .map_err(Refusal::from)?
+    let peer = peer_certificate(req).ok_or_else(certificate_required)?;
+    let record = pki.store.certificate_by_fingerprint(&sha256_hex(&peer)).await.map_err(Refusal::from)?;
+    check_client_certificate(pki, record, ca, kind)
+}
+
+/// Checks the stored record found under the client certificate's SHA-256. The
+/// handshake proved the client holds that certificate's key, and a certificate whose
+/// SHA-256 matches one we issued *is* that certificate, byte for byte, so it is
+/// signed by us: no need to verify its signature again on every request.
+fn check_client_certificate(
+    pki: &Pki,
+    record: Option<CertRecord>,
+    ca: &str,
+    kind: ProfileKind,
+) -> Result<CertRecord, Refusal> {
+    let record = record
         .filter(|r| r.issuer == ca)
-        .ok_or_else(foreign)?;
+        .ok_or_else(|| Refusal::forbidden(format!("the client certificate was not issued by the {ca} CA")))?;
     let now = crate::issuance::unix(SystemTime::now());
     if now < record.not_before || now > record.not_after {
         return Err(Refusal::forbidden("the client certificate has expired or is not yet valid"));
@@ -285,34 +334,65 @@ pub(crate) async fn client_certificate(
 
 /// A provisioning station: a certificate from the Station CA — or, where the profile
 /// allows it and no certificate was presented, the station's HTTP credential — and
-/// the station registered and enabled.
-async fn authenticate_station(
+/// the station registered and enabled. `ctx` holds what the store knows of the
+/// certificate and of the station `claim` names.
+fn authenticate_station(
     pki: &Pki,
-    req: &HttpRequest,
-    profile: &ProfileConfig,
+    claim: &StationClaim,
+    ctx: &mut EnrollmentContext,
     actor: &RefCell<String>,
 ) -> Result<StationRecord, Refusal> {
-    let has_certificate = req.conn_data::<PeerCertificates>().is_some_and(|p| !p.0.is_empty());
-    let name = if !has_certificate && profile.station_credentials {
-        let name = station_by_credential(pki, req).await?;
-        *actor.borrow_mut() = format!("station:{name}:credential");
-        name
-    } else {
-        let cert = client_certificate(pki, req, "station", ProfileKind::Station).await?;
-        let name = common_name(&cert.der).ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
-        *actor.borrow_mut() = format!("station:{name}:{}", short(&cert.fingerprint));
-        name
+    let name = match claim {
+        StationClaim::Certificate { fingerprint, name } => {
+            check_client_certificate(pki, ctx.client.take(), "station", ProfileKind::Station)?;
+            let name = name.clone().ok_or_else(|| Refusal::forbidden("the station certificate has no CN"))?;
+            *actor.borrow_mut() = format!("station:{name}:{}", short(fingerprint));
+            name
+        }
+        // The credential was verified before the lookup (`station_by_credential`).
+        StationClaim::Credential(name) => name.clone(),
     };
-    let station = pki
-        .store
-        .get_station(&name)
-        .await
-        .map_err(Refusal::from)?
-        .ok_or_else(|| Refusal::forbidden(format!("station '{name}' is not registered")))?;
+    let station =
+        ctx.station.take().ok_or_else(|| Refusal::forbidden(format!("station '{name}' is not registered")))?;
     if !station.enabled {
         return Err(Refusal::forbidden(format!("station '{name}' is disabled")));
     }
     Ok(station)
+}
+
+/// Who a station request says it is, before the store confirms it.
+enum StationClaim {
+    /// A TLS client certificate: its SHA-256 and its CN (the station name), if any.
+    Certificate { fingerprint: String, name: Option<String> },
+    /// A station whose HTTP credential was verified.
+    Credential(String),
+}
+
+impl StationClaim {
+    async fn of(
+        pki: &Pki,
+        req: &HttpRequest,
+        profile: &ProfileConfig,
+        actor: &RefCell<String>,
+    ) -> Result<Self, Refusal> {
+        match peer_certificate(req) {
+            Some(der) => Ok(Self::Certificate { fingerprint: sha256_hex(&der), name: common_name(&der) }),
+            None if profile.station_credentials => {
+                let name = station_by_credential(pki, req).await?;
+                *actor.borrow_mut() = format!("station:{name}:credential");
+                Ok(Self::Credential(name))
+            }
+            None => Err(certificate_required()),
+        }
+    }
+
+    fn lookup(&self, device_id: Option<String>) -> EnrollmentLookup {
+        let (client_fingerprint, station) = match self {
+            Self::Certificate { fingerprint, name } => (Some(fingerprint.clone()), name.clone()),
+            Self::Credential(name) => (None, Some(name.clone())),
+        };
+        EnrollmentLookup { client_fingerprint, station, device_id }
+    }
 }
 
 /// The station named by a valid `Authorization` credential.
@@ -391,20 +471,16 @@ fn read_csr(req: &HttpRequest, body: &[u8]) -> Result<enrollment::CheckedCsr, Re
     Ok(enrollment::check_csr(&der)?)
 }
 
-/// The registered device a station may enroll now.
-async fn enrollable_device(
-    pki: &Pki,
-    station: &StationRecord,
-    csr: &enrollment::CheckedCsr,
-) -> Result<(DeviceRecord, ObjectIdentifier), Refusal> {
-    let id = csr.common_name.clone().ok_or_else(|| Refusal::bad_request("the CSR subject has no CN (device id)"))?;
+/// The registered device a station may enroll now: the one the CSR names.
+fn enrollable_device(pki: &Pki, r: &mut StationRequest<'_>) -> Result<(DeviceRecord, ObjectIdentifier), Refusal> {
+    let id = r.csr.common_name.clone().ok_or_else(|| Refusal::bad_request("the CSR subject has no CN (device id)"))?;
     profile::validate_device_id(&id).map_err(|e| Refusal::bad_request(e.to_string()))?;
-    let device = pki
-        .store
-        .get_device(&id)
-        .await
-        .map_err(Refusal::from)?
+    let device = r
+        .device
+        .take()
+        .filter(|d| d.device_id == id)
         .ok_or_else(|| Refusal::forbidden(format!("unknown device id '{id}': it is not in the device registry")))?;
+    let station = &r.station;
     if !station.may_enroll(&device) {
         return Err(Refusal::forbidden(format!(
             "station '{}' may not enroll model '{}' of batch '{}'",
@@ -444,7 +520,8 @@ async fn stored_request(pki: &Pki, id: &str) -> Result<Option<EnrollmentRequest>
 }
 
 /// What a station's enrollment request (simpleenroll, serverkeygen) has established
-/// before anything is issued: the profile, the authenticated station, a checked CSR.
+/// before anything is issued: the profile, the authenticated station, a checked CSR,
+/// and the registry's record of the device the CSR names.
 struct StationRequest<'a> {
     profile_name: &'a str,
     profile: &'a ProfileConfig,
@@ -452,8 +529,13 @@ struct StationRequest<'a> {
     /// The actor, for audit entries.
     who: String,
     csr: enrollment::CheckedCsr,
+    device: Option<DeviceRecord>,
 }
 
+/// Authenticates the station and checks its request. Everything the decision reads
+/// from the store comes from one lookup (`Store::enrollment_context`), so the body is
+/// read and the CSR checked first; their errors are still reported only after the
+/// station was authenticated, in the order the checks are documented.
 async fn station_request<'a>(
     pki: &'a Pki,
     state: &EstState,
@@ -462,12 +544,19 @@ async fn station_request<'a>(
     actor: &RefCell<String>,
 ) -> Result<StationRequest<'a>, Refusal> {
     let (profile_name, profile) = profile_for(pki, req)?;
-    let station = authenticate_station(pki, req, profile, actor).await?;
+    let claim = StationClaim::of(pki, req, profile, actor).await?;
+    let csr = match read_body(payload).await {
+        Ok(body) => read_csr(req, &body),
+        Err(refusal) => Err(refusal),
+    };
+    let device_id = csr.as_ref().ok().and_then(|c| c.common_name.clone());
+    let mut ctx = state.context(claim.lookup(device_id)).await?;
+    let station = authenticate_station(pki, &claim, &mut ctx, actor)?;
     let who = actor.borrow().clone();
     rate_limit_station(pki, state, &station.name)?;
-    let csr = read_csr(req, &read_body(payload).await?)?;
+    let csr = csr?;
     check_policy(profile_name, profile, &csr)?;
-    Ok(StationRequest { profile_name, profile, station, who, csr })
+    Ok(StationRequest { profile_name, profile, station, who, csr, device: ctx.device })
 }
 
 /// Issues the device's certificate for `public_key_der`, activating the device in
@@ -499,10 +588,10 @@ async fn simpleenroll(
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.simpleenroll", &actor, async {
-        let r = station_request(&pki, &state, &req, payload, &actor).await?;
-        let StationRequest { profile_name, profile, ref who, ref csr, .. } = r;
+        let mut r = station_request(&pki, &state, &req, payload, &actor).await?;
+        let (profile_name, profile, who) = (r.profile_name, r.profile, r.who.clone());
         let manual = profile.approval == Approval::Manual;
-        let request_id = sha256_hex(&csr.der);
+        let request_id = sha256_hex(&r.csr.der);
         if manual {
             // A request already issued is answered with its certificate again (the
             // station may have lost the first response); the device is active by now.
@@ -516,7 +605,7 @@ async fn simpleenroll(
                 return Ok(base64_response(CERTS_ONLY, &proto::certs_only(std::slice::from_ref(&record.der))?));
             }
         }
-        let (device, model_oid) = enrollable_device(&pki, &r.station, csr).await?;
+        let (device, model_oid) = enrollable_device(&pki, &mut r)?;
         if manual {
             let request = EnrollmentRequest {
                 id: request_id.clone(),
@@ -543,7 +632,7 @@ async fn simpleenroll(
                 RequestStatus::Approved | RequestStatus::Issued => {}
             }
         }
-        let issued = issue_for_device(&pki, &r, &device, model_oid, &csr.public_key_der).await?;
+        let issued = issue_for_device(&pki, &r, &device, model_oid, &r.csr.public_key_der).await?;
         if manual {
             pki.store
                 .mark_enrollment_request_issued(&request_id, &issued.record.issuer, &issued.record.serial)
@@ -633,9 +722,9 @@ async fn serverkeygen(
 ) -> HttpResponse {
     let actor = RefCell::new("unauthenticated".to_string());
     respond(&pki, "est.serverkeygen", &actor, async {
-        let r = station_request(&pki, &state, &req, payload, &actor).await?;
+        let mut r = station_request(&pki, &state, &req, payload, &actor).await?;
         let who = r.who.clone();
-        let (device, model_oid) = enrollable_device(&pki, &r.station, &r.csr).await?;
+        let (device, model_oid) = enrollable_device(&pki, &mut r)?;
         let (pkcs8, spki) = generate_device_key()?;
         let issued = issue_for_device(&pki, &r, &device, model_oid, &spki).await?;
 
@@ -666,7 +755,8 @@ fn generate_device_key() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), Refusal> {
     Ok((pkcs8, spki))
 }
 
-/// The EST state shared by all workers.
-pub fn state() -> web::Data<EstState> {
-    web::Data::new(EstState::default())
+/// The EST state shared by all workers. Must run inside the tokio runtime that
+/// serves the store.
+pub fn state(store: Arc<dyn Store>) -> web::Data<EstState> {
+    web::Data::new(EstState::new(store))
 }

@@ -14,7 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_lc_rs::digest;
 use const_oid::ObjectIdentifier;
 use enrollment::{CheckedCsr, CsrError};
-use tokio::sync::{mpsc, oneshot};
 use x509_parser::prelude::FromDer;
 
 use crate::audit::AuditEvent;
@@ -22,6 +21,10 @@ use crate::config::{Config, ProfileConfig, ProfileKind};
 use crate::keys::{CaKey, KeyStoreError, KeyStores};
 use crate::profile::{self, ProfileError, PublicUrls, Subject};
 use crate::store::{CaRecord, CertRecord, CertStatus, Issuance, IssuanceEffect, IssuanceOutcome, Store, StoreError};
+
+/// Why a key revoked for keyCompromise is refused (checked when storing, see
+/// [`Store::store_certificates`]).
+pub const KEY_COMPROMISED: &str = "this public key was revoked for key compromise and is never certified again";
 
 /// How often a serial collision is retried with a fresh serial before giving up.
 const SERIAL_ATTEMPTS: usize = 3;
@@ -133,8 +136,6 @@ impl Issued {
     }
 }
 
-type Reply = oneshot::Sender<Result<IssuanceOutcome, StoreError>>;
-
 /// The issuance core, shared by the CLI, the HTTP servers and (later) EST.
 pub struct Pki {
     pub config: Arc<Config>,
@@ -142,7 +143,7 @@ pub struct Pki {
     pub keys: Arc<KeyStores>,
     pub urls: PublicUrls,
     cas: BTreeMap<String, Arc<Ca>>,
-    writer: mpsc::Sender<(Issuance, Reply)>,
+    writer: Writer,
     serials: Box<dyn Fn() -> [u8; 16] + Send + Sync>,
 }
 
@@ -285,36 +286,31 @@ impl Pki {
     ) -> Result<Issued, IssueError> {
         let ca =
             self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
-        if ca.issuer.is_none() {
-            return Err(IssueError::CaUnavailable(profile.issuer.clone()));
-        }
-        if self.store.public_key_compromised(&sha256_hex(public_key_der)).await? {
-            return Err(IssueError::Policy(
-                "this public key was revoked for key compromise and is never certified again".into(),
-            ));
-        }
+        let issuer = ca.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
         let request = Arc::new(EndEntity {
             profile_name: profile_name.to_string(),
             profile: profile.clone(),
             subject,
             public_key_der: public_key_der.to_vec(),
         });
+        // Software ECDSA/Ed25519 signs here; tokens and RSA on the blocking pool.
+        let inline = issuer.key().signer().signs_in_microseconds();
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = (self.serials)();
-            let (ca2, request2, urls) = (ca.clone(), request.clone(), self.urls.clone());
-            let record = tokio::task::spawn_blocking(move || {
-                let issuer = ca2.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(ca2.record.name.clone()))?;
-                request2.sign(&ca2.record.name, issuer, ca2.not_after, serial, &urls)
-            })
-            .await
-            .map_err(|e| IssueError::Signing(e.to_string()))??;
-            let audit = issuance_event(actor, &record);
-            let (tx, rx) = oneshot::channel();
-            self.writer
-                .send((Issuance { cert: record.clone(), audit, effect: effect.clone() }, tx))
+            let record = if inline {
+                request.sign(&ca.record.name, issuer, ca.not_after, serial, &self.urls)?
+            } else {
+                let (ca, request, urls) = (ca.clone(), request.clone(), self.urls.clone());
+                tokio::task::spawn_blocking(move || {
+                    let issuer = ca.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(ca.record.name.clone()))?;
+                    request.sign(&ca.record.name, issuer, ca.not_after, serial, &urls)
+                })
                 .await
-                .map_err(|_| IssueError::WriterStopped)?;
-            match rx.await.map_err(|_| IssueError::WriterStopped)?? {
+                .map_err(|e| IssueError::Signing(e.to_string()))??
+            };
+            let audit = issuance_event(actor, &record);
+            let issuance = Issuance { cert: record.clone(), audit, effect: effect.clone() };
+            match self.writer.call(issuance).await.map_err(|_| IssueError::WriterStopped)?? {
                 IssuanceOutcome::Stored => {
                     return Ok(Issued { chain: self.chain_of(&ca.record.name), record });
                 }
@@ -322,6 +318,7 @@ impl Pki {
                     tracing::warn!(issuer = %ca.record.name, "serial collision; re-signing with a fresh serial");
                 }
                 IssuanceOutcome::Refused(reason) => return Err(IssueError::Refused(reason)),
+                IssuanceOutcome::KeyCompromised => return Err(IssueError::Policy(KEY_COMPROMISED.into())),
             }
         }
         Err(IssueError::SerialExhausted)
@@ -423,54 +420,35 @@ pub fn check_policy(name: &str, profile: &ProfileConfig, csr: &CheckedCsr) -> Re
     Ok(())
 }
 
-/// Storage transactions a writer keeps in flight. With two, the next batch is
-/// already on its way (its statements queue behind the audit-chain lock) while the
-/// previous one commits, instead of waiting out every round trip of it first.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Storage transactions the writer keeps in flight. Batches serialize on the audit
+/// chain lock anyway; with one at a time, everything that queued while a batch was
+/// being stored goes into the next (bigger batches, fewer statements per
+/// certificate). Measured with `est-load`: 1 gave ≈ 8 % more enrollments/s than 2.
+const BATCHES_IN_FLIGHT: usize = 1;
 
-/// The group-commit writer: takes whatever has queued (up to `max_batch`), stores it
-/// in one transaction, answers every caller with its own outcome.
-fn spawn_writer(store: Arc<dyn Store>, max_batch: usize) -> mpsc::Sender<(Issuance, Reply)> {
-    let (tx, mut rx) = mpsc::channel::<(Issuance, Reply)>(max_batch * 4);
-    tokio::spawn(async move {
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-        loop {
-            // Wait for a slot first: requests arriving meanwhile join the next batch.
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-            let mut batch = Vec::with_capacity(max_batch);
-            if rx.recv_many(&mut batch, max_batch).await == 0 {
-                break;
-            }
-            let store = store.clone();
-            tokio::spawn(async move {
-                commit_batch(store.as_ref(), batch).await;
-                drop(permit);
-            });
-        }
-    });
-    tx
+type Writer = crate::batch::Batcher<Issuance, Result<IssuanceOutcome, StoreError>>;
+
+/// The group-commit writer: stores each batch in one transaction and answers every
+/// caller with its own outcome.
+fn spawn_writer(store: Arc<dyn Store>, max_batch: usize) -> Writer {
+    crate::batch::Batcher::spawn(max_batch, BATCHES_IN_FLIGHT, move |items: Vec<Issuance>| {
+        let store = store.clone();
+        async move { commit_batch(store.as_ref(), &items).await }
+    })
 }
 
-async fn commit_batch(store: &dyn Store, batch: Vec<(Issuance, Reply)>) {
-    let (items, replies): (Vec<Issuance>, Vec<Reply>) = batch.into_iter().unzip();
-    match store.store_certificates(&items).await {
-        Ok(outcomes) if outcomes.len() == replies.len() => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
-            }
-        }
-        Ok(outcomes) => {
-            let msg = format!("store answered {} outcomes for {} certificates", outcomes.len(), replies.len());
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Database(msg.clone())));
-            }
-        }
+async fn commit_batch(store: &dyn Store, items: &[Issuance]) -> Vec<Result<IssuanceOutcome, StoreError>> {
+    let failed = |e: StoreError| items.iter().map(|_| Err(e.clone())).collect();
+    match store.store_certificates(items).await {
+        Ok(outcomes) if outcomes.len() == items.len() => outcomes.into_iter().map(Ok).collect(),
+        Ok(outcomes) => failed(StoreError::Database(format!(
+            "store answered {} outcomes for {} certificates",
+            outcomes.len(),
+            items.len()
+        ))),
         Err(e) => {
-            tracing::error!(error = %e, batch = replies.len(), "storing issued certificates failed; none released");
-            let msg = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Database(msg.clone())));
-            }
+            tracing::error!(error = %e, batch = items.len(), "storing issued certificates failed; none released");
+            failed(e)
         }
     }
 }

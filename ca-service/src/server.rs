@@ -127,7 +127,7 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         .run()
     };
     let private = {
-        let (state, est, ocsp) = (state.clone(), crate::est::state(), ocsp.clone());
+        let (state, est, ocsp) = (state.clone(), crate::est::state(state.store.clone()), ocsp.clone());
         let crl_publisher = crl_publisher.clone();
         HttpServer::new(move || {
             App::new()

@@ -82,9 +82,7 @@ pub(crate) async fn submit(
         .await
         .map_err(Refusal::from)?
     {
-        return Err(Refusal::bad_request(
-            "this public key was revoked for key compromise and is never certified again",
-        ));
+        return Err(Refusal::bad_request(crate::issuance::KEY_COMPROMISED));
     }
     let mut classes = new.classes.clone();
     classes.sort();

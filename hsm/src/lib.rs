@@ -90,6 +90,13 @@ pub trait Signer: Send + Sync + fmt::Debug {
     fn signature_algorithm_der(&self) -> &'static [u8] {
         self.algorithm().signature_algorithm_der()
     }
+    /// Whether [`Signer::sign`] takes microseconds and never waits on a device, so a
+    /// caller on an async runtime may sign in place instead of handing the work to a
+    /// blocking thread (a hop that costs more than such a signature). `false` unless
+    /// the implementation knows better: tokens and RSA take milliseconds.
+    fn signs_in_microseconds(&self) -> bool {
+        false
+    }
 }
 
 /// Where keys live.

@@ -449,6 +449,10 @@ impl Signer for SoftwareSigner {
         &self.public_key_der
     }
 
+    fn signs_in_microseconds(&self) -> bool {
+        !matches!(self.key, SoftwareKey::Rsa(_))
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         let failed = |_| HsmError::Crypto(format!("signing with '{}'", self.label));
         match &self.key {

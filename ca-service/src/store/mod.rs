@@ -132,6 +132,8 @@ pub enum IssuanceOutcome {
     /// The effect's precondition no longer held (the device is not in a state that
     /// may enroll, the certificate being renewed is no longer valid): nothing stored.
     Refused(String),
+    /// The public key was revoked for keyCompromise: it is never certified again.
+    KeyCompromised,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,6 +300,24 @@ pub struct EnrollmentRequest {
     pub issued: Option<(String, Vec<u8>)>,
 }
 
+/// What an EST request reads before deciding, each by its key; absent keys are not
+/// looked up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnrollmentLookup {
+    /// SHA-256 fingerprint (lower-case hex) of the TLS client certificate.
+    pub client_fingerprint: Option<String>,
+    pub station: Option<String>,
+    pub device_id: Option<String>,
+}
+
+/// The records an [`EnrollmentLookup`] found.
+#[derive(Clone, Debug, Default)]
+pub struct EnrollmentContext {
+    pub client: Option<CertRecord>,
+    pub station: Option<StationRecord>,
+    pub device: Option<DeviceRecord>,
+}
+
 /// A provisioning station and what it may enroll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StationRecord {
@@ -409,7 +429,7 @@ pub struct ApiToken {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -461,8 +481,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Stores a batch of certificates and their audit entries in ONE transaction,
     /// extending the audit chain in batch order. Items whose (issuer, serial) exists
-    /// already are skipped (`SerialTaken`) without an audit entry; all others are
-    /// durably committed (SQLite `synchronous=FULL`) before this returns.
+    /// already are skipped (`SerialTaken`), and items whose public key was revoked for
+    /// keyCompromise are refused (`KeyCompromised`), both without an audit entry; all
+    /// others are durably committed (SQLite `synchronous=FULL`) before this returns.
+    /// The compromised-key check runs here, in the storing transaction, so it is one
+    /// statement per batch and no certificate slips past a revocation made while it
+    /// was being signed.
     async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError>;
     async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
     /// The newest `valid` certificate of a profile from an issuer (e.g. the current
@@ -549,6 +573,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError>;
     /// All stations, by name.
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError>;
+
+    /// For each lookup, the client certificate, station and device it names, in
+    /// order. EST reads everything it decides on this way, for all requests waiting
+    /// at that moment together: PostgreSQL answers a whole batch with one statement.
+    async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
+        let mut found = Vec::with_capacity(lookups.len());
+        for lookup in lookups {
+            found.push(EnrollmentContext {
+                client: match &lookup.client_fingerprint {
+                    Some(fp) => self.certificate_by_fingerprint(fp).await?,
+                    None => None,
+                },
+                station: match &lookup.station {
+                    Some(name) => self.get_station(name).await?,
+                    None => None,
+                },
+                device: match &lookup.device_id {
+                    Some(id) => self.get_device(id).await?,
+                    None => None,
+                },
+            });
+        }
+        Ok(found)
+    }
 
     /// Records an enrollment request awaiting approval, or returns the stored one
     /// with the same id (the station's retry); audited only when new.

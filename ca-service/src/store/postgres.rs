@@ -24,8 +24,8 @@ use tokio_postgres::{Config, NoTls, Row};
 
 use super::{
     effect_refusal, split_list, ApiToken, CaRecord, CertRecord, CertStatus, CertificateKey, DeviceRecord, DeviceState,
-    EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus, Role, StationRecord, Store,
-    StoreError, UpdateRequest,
+    EnrollmentContext, EnrollmentLookup, EnrollmentRequest, Issuance, IssuanceEffect, IssuanceOutcome, RequestStatus,
+    Role, StationRecord, Store, StoreError, UpdateRequest,
 };
 use super::{CrlHead, DeviceSelector, JobLock, PublishedCrl};
 use crate::audit::{self, AuditEntry, AuditEvent, GENESIS_HASH};
@@ -77,8 +77,15 @@ impl PostgresStore {
         }
         let target = describe(&config);
         migrate(&config, &target).await?;
+        // Every statement here looks rows up by key, and is prepared once per
+        // connection: plan it once too. PostgreSQL's default re-plans a statement
+        // whose parameters are arrays (the batched reads and writes) on every call,
+        // which cost more CPU than executing it (measured with perf under est-load).
+        let options = format!("{} -c plan_cache_mode=force_generic_plan", config.get_options().unwrap_or_default());
+        config.options(options.trim_start());
 
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let connect = ConnectOnRuntime(tokio::runtime::Handle::current());
+        let manager = Manager::from_connect(config, connect, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -92,6 +99,48 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| pool_err(&self.target, e))
+    }
+}
+
+/// Opens every pooled connection on the runtime that opened the store, and drives it
+/// there. A connection's socket and I/O task belong to the runtime that created it;
+/// left to deadpool, that is whichever HTTP worker first needed a connection, and
+/// every later user of it waits until that (busy, single-threaded) worker gets round
+/// to its I/O. Measured: EST enrollments waited 2.2 ms on average for a one-row read,
+/// and 4.7 ms per group commit.
+struct ConnectOnRuntime(tokio::runtime::Handle);
+
+type Connecting<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+            > + Send
+            + 'a,
+    >,
+>;
+
+impl deadpool_postgres::Connect for ConnectOnRuntime {
+    fn connect(&self, config: &Config) -> Connecting<'_> {
+        let config = config.clone();
+        Box::pin(async move {
+            let opening = config.clone();
+            match self.0.spawn(async move { opening.connect(NoTls).await }).await {
+                Ok(Ok((client, connection))) => Ok((client, self.0.spawn(drive(connection)))),
+                Ok(Err(e)) => Err(e),
+                // That runtime is shutting down: connect on this one, as deadpool would.
+                Err(_) => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    Ok((client, tokio::spawn(drive(connection))))
+                }
+            }
+        })
+    }
+}
+
+/// Runs a connection's I/O until it closes (deadpool aborts it when it drops the client).
+async fn drive(connection: tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>) {
+    if let Err(e) = connection.await {
+        tracing::warn!(error = %e, "PostgreSQL connection closed");
     }
 }
 
@@ -240,6 +289,10 @@ async fn append_chain(
     insert_audit(tx, &entries).await
 }
 
+/// Keys revoked for keyCompromise, completed by `= <key>` or `= ANY(<keys>)`.
+const COMPROMISED_WHERE: &str = "SELECT public_key_sha256 FROM certificates \
+                                 WHERE status = 'revoked' AND revocation_reason = 1 AND public_key_sha256";
+
 const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
 
 fn ca_from_row(row: &Row) -> Result<CaRecord, StoreError> {
@@ -256,24 +309,29 @@ const CERT_COLUMNS: &str = "issuer, serial_hex, subject, device_id, profile, not
                             revoked_at, revocation_reason, fingerprint, public_key_sha256, der, crl_shard";
 
 fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
-    let serial_hex: String = row.try_get(1).map_err(pg_err)?;
+    cert_at(row, 0)
+}
+
+/// A certificate from `CERT_COLUMNS` starting at column `at`.
+fn cert_at(row: &Row, at: usize) -> Result<CertRecord, StoreError> {
+    let serial_hex: String = row.try_get(at + 1).map_err(pg_err)?;
     let serial = super::serial_from_hex(&serial_hex)?;
-    let status: String = row.try_get(7).map_err(pg_err)?;
+    let status: String = row.try_get(at + 7).map_err(pg_err)?;
     Ok(CertRecord {
-        issuer: row.try_get(0).map_err(pg_err)?,
+        issuer: row.try_get(at).map_err(pg_err)?,
         serial,
-        subject: row.try_get(2).map_err(pg_err)?,
-        device_id: row.try_get(3).map_err(pg_err)?,
-        profile: row.try_get(4).map_err(pg_err)?,
-        not_before: row.try_get(5).map_err(pg_err)?,
-        not_after: row.try_get(6).map_err(pg_err)?,
+        subject: row.try_get(at + 2).map_err(pg_err)?,
+        device_id: row.try_get(at + 3).map_err(pg_err)?,
+        profile: row.try_get(at + 4).map_err(pg_err)?,
+        not_before: row.try_get(at + 5).map_err(pg_err)?,
+        not_after: row.try_get(at + 6).map_err(pg_err)?,
         status: CertStatus::parse(&status)?,
-        revoked_at: row.try_get(8).map_err(pg_err)?,
-        revocation_reason: row.try_get(9).map_err(pg_err)?,
-        fingerprint: row.try_get(10).map_err(pg_err)?,
-        public_key_sha256: row.try_get(11).map_err(pg_err)?,
-        der: row.try_get(12).map_err(pg_err)?,
-        crl_shard: u32::try_from(row.try_get::<_, i32>(13).map_err(pg_err)?)
+        revoked_at: row.try_get(at + 8).map_err(pg_err)?,
+        revocation_reason: row.try_get(at + 9).map_err(pg_err)?,
+        fingerprint: row.try_get(at + 10).map_err(pg_err)?,
+        public_key_sha256: row.try_get(at + 11).map_err(pg_err)?,
+        der: row.try_get(at + 12).map_err(pg_err)?,
+        crl_shard: u32::try_from(row.try_get::<_, i32>(at + 13).map_err(pg_err)?)
             .map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
     })
 }
@@ -460,16 +518,23 @@ async fn load_update_request(
     Ok(Some(request))
 }
 
+const DEVICE_COLUMNS: &str = "device_id, model, class, batch, hardware_serial, state, reprovision";
+
 fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
-    let state: String = row.try_get(5).map_err(pg_err)?;
+    device_at(row, 0)
+}
+
+/// A device from `DEVICE_COLUMNS` starting at column `at`.
+fn device_at(row: &Row, at: usize) -> Result<DeviceRecord, StoreError> {
+    let state: String = row.try_get(at + 5).map_err(pg_err)?;
     Ok(DeviceRecord {
-        device_id: row.try_get(0).map_err(pg_err)?,
-        model: row.try_get(1).map_err(pg_err)?,
-        class: row.try_get(2).map_err(pg_err)?,
-        batch: row.try_get(3).map_err(pg_err)?,
-        hardware_serial: row.try_get(4).map_err(pg_err)?,
+        device_id: row.try_get(at).map_err(pg_err)?,
+        model: row.try_get(at + 1).map_err(pg_err)?,
+        class: row.try_get(at + 2).map_err(pg_err)?,
+        batch: row.try_get(at + 3).map_err(pg_err)?,
+        hardware_serial: row.try_get(at + 4).map_err(pg_err)?,
         state: DeviceState::parse(&state)?,
-        reprovision: row.try_get(6).map_err(pg_err)?,
+        reprovision: row.try_get(at + 6).map_err(pg_err)?,
     })
 }
 
@@ -491,15 +556,22 @@ fn request_from_row(row: &Row) -> Result<EnrollmentRequest, StoreError> {
     })
 }
 
+const STATION_COLUMNS: &str = "name, enabled, models, batches, secret_hash";
+
 fn station_from_row(row: &Row) -> Result<StationRecord, StoreError> {
-    let models: String = row.try_get(2).map_err(pg_err)?;
-    let batches: String = row.try_get(3).map_err(pg_err)?;
+    station_at(row, 0)
+}
+
+/// A station from `STATION_COLUMNS` starting at column `at`.
+fn station_at(row: &Row, at: usize) -> Result<StationRecord, StoreError> {
+    let models: String = row.try_get(at + 2).map_err(pg_err)?;
+    let batches: String = row.try_get(at + 3).map_err(pg_err)?;
     Ok(StationRecord {
-        name: row.try_get(0).map_err(pg_err)?,
-        enabled: row.try_get(1).map_err(pg_err)?,
+        name: row.try_get(at).map_err(pg_err)?,
+        enabled: row.try_get(at + 1).map_err(pg_err)?,
         models: split_list(&models),
         batches: split_list(&batches),
-        secret_hash: row.try_get(4).map_err(pg_err)?,
+        secret_hash: row.try_get(at + 4).map_err(pg_err)?,
     })
 }
 
@@ -688,6 +760,7 @@ impl Store for PostgresStore {
              SELECT {CERT_COLUMNS}, $15 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int4[], $11::text[], $12::text[], \
                  $13::bytea[], $14::int4[]) WITH ORDINALITY AS t({CERT_COLUMNS}, ord) \
+             WHERE NOT EXISTS ({COMPROMISED_WHERE} = t.public_key_sha256) \
              ORDER BY ord \
              ON CONFLICT (issuer, serial_hex) DO NOTHING \
              RETURNING issuer, serial_hex"
@@ -712,17 +785,28 @@ impl Store for PostgresStore {
 
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let (lock, head, insert) =
-            tokio::try_join!(tx.prepare_cached(LOCK_SQL), tx.prepare_cached(HEAD_SQL), tx.prepare_cached(&insert_sql),)
-                .map_err(pg_err)?;
-        // Lock, head and insert are pipelined; the server runs them in this order.
-        let (_, head, inserted) = tokio::try_join!(
+        let compromised_sql = format!("SELECT DISTINCT public_key_sha256 FROM ({COMPROMISED_WHERE} = ANY($1)) k");
+        let (lock, head, compromised, insert) = tokio::try_join!(
+            tx.prepare_cached(LOCK_SQL),
+            tx.prepare_cached(HEAD_SQL),
+            tx.prepare_cached(&compromised_sql),
+            tx.prepare_cached(&insert_sql),
+        )
+        .map_err(pg_err)?;
+        // Pipelined; the server runs them in this order. The insert skips compromised
+        // keys itself, so a revocation committing between the two statements costs
+        // at most a retry, never a certificate for a compromised key.
+        let compromised_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&spki];
+        let (_, head, compromised, inserted) = tokio::try_join!(
             tx.execute(&lock, &[&AUDIT_CHAIN_LOCK_KEY]),
             tx.query_opt(&head, &[]),
+            tx.query(&compromised, &compromised_params),
             tx.query(&insert, &params),
         )
         .map_err(pg_err)?;
         let head = read_head(head)?;
+        let compromised: HashSet<String> =
+            compromised.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map_err(pg_err)?;
 
         let mut stored = HashSet::with_capacity(inserted.len());
         for row in &inserted {
@@ -735,7 +819,9 @@ impl Store for PostgresStore {
             .zip(&serials)
             .zip(&first)
             .map(|((item, serial), first)| {
-                if *first && stored.contains(&(item.cert.issuer.clone(), serial.clone())) {
+                if compromised.contains(&item.cert.public_key_sha256) {
+                    IssuanceOutcome::KeyCompromised
+                } else if *first && stored.contains(&(item.cert.issuer.clone(), serial.clone())) {
                     IssuanceOutcome::Stored
                 } else {
                     IssuanceOutcome::SerialTaken
@@ -849,10 +935,7 @@ impl Store for PostgresStore {
     async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT device_id, model, class, batch, hardware_serial, state, reprovision \
-                 FROM devices WHERE device_id = $1",
-            )
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1"))
             .await
             .map_err(pg_err)?;
         client.query_opt(&stmt, &[&device_id]).await.map_err(pg_err)?.as_ref().map(device_from_row).transpose()
@@ -1000,16 +1083,55 @@ impl Store for PostgresStore {
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT name, enabled, models, batches, secret_hash FROM stations WHERE name = $1")
+            .prepare_cached(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE name = $1"))
             .await
             .map_err(pg_err)?;
         client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(station_from_row).transpose()
     }
 
+    async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
+        // One row per lookup, in order: each record is a LEFT JOIN on its own key, so
+        // an absent one reads as NULL columns (its first column is its NOT NULL key).
+        let sql = format!(
+            "SELECT c.*, s.*, d.* \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(fingerprint, station, device_id, ord) \
+             LEFT JOIN LATERAL (SELECT {CERT_COLUMNS} FROM certificates \
+                                WHERE fingerprint = t.fingerprint LIMIT 1) AS c ON true \
+             LEFT JOIN LATERAL (SELECT {STATION_COLUMNS} FROM stations WHERE name = t.station) AS s ON true \
+             LEFT JOIN LATERAL (SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = t.device_id) AS d ON true \
+             ORDER BY t.ord"
+        );
+        let column = |f: fn(&EnrollmentLookup) -> &Option<String>| -> Vec<Option<&str>> {
+            lookups.iter().map(|l| f(l).as_deref()).collect()
+        };
+        let fingerprints = column(|l| &l.client_fingerprint);
+        let stations = column(|l| &l.station);
+        let devices = column(|l| &l.device_id);
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = client.query(&stmt, &[&fingerprints, &stations, &devices]).await.map_err(pg_err)?;
+        if rows.len() != lookups.len() {
+            return Err(StoreError::Database(format!("{} rows for {} lookups", rows.len(), lookups.len())));
+        }
+        let columns = |list: &str| list.split(',').count();
+        let station_at = columns(CERT_COLUMNS);
+        let device_at = station_at + columns(STATION_COLUMNS);
+        rows.iter()
+            .map(|row| {
+                let present = |at: usize| row.try_get::<_, Option<&str>>(at).map(|key| key.is_some()).map_err(pg_err);
+                Ok(EnrollmentContext {
+                    client: if present(0)? { Some(cert_at(row, 0)?) } else { None },
+                    station: if present(station_at)? { Some(self::station_at(row, station_at)?) } else { None },
+                    device: if present(device_at)? { Some(self::device_at(row, device_at)?) } else { None },
+                })
+            })
+            .collect()
+    }
+
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT name, enabled, models, batches, secret_hash FROM stations ORDER BY name")
+            .prepare_cached(&format!("SELECT {STATION_COLUMNS} FROM stations ORDER BY name"))
             .await
             .map_err(pg_err)?;
         client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(station_from_row).collect()
@@ -1103,13 +1225,7 @@ impl Store for PostgresStore {
 
     async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM certificates \
-                 WHERE public_key_sha256 = $1 AND status = 'revoked' AND revocation_reason = 1)",
-            )
-            .await
-            .map_err(pg_err)?;
+        let stmt = client.prepare_cached(&format!("SELECT EXISTS ({COMPROMISED_WHERE} = $1)")).await.map_err(pg_err)?;
         client.query_one(&stmt, &[&public_key_sha256]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)
     }
 

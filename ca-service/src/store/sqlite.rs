@@ -427,7 +427,17 @@ fn entry_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
     })
 }
 
-/// Runs a query and maps every row with `f`.
+/// Whether a public key (SHA-256 of its SPKI, hex) was revoked for keyCompromise.
+fn key_compromised(conn: &Connection, public_key_sha256: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM certificates \
+         WHERE public_key_sha256 = ?1 AND status = 'revoked' AND revocation_reason = 1)",
+    )
+    .map_err(db_err)?
+    .query_row([public_key_sha256], |r| r.get(0))
+    .map_err(db_err)
+}
+
 /// Inserts one certificate; `false` if its (issuer, serial) is taken.
 fn insert_certificate(tx: &Transaction<'_>, c: &CertRecord, now: i64) -> Result<bool, StoreError> {
     let n = tx
@@ -458,6 +468,7 @@ fn insert_certificate(tx: &Transaction<'_>, c: &CertRecord, now: i64) -> Result<
     Ok(n == 1)
 }
 
+/// Runs a query and maps every row with `f`.
 fn query_all<T>(
     conn: &Connection,
     sql: &str,
@@ -573,6 +584,10 @@ impl Store for SqliteStore {
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut events = Vec::with_capacity(batch.len());
             for item in batch {
+                if key_compromised(tx, &item.cert.public_key_sha256)? {
+                    outcomes.push(IssuanceOutcome::KeyCompromised);
+                    continue;
+                }
                 if !insert_certificate(tx, &item.cert, now)? {
                     outcomes.push(IssuanceOutcome::SerialTaken);
                     continue;
@@ -692,18 +707,7 @@ impl Store for SqliteStore {
 
     async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError> {
         let key = public_key_sha256.to_owned();
-        self.read(move |conn| {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM certificates \
-                     WHERE public_key_sha256 = ?1 AND status = 'revoked' AND revocation_reason = 1",
-                    [key],
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
-            Ok(n > 0)
-        })
-        .await
+        self.read(move |conn| key_compromised(conn, &key)).await
     }
 
     async fn revoked_for_crl(

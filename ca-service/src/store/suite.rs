@@ -225,6 +225,8 @@ both_backends!(
     hierarchy_is_stored_whole_or_not_at_all,
     enrollment_effects_are_atomic_with_the_certificate,
     stations_add_get_list,
+    enrollment_contexts_read_what_each_key_names,
+    compromised_keys_are_refused_when_stored,
     api_tokens_add_get_revoke_list,
     latest_valid_certificate_of_a_profile,
     enrollment_requests_wait_for_one_final_decision,
@@ -816,6 +818,76 @@ async fn stations_add_get_list(h: &Harness) {
     other.model = "gateway".into();
     assert!(!st.may_enroll(&other));
     assert!(s.get_station("nope").await.unwrap().is_none());
+}
+
+async fn enrollment_contexts_read_what_each_key_names(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "station").await;
+    create_ca(s, "device").await;
+    let st = StationRecord {
+        name: "line-1".into(),
+        enabled: false,
+        models: vec!["sensor-v2".into(), "gateway".into()],
+        batches: vec!["*".into()],
+        secret_hash: None,
+    };
+    s.add_station(&st, event("station.add", "station:line-1")).await.unwrap();
+    s.add_devices(&[device("d-1", "b")], event("device.register", "batch:b")).await.unwrap();
+    let mut station_cert = cert("station", &[7], None);
+    station_cert.profile = "station".into();
+    station_cert.status = CertStatus::Revoked;
+    station_cert.revoked_at = Some(1_700_000_001);
+    station_cert.revocation_reason = Some(1);
+    s.store_certificates(&[issue(station_cert.clone())]).await.unwrap();
+
+    let all = EnrollmentLookup {
+        client_fingerprint: Some(station_cert.fingerprint.clone()),
+        station: Some("line-1".into()),
+        device_id: Some("d-1".into()),
+    };
+    // Each key is looked up on its own: a miss on one leaves the others found; and
+    // every lookup of a batch gets its own answer, in order.
+    let lookups = [
+        EnrollmentLookup { client_fingerprint: Some("0".repeat(64)), ..all.clone() },
+        all.clone(),
+        EnrollmentLookup { station: Some("line-2".into()), ..all.clone() },
+        EnrollmentLookup::default(),
+        EnrollmentLookup { device_id: Some("d-2".into()), ..all.clone() },
+    ];
+    let found = s.enrollment_contexts(&lookups).await.unwrap();
+    let shape: Vec<[bool; 3]> =
+        found.iter().map(|c| [c.client.is_some(), c.station.is_some(), c.device.is_some()]).collect();
+    assert_eq!(
+        shape,
+        vec![[false, true, true], [true, true, true], [true, false, true], [false; 3], [true, true, false]]
+    );
+    let ctx = &found[1];
+    assert_eq!(ctx.client, Some(station_cert.clone()), "every column of the certificate, status included");
+    assert_eq!(ctx.station, Some(st.clone()));
+    assert_eq!(ctx.device, Some(device("d-1", "b")));
+    assert!(s.enrollment_contexts(&[]).await.unwrap().is_empty());
+}
+
+async fn compromised_keys_are_refused_when_stored(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let mut first = cert("device", &[1], None);
+    first.public_key_sha256 = "ab".repeat(32);
+    s.store_certificates(&[issue(first)]).await.unwrap();
+    // Revoked for another reason, the key may be certified again.
+    s.revoke_certificate("device", &[1], 4, 1_700_000_000, event("certificate.revoke", "c/1")).await.unwrap();
+    let mut again = cert("device", &[2], None);
+    again.public_key_sha256 = "ab".repeat(32);
+    assert_eq!(s.store_certificates(&[issue(again)]).await.unwrap(), vec![IssuanceOutcome::Stored]);
+    s.revoke_certificate("device", &[2], 1, 1_700_000_000, event("certificate.revoke", "c/2")).await.unwrap();
+
+    let before = s.audit_entries(0, 1000).await.unwrap().len();
+    let mut same_key = cert("device", &[3], None);
+    same_key.public_key_sha256 = "ab".repeat(32);
+    let out = s.store_certificates(&[issue(same_key), issue(cert("device", &[4], None))]).await.unwrap();
+    assert_eq!(out, vec![IssuanceOutcome::KeyCompromised, IssuanceOutcome::Stored]);
+    assert!(s.get_certificate("device", &[3]).await.unwrap().is_none(), "nothing stored for the compromised key");
+    assert_eq!(s.audit_entries(0, 1000).await.unwrap().len(), before + 1, "audited: only the stored one");
 }
 
 async fn api_tokens_add_get_revoke_list(h: &Harness) {
