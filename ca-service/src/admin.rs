@@ -173,7 +173,7 @@ pub struct Principal {
 /// handshake, or else a bearer token — and checks its role may perform `op`; sets
 /// `actor`.
 async fn authorize(pki: &Pki, req: &HttpRequest, op: Operation, actor: &RefCell<String>) -> Result<Principal, Refusal> {
-    let has_certificate = req.conn_data::<crate::est::PeerCertificates>().is_some_and(|p| !p.0.is_empty());
+    let has_certificate = req.conn_data::<crate::est::PeerCertificate>().is_some();
     let principal = if req.headers().get(header::AUTHORIZATION).is_none() && has_certificate {
         operator_certificate(pki, req, actor).await?
     } else {

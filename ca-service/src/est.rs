@@ -35,16 +35,26 @@ use crate::store::{
 
 const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 
-/// The client's certificate chain, captured at the TLS handshake.
+/// The client's TLS certificate, captured at the handshake. What every request on
+/// the connection asks of it is worked out here, once per connection.
 #[derive(Clone, Debug)]
-pub struct PeerCertificates(pub Vec<Vec<u8>>);
+pub struct PeerCertificate {
+    pub der: Vec<u8>,
+    /// SHA-256, lower-case hex: the key to our record of the certificate.
+    pub fingerprint: String,
+    pub common_name: Option<String>,
+}
 
-/// actix `on_connect` hook: keeps the peer's certificates for the handlers.
-pub fn capture_peer_certificates(conn: &dyn Any, ext: &mut Extensions) {
+/// actix `on_connect` hook: keeps the peer's certificate for the handlers.
+pub fn capture_peer_certificate(conn: &dyn Any, ext: &mut Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
     if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
-        if let Some(certs) = tls.get_ref().1.peer_certificates() {
-            ext.insert(PeerCertificates(certs.iter().map(|c| c.to_vec()).collect()));
+        if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()) {
+            ext.insert(PeerCertificate {
+                fingerprint: sha256_hex(leaf),
+                common_name: common_name(leaf),
+                der: leaf.to_vec(),
+            });
         }
     }
 }
@@ -280,8 +290,8 @@ async fn csrattrs(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
 }
 
 /// The TLS client's leaf certificate, as presented in the handshake.
-fn peer_certificate(req: &HttpRequest) -> Option<web::Bytes> {
-    req.conn_data::<PeerCertificates>().and_then(|p| p.0.first()).map(|der| web::Bytes::copy_from_slice(der))
+fn peer_certificate(req: &HttpRequest) -> Option<&PeerCertificate> {
+    req.conn_data::<PeerCertificate>()
 }
 
 fn certificate_required() -> Refusal {
@@ -297,7 +307,7 @@ pub(crate) async fn client_certificate(
     kind: ProfileKind,
 ) -> Result<CertRecord, Refusal> {
     let peer = peer_certificate(req).ok_or_else(certificate_required)?;
-    let record = pki.store.certificate_by_fingerprint(&sha256_hex(&peer)).await.map_err(Refusal::from)?;
+    let record = pki.store.certificate_by_fingerprint(&peer.fingerprint).await.map_err(Refusal::from)?;
     check_client_certificate(pki, record, ca, kind)
 }
 
@@ -376,7 +386,9 @@ impl StationClaim {
         actor: &RefCell<String>,
     ) -> Result<Self, Refusal> {
         match peer_certificate(req) {
-            Some(der) => Ok(Self::Certificate { fingerprint: sha256_hex(&der), name: common_name(&der) }),
+            Some(peer) => {
+                Ok(Self::Certificate { fingerprint: peer.fingerprint.clone(), name: peer.common_name.clone() })
+            }
             None if profile.station_credentials => {
                 let name = station_by_credential(pki, req).await?;
                 *actor.borrow_mut() = format!("station:{name}:credential");

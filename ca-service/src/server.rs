@@ -138,7 +138,7 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
                 .wrap_fn(request_span)
                 .configure(https_routes)
         })
-        .on_connect(crate::est::capture_peer_certificates)
+        .on_connect(crate::est::capture_peer_certificate)
         .bind_rustls_0_23(https_addr, tls)
         .map_err(|source| ServeError::Bind { addr: https_addr, source })?
         .run()
