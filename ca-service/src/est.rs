@@ -78,16 +78,7 @@ impl EstState {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let lookups = Batcher::spawn(LOOKUP_BATCH, LOOKUPS_IN_FLIGHT, move |batch: Vec<EnrollmentLookup>| {
             let store = store.clone();
-            async move {
-                match store.enrollment_contexts(&batch).await {
-                    Ok(found) if found.len() == batch.len() => found.into_iter().map(Ok).collect(),
-                    Ok(found) => {
-                        let e = StoreError::Database(format!("{} contexts for {} lookups", found.len(), batch.len()));
-                        batch.iter().map(|_| Err(e.clone())).collect()
-                    }
-                    Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
-                }
-            }
+            async move { crate::store::answer_each(batch.len(), store.enrollment_contexts(&batch).await) }
         });
         Self { windows: Mutex::default(), lookups }
     }

@@ -438,19 +438,11 @@ fn spawn_writer(store: Arc<dyn Store>, max_batch: usize) -> Writer {
 }
 
 async fn commit_batch(store: &dyn Store, items: &[Issuance]) -> Vec<Result<IssuanceOutcome, StoreError>> {
-    let failed = |e: StoreError| items.iter().map(|_| Err(e.clone())).collect();
-    match store.store_certificates(items).await {
-        Ok(outcomes) if outcomes.len() == items.len() => outcomes.into_iter().map(Ok).collect(),
-        Ok(outcomes) => failed(StoreError::Database(format!(
-            "store answered {} outcomes for {} certificates",
-            outcomes.len(),
-            items.len()
-        ))),
-        Err(e) => {
-            tracing::error!(error = %e, batch = items.len(), "storing issued certificates failed; none released");
-            failed(e)
-        }
+    let stored = store.store_certificates(items).await;
+    if let Err(e) = &stored {
+        tracing::error!(error = %e, batch = items.len(), "storing issued certificates failed; none released");
     }
+    crate::store::answer_each(items.len(), stored)
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

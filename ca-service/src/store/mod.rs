@@ -663,6 +663,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// One answer per request of a batch served by one store call: the call's own
+/// answers, or its error for every request (also when it answered a different
+/// number of them, which would be a bug in the store).
+pub(crate) fn answer_each<R>(requests: usize, answers: Result<Vec<R>, StoreError>) -> Vec<Result<R, StoreError>> {
+    let answers = answers.and_then(|a| {
+        if a.len() == requests {
+            Ok(a)
+        } else {
+            Err(StoreError::Database(format!("the store gave {} answers for {requests} requests", a.len())))
+        }
+    });
+    match answers {
+        Ok(a) => a.into_iter().map(Ok).collect(),
+        Err(e) => (0..requests).map(|_| Err(e.clone())).collect(),
+    }
+}
+
 /// Why an effect's precondition failed, in words for the refusal.
 fn effect_refusal(effect: &IssuanceEffect) -> String {
     match effect {
@@ -759,5 +776,22 @@ mod url_tests {
         assert_eq!(super::redact_url("postgres://pki:s3cret@db:5432/pki"), "postgres://pki:***@db:5432/pki");
         assert_eq!(super::redact_url("postgres://pki@db/pki"), "postgres://pki@db/pki");
         assert_eq!(super::redact_url("sqlite:./x.db"), "sqlite:./x.db");
+    }
+}
+
+#[cfg(test)]
+mod answer_each_tests {
+    use super::*;
+
+    #[test]
+    fn each_request_gets_its_answer_or_the_error() {
+        assert_eq!(answer_each(2, Ok(vec![1, 2])).into_iter().map(Result::ok).collect::<Vec<_>>(), [Some(1), Some(2)]);
+        let failed = answer_each::<u8>(3, Err(StoreError::Unavailable("down".into())));
+        assert_eq!(failed.len(), 3);
+        assert!(failed.iter().all(|r| matches!(r, Err(StoreError::Unavailable(_)))), "the error keeps its kind");
+        // A store answering another number of requests fails them all, never shifts answers.
+        let short = answer_each(3, Ok(vec![1, 2]));
+        assert_eq!(short.len(), 3);
+        assert!(short.iter().all(|r| matches!(r, Err(StoreError::Database(_)))));
     }
 }
