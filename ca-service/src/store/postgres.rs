@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
@@ -230,6 +230,63 @@ fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
     Ok(out)
 }
 
+/// A transaction on a pooled connection whose BEGIN travels with its first
+/// statements and whose COMMIT with its last: `tokio_postgres::Transaction` waits a
+/// round trip for BEGIN on its own, and the issuance writer holds the chain lock for
+/// every round trip. The caller must have prepared its statements before `begin`, so
+/// nothing is sent between BEGIN and them. Dropped before [`finished`](Self::finished)
+/// it rolls back, or, with no runtime to do that on, closes the connection.
+struct PipelinedTx {
+    client: Option<deadpool_postgres::Client>,
+}
+
+impl PipelinedTx {
+    fn new(client: deadpool_postgres::Client) -> Self {
+        Self { client: Some(client) }
+    }
+
+    fn begin(&self) -> impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + '_ {
+        self.batch_execute("BEGIN")
+    }
+
+    /// COMMIT; on an aborted transaction the server answers it with a rollback, so
+    /// the statements joined before it must be checked too.
+    fn commit(&self) -> impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + '_ {
+        self.batch_execute("COMMIT")
+    }
+
+    /// The transaction is over: the connection goes back to the pool as it is.
+    fn finished(mut self) {
+        self.client.take();
+    }
+}
+
+impl std::ops::Deref for PipelinedTx {
+    type Target = deadpool_postgres::Client;
+
+    fn deref(&self) -> &Self::Target {
+        // Only `finished` and `drop` take the client, and both consume the guard.
+        self.client.as_ref().unwrap_or_else(|| unreachable!("PipelinedTx used after it finished"))
+    }
+}
+
+impl Drop for PipelinedTx {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        // Never back into the pool in an unknown state.
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
+}
+
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
@@ -259,7 +316,22 @@ const INSERT_AUDIT_SQL: &str =
                           $8::text[], $9::text[])";
 
 /// Inserts chained entries in one statement.
-async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+async fn insert_audit(tx: &impl GenericClient, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(INSERT_AUDIT_SQL).await.map_err(pg_err)?;
+    insert_audit_prepared(tx, &stmt, entries).await
+}
+
+/// [`insert_audit`] with its statement already prepared: the insert is sent on the
+/// first poll, so a statement joined after it (a pipelined COMMIT) reaches the
+/// server after it.
+async fn insert_audit_prepared(
+    tx: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -272,8 +344,7 @@ async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, entries: &[AuditE
     let details: Vec<&str> = entries.iter().map(|e| e.event.details.as_str()).collect();
     let prev: Vec<String> = entries.iter().map(|e| hex::encode(e.prev_hash)).collect();
     let hash: Vec<String> = entries.iter().map(|e| hex::encode(e.hash)).collect();
-    let stmt = tx.prepare_cached(INSERT_AUDIT_SQL).await.map_err(pg_err)?;
-    tx.execute(&stmt, &[&seq, &time, &actor, &action, &target, &outcome, &details, &prev, &hash])
+    tx.execute(stmt, &[&seq, &time, &actor, &action, &target, &outcome, &details, &prev, &hash])
         .await
         .map_err(pg_err)?;
     Ok(())
@@ -281,7 +352,7 @@ async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, entries: &[AuditE
 
 /// Reads the head (the lock must be held) and appends `events`.
 async fn append_chain(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     head: (i64, [u8; 32]),
     events: Vec<AuditEvent>,
 ) -> Result<(), StoreError> {
@@ -341,7 +412,7 @@ fn cert_at(row: &Row, at: usize) -> Result<CertRecord, StoreError> {
 /// of the batch already claimed) become `Refused` and their certificate rows, inserted
 /// moments ago in this transaction, are deleted again.
 async fn apply_effects(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     batch: &[Issuance],
     serials: &[String],
     outcomes: &mut [IssuanceOutcome],
@@ -783,27 +854,32 @@ impl Store for PostgresStore {
             &now,
         ];
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
+        let client = self.client().await?;
         let compromised_sql = format!("SELECT DISTINCT public_key_sha256 FROM ({COMPROMISED_WHERE} = ANY($1)) k");
-        let (lock, head, compromised, insert) = tokio::try_join!(
-            tx.prepare_cached(LOCK_SQL),
-            tx.prepare_cached(HEAD_SQL),
-            tx.prepare_cached(&compromised_sql),
-            tx.prepare_cached(&insert_sql),
+        let (lock, head, compromised, insert, audit) = tokio::try_join!(
+            client.prepare_cached(LOCK_SQL),
+            client.prepare_cached(HEAD_SQL),
+            client.prepare_cached(&compromised_sql),
+            client.prepare_cached(&insert_sql),
+            client.prepare_cached(INSERT_AUDIT_SQL),
         )
         .map_err(pg_err)?;
-        // Pipelined; the server runs them in this order. The insert skips compromised
-        // keys itself, so a revocation committing between the two statements costs
-        // at most a retry, never a certificate for a compromised key.
+        let tx = PipelinedTx::new(client);
+        // One round trip; the server runs them in this order. The insert skips
+        // compromised keys itself, so a revocation committing between the two
+        // statements costs at most a retry, never a certificate for a compromised key.
         let compromised_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&spki];
-        let (_, head, compromised, inserted) = tokio::try_join!(
+        let (begun, locked, head, compromised, inserted) = tokio::join!(
+            tx.begin(),
             tx.execute(&lock, &[&AUDIT_CHAIN_LOCK_KEY]),
             tx.query_opt(&head, &[]),
             tx.query(&compromised, &compromised_params),
             tx.query(&insert, &params),
-        )
-        .map_err(pg_err)?;
+        );
+        begun.map_err(pg_err)?;
+        locked.map_err(pg_err)?;
+        let (head, compromised, inserted) =
+            (head.map_err(pg_err)?, compromised.map_err(pg_err)?, inserted.map_err(pg_err)?);
         let head = read_head(head)?;
         let compromised: HashSet<String> =
             compromised.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map_err(pg_err)?;
@@ -828,15 +904,19 @@ impl Store for PostgresStore {
                 }
             })
             .collect();
-        apply_effects(&tx, batch, &serials, &mut outcomes).await?;
+        apply_effects(&*tx, batch, &serials, &mut outcomes).await?;
         let events: Vec<AuditEvent> = batch
             .iter()
             .zip(&outcomes)
             .filter(|(_, o)| **o == IssuanceOutcome::Stored)
             .map(|(i, _)| i.audit.clone())
             .collect();
-        append_chain(&tx, head, events).await?;
-        tx.commit().await.map_err(pg_err)?;
+        let entries = audit::chain(head, now_us(), events);
+        // If the insert fails, the transaction is aborted and COMMIT rolls it back.
+        let (audited, committed) = tokio::join!(insert_audit_prepared(&*tx, &audit, &entries), tx.commit());
+        audited?;
+        committed.map_err(pg_err)?;
+        tx.finished();
         Ok(outcomes)
     }
 

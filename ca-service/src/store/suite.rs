@@ -1057,7 +1057,11 @@ async fn failed_batch_stores_nothing(h: &Harness) {
     assert!(matches!(err, StoreError::Database(_)), "{err:?}");
     assert_eq!(s.get_certificate("device", &[1]).await.unwrap(), None);
     assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), 1);
-    // The store is still usable and the chain intact.
+    // The store is still usable (no pooled connection was left inside the failed
+    // transaction) and the chain intact.
+    for _ in 0..4 {
+        assert_eq!(s.get_certificate("device", &[1]).await.unwrap(), None);
+    }
     assert_eq!(s.store_certificates(&batch[..1]).await.unwrap(), [IssuanceOutcome::Stored]);
     assert_eq!(verify_log(s, 100).await.map(|h| h.0), Ok(2));
 }
