@@ -315,19 +315,10 @@ const INSERT_AUDIT_SQL: &str =
      SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
                           $8::text[], $9::text[])";
 
-/// Inserts chained entries in one statement.
-async fn insert_audit(tx: &impl GenericClient, entries: &[AuditEntry]) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx.prepare_cached(INSERT_AUDIT_SQL).await.map_err(pg_err)?;
-    insert_audit_prepared(tx, &stmt, entries).await
-}
-
-/// [`insert_audit`] with its statement already prepared: the insert is sent on the
-/// first poll, so a statement joined after it (a pipelined COMMIT) reaches the
-/// server after it.
-async fn insert_audit_prepared(
+/// Inserts chained entries in one statement, prepared by the caller: the insert is
+/// sent on the first poll, so a statement joined after it (a pipelined COMMIT)
+/// reaches the server after it.
+async fn insert_audit(
     tx: &impl GenericClient,
     stmt: &tokio_postgres::Statement,
     entries: &[AuditEntry],
@@ -357,7 +348,8 @@ async fn append_chain(
     events: Vec<AuditEvent>,
 ) -> Result<(), StoreError> {
     let entries = audit::chain(head, now_us(), events);
-    insert_audit(tx, &entries).await
+    let stmt = tx.prepare_cached(INSERT_AUDIT_SQL).await.map_err(pg_err)?;
+    insert_audit(tx, &stmt, &entries).await
 }
 
 /// Keys revoked for keyCompromise, completed by `= <key>` or `= ANY(<keys>)`.
@@ -913,7 +905,7 @@ impl Store for PostgresStore {
             .collect();
         let entries = audit::chain(head, now_us(), events);
         // If the insert fails, the transaction is aborted and COMMIT rolls it back.
-        let (audited, committed) = tokio::join!(insert_audit_prepared(&*tx, &audit, &entries), tx.commit());
+        let (audited, committed) = tokio::join!(insert_audit(&*tx, &audit, &entries), tx.commit());
         audited?;
         committed.map_err(pg_err)?;
         tx.finished();
