@@ -1,9 +1,12 @@
-//! The device PKI service: configuration, the CA hierarchy and its key ceremony,
-//! certificate profiles, issuance, storage (SQLite and PostgreSQL), the
-//! tamper-evident audit log, the HTTP/TLS servers and the `ca-service` CLI.
+//! The device PKI service, the workspace's composition root: configuration, the CA
+//! hierarchy and its key ceremony, certificate profiles, issuance (the group-commit
+//! writer), storage (SQLite and PostgreSQL), the hash-chained audit log, EST, the OCSP
+//! responder and CRL publisher, the admin API, update-signing requests (two-person
+//! rule), the HTTP/TLS servers and the `ca-service` CLI.
 //!
-//! Protocol crates (`enrollment`, `revocation`) know nothing of storage or
-//! configuration; this crate wires them to both.
+//! The other crates (`hsm`, `enrollment`, `revocation`, `update-trust`) know nothing of
+//! storage or configuration; this crate wires them to both. The decisions behind the
+//! main parts are recorded in the repository's `docs/`.
 
 pub mod admin;
 pub mod audit;

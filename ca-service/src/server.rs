@@ -1,6 +1,9 @@
-//! `ca-service serve`: the public plain-HTTP listener (health, CA certificates; CRLs
-//! and OCSP to come) and the authenticated HTTPS listener (EST and the admin API to
-//! come), both actix-web; HTTPS over rustls with the server key in the key store.
+//! `ca-service serve`: the public plain-HTTP listener (`/healthz`, `/readyz`, CA
+//! certificates, CRLs, OCSP, the update trust bundle) and the HTTPS listener (EST under
+//! `/.well-known/est/`, the admin API under `/api/v1`), both actix-web; HTTPS over
+//! rustls with the server key in the key store. Before listening it loads the OCSP
+//! responders and starts their revocation watch, and publishes due CRLs and starts the
+//! CRL publisher (see `docs/0003`, `docs/0004`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,8 +39,10 @@ pub enum ServeError {
     Ocsp(String),
 }
 
-/// Issues (or re-issues at each start, so it never expires under a running fleet)
-/// the HTTPS server certificate and returns the rustls configuration.
+/// Issues the HTTPS server certificate afresh at each start (a process that runs
+/// longer than the `tls-server` profile's validity serves an expired one) and
+/// returns the rustls configuration; with `server.tls_cert_file`/`tls_key_file` it
+/// uses those instead.
 async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
     let err = |e: String| ServeError::ServerCert(e);
     let cfg = &pki.config;
