@@ -15,6 +15,9 @@ use figment::Figment;
 use hsm::{KeyAlgorithm, SecretSource};
 use serde::{Deserialize, Serialize};
 
+/// Profile kinds, approval modes and key types are the registration authority's terms.
+pub use enrollment::ra::{Approval, KeyType, ProfileKind};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -114,6 +117,15 @@ pub struct EstConfig {
     pub allow_same_key_renewal: bool,
     /// Enrollments per station per minute; 0 = unlimited.
     pub station_enrollments_per_minute: u32,
+    /// How long a station that repeats an enrollment (same CSR) gets the certificate
+    /// already issued for it instead of a refusal, seconds (a lost answer must not
+    /// strand a device).
+    #[serde(default = "default_retry_window_secs")]
+    pub retry_window_secs: u64,
+}
+
+fn default_retry_window_secs() -> u64 {
+    24 * 3600
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -186,24 +198,6 @@ pub struct CaConfig {
     pub issuing: bool,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProfileKind {
-    /// Device identity: EKU clientAuth, device id in CN, serialNumber and a
-    /// HardwareModuleName SAN.
-    Device,
-    /// Provisioning station: EKU clientAuth.
-    Station,
-    /// Firmware-update signing: EKU codeSigning.
-    UpdateSigning,
-    /// Delegated OCSP responder: EKU OCSPSigning + id-pkix-ocsp-nocheck.
-    OcspSigner,
-    /// HTTPS server: EKU serverAuth, DNS/IP SANs.
-    TlsServer,
-    /// A person using the admin API: EKU clientAuth, CN = name, OU = role.
-    Operator,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ProfileConfig {
     pub kind: ProfileKind,
@@ -211,7 +205,7 @@ pub struct ProfileConfig {
     pub issuer: String,
     pub validity_days: u32,
     /// Accepted request key types: `ecdsa-p256`, `ecdsa-p384`, `ed25519`, `rsa` (≥ 2048).
-    pub key_types: Vec<String>,
+    pub key_types: Vec<KeyType>,
     /// Model assumed when the request names none (device profile).
     pub default_model: Option<String>,
     /// Organization put in the subject, if any.
@@ -226,12 +220,17 @@ pub struct ProfileConfig {
     pub station_credentials: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Approval {
-    #[default]
-    Automatic,
-    Manual,
+impl ProfileConfig {
+    /// What the registration authority decides this profile by.
+    pub fn policy(&self) -> enrollment::ra::ProfilePolicy {
+        enrollment::ra::ProfilePolicy {
+            kind: self.kind,
+            key_types: self.key_types.clone(),
+            approval: self.approval,
+            station_credentials: self.station_credentials,
+            default_model: self.default_model.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -318,7 +317,7 @@ impl Default for Config {
             kind,
             issuer: issuer.to_string(),
             validity_days: days,
-            key_types: vec!["ecdsa-p256".into(), "ecdsa-p384".into(), "ed25519".into(), "rsa".into()],
+            key_types: KeyType::ALL.to_vec(),
             default_model: None,
             organization: Some("Device PKI".into()),
             approval: Approval::Automatic,
@@ -384,6 +383,7 @@ impl Default for Config {
                 renewal_min_interval_secs: 3600,
                 allow_same_key_renewal: false,
                 station_enrollments_per_minute: 0,
+                retry_window_secs: default_retry_window_secs(),
             },
         }
     }
@@ -435,11 +435,6 @@ impl Config {
             if let Some(model) = &p.default_model {
                 if !self.models.contains_key(model) {
                     return bad(format!("profile '{name}' names unknown default model '{model}'"));
-                }
-            }
-            for kt in &p.key_types {
-                if !matches!(kt.as_str(), "ecdsa-p256" | "ecdsa-p384" | "ed25519" | "rsa") {
-                    return bad(format!("profile '{name}': unknown key type '{kt}'"));
                 }
             }
         }

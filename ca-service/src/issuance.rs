@@ -12,15 +12,17 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest;
-use const_oid::ObjectIdentifier;
 use enrollment::{CheckedCsr, CsrError};
 use x509_parser::prelude::FromDer;
+use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
-use crate::config::{Config, ProfileConfig, ProfileKind};
+use crate::config::{Config, ProfileConfig};
 use crate::keys::{CaKey, KeyStoreError, KeyStores};
 use crate::profile::{self, ProfileError, PublicUrls, Subject};
-use crate::store::{CaRecord, CertRecord, CertStatus, Issuance, IssuanceEffect, IssuanceOutcome, Store, StoreError};
+use crate::store::{
+    CaRecord, CertRecord, CertStatus, DeliveryKey, Issuance, IssuanceEffect, IssuanceOutcome, Store, StoreError,
+};
 
 /// Why a key revoked for keyCompromise is refused (checked when storing, see
 /// [`Store::store_certificates`]).
@@ -56,6 +58,9 @@ pub enum IssueError {
     /// The state the request relied on changed before it could be stored.
     #[error("request refused: {0}")]
     Refused(String),
+    /// The registration authority refused the request.
+    #[error(transparent)]
+    Ra(#[from] enrollment::ra::Refusal),
 }
 
 /// A CA as loaded for service: its certificate, and its key if this process signs.
@@ -124,6 +129,29 @@ pub struct Issued {
     pub record: CertRecord,
     /// DER of the issuing CAs, nearest first, root excluded.
     pub chain: Vec<Vec<u8>>,
+    /// The key pair generated for it (EST serverkeygen), to be handed out once.
+    pub private_key: Option<GeneratedKey>,
+}
+
+/// A private key generated for a certificate: PKCS#8 DER, wiped on drop, never
+/// printed, never stored.
+#[derive(Clone)]
+pub struct GeneratedKey(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GeneratedKey(..)")
+    }
+}
+
+/// What an issuance changes and records besides the certificate and its audit entry.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    pub effect: Option<IssuanceEffect>,
+    pub fulfils_request: Option<String>,
+    pub delivery: Option<DeliveryKey>,
+    /// Added to the issuance audit entry's details.
+    pub note: Option<&'static str>,
 }
 
 impl Issued {
@@ -136,7 +164,7 @@ impl Issued {
     }
 }
 
-/// The issuance core, shared by the CLI, the HTTP servers and (later) EST.
+/// The issuance core, shared by the CLI, the HTTP servers and EST.
 pub struct Pki {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
@@ -227,50 +255,47 @@ impl Pki {
         out
     }
 
-    /// Checks a request against a profile and issues it.
+    /// Issues what an operator asks for (the CLI): the registration authority's
+    /// operator stage plans it, then the plan is applied.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
-        let profile =
-            self.config.profiles.get(&req.profile).ok_or_else(|| IssueError::UnknownProfile(req.profile.clone()))?;
-        check_policy(&req.profile, profile, &req.csr)?;
-        let subject = self.subject_for(profile, &req)?;
-        self.issue_checked(&req.profile, profile, subject, &req.csr.public_key_der, &req.actor, None).await
+        let policy = crate::ra::policy(&self.config);
+        let request = enrollment::ra::OperatorRequest {
+            profile: req.profile,
+            csr: req.csr,
+            device_id: req.device_id,
+            model: req.model,
+            actor: req.actor,
+        };
+        self.issue_plan(enrollment::ra::plan_for_operator(&policy, request)?).await
     }
 
-    fn subject_for(&self, profile: &ProfileConfig, req: &IssueRequest) -> Result<Subject, IssueError> {
-        let cn = || {
-            req.csr.common_name.clone().ok_or_else(|| IssueError::Policy("the CSR subject has no commonName".into()))
+    /// Applies a registration authority's plan: the key (generated here if the plan
+    /// says so), the subject and the effects, stored before it is answered.
+    pub async fn issue_plan(&self, plan: enrollment::ra::Plan) -> Result<Issued, IssueError> {
+        use enrollment::ra::{Effect, PlannedKey};
+        let profile =
+            self.config.profiles.get(&plan.profile).ok_or_else(|| IssueError::UnknownProfile(plan.profile.clone()))?;
+        let (public_key_der, private_key, note) = match plan.key {
+            PlannedKey::Request(spki) => (spki, None, None),
+            PlannedKey::Generate(enrollment::ra::KeyType::EcdsaP256) => {
+                let (pkcs8, spki) = generate_p256()?;
+                (spki, Some(GeneratedKey(pkcs8)), Some("ecdsa-p256, generated server-side, not stored"))
+            }
+            PlannedKey::Generate(other) => {
+                return Err(IssueError::Policy(format!("keys of type {} are not generated here", other.as_str())))
+            }
         };
-        Ok(match profile.kind {
-            ProfileKind::Device => {
-                let id = match &req.device_id {
-                    Some(id) => id.clone(),
-                    None => cn()?,
-                };
-                profile::validate_device_id(&id)?;
-                let model =
-                    req.model.clone().or_else(|| profile.default_model.clone()).ok_or_else(|| {
-                        IssueError::Policy("no device model given and the profile has no default".into())
-                    })?;
-                let oid = self.config.models.get(&model).ok_or_else(|| ProfileError::UnknownModel(model.clone()))?;
-                let model_oid = ObjectIdentifier::new(&oid.oid)
-                    .map_err(|_| IssueError::Policy(format!("model '{model}' has an invalid OID")))?;
-                Subject::Device { id, model_oid }
+        let (effect, fulfils_request) = match plan.effect {
+            Some(Effect::ActivateDevice { device_id, allow_reprovision, approved_request }) => {
+                (Some(IssuanceEffect::ActivateDevice { device_id, allow_reprovision }), approved_request)
             }
-            ProfileKind::TlsServer => Subject::Server(vec![cn()?]),
-            ProfileKind::UpdateSigning => {
-                return Err(IssueError::Policy(
-                    "update-signing certificates are issued only for an update request that two approvers \
-                     approved (admin API /api/v1/update-requests)"
-                        .into(),
-                ))
-            }
-            ProfileKind::Operator => {
-                return Err(IssueError::Policy(
-                    "operator certificates carry a role: issue them with `ca-service operators add`".into(),
-                ))
-            }
-            ProfileKind::Station | ProfileKind::OcspSigner => Subject::Named(cn()?),
-        })
+            Some(Effect::Supersede { issuer, serial }) => (Some(IssuanceEffect::Supersede { issuer, serial }), None),
+            None => (None, None),
+        };
+        let extras = Extras { effect, fulfils_request, delivery: plan.delivery, note };
+        let subject = plan.subject.into();
+        let issued = self.issue_with(&plan.profile, profile, subject, &public_key_der, &plan.actor, extras).await?;
+        Ok(Issued { private_key, ..issued })
     }
 
     /// Issues for an already-checked subject and public key (used by `issue` and by
@@ -283,6 +308,19 @@ impl Pki {
         public_key_der: &[u8],
         actor: &str,
         effect: Option<IssuanceEffect>,
+    ) -> Result<Issued, IssueError> {
+        let extras = Extras { effect, ..Extras::default() };
+        self.issue_with(profile_name, profile, subject, public_key_der, actor, extras).await
+    }
+
+    async fn issue_with(
+        &self,
+        profile_name: &str,
+        profile: &ProfileConfig,
+        subject: Subject,
+        public_key_der: &[u8],
+        actor: &str,
+        extras: Extras,
     ) -> Result<Issued, IssueError> {
         let ca =
             self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
@@ -308,11 +346,22 @@ impl Pki {
                 .await
                 .map_err(|e| IssueError::Signing(e.to_string()))??
             };
-            let audit = issuance_event(actor, &record);
-            let issuance = Issuance { cert: record.clone(), audit, effect: effect.clone() };
+            let mut audit = issuance_event(actor, &record);
+            if let Some(note) = extras.note {
+                let mut details = issuance_details(&record);
+                details["key"] = serde_json::Value::from(note);
+                audit = audit.with_details(details);
+            }
+            let issuance = Issuance {
+                cert: record.clone(),
+                audit,
+                effect: extras.effect.clone(),
+                fulfils_request: extras.fulfils_request.clone(),
+                delivery: extras.delivery.clone(),
+            };
             match self.writer.call(issuance).await.map_err(|_| IssueError::WriterStopped)?? {
                 IssuanceOutcome::Stored => {
-                    return Ok(Issued { chain: self.chain_of(&ca.record.name), record });
+                    return Ok(Issued { chain: self.chain_of(&ca.record.name), record, private_key: None });
                 }
                 IssuanceOutcome::SerialTaken => {
                     tracing::warn!(issuer = %ca.record.name, "serial collision; re-signing with a fresh serial");
@@ -390,34 +439,37 @@ pub fn issuance_event(actor: &str, record: &CertRecord) -> AuditEvent {
         "certificate.issue",
         format!("certificate:{}/{}", record.issuer, hex::encode(&record.serial)),
     )
-    .with_details(serde_json::json!({
+    .with_details(issuance_details(record))
+}
+
+fn issuance_details(record: &CertRecord) -> serde_json::Value {
+    serde_json::json!({
         "profile": record.profile,
         "subject": record.subject,
         "device_id": record.device_id,
         "fingerprint": record.fingerprint,
         "not_after": record.not_after,
-    }))
+    })
 }
 
-/// Refuses what a profile does not grant. Requests never add extensions: they may
-/// only ask for what the profile gives anyway.
+/// Refuses what a profile does not grant (the registration authority's key rules).
+/// Requests never add extensions: they may only ask for what the profile gives anyway.
 pub fn check_policy(name: &str, profile: &ProfileConfig, csr: &CheckedCsr) -> Result<(), IssueError> {
-    if csr.requests_ca {
-        return Err(IssueError::Policy(format!(
-            "the CSR asks for CA:TRUE; profile '{name}' issues end-entity certificates only"
-        )));
-    }
-    let granted = profile::granted_ekus(profile.kind);
-    if let Some(eku) = csr.requested_ekus.iter().find(|e| !granted.contains(&e.as_str())) {
-        return Err(IssueError::Policy(format!(
-            "the CSR asks for extended key usage {eku}, which profile '{name}' does not grant"
-        )));
-    }
-    let kind = csr.key_kind.config_name();
-    if !profile.key_types.iter().any(|k| k == kind) {
-        return Err(IssueError::Policy(format!("key type {kind} is not allowed by profile '{name}'")));
-    }
-    Ok(())
+    profile.policy().check_request(name, csr).map_err(|r| match r {
+        enrollment::ra::Refusal::Policy(why) => IssueError::Policy(why),
+        other => IssueError::Ra(other),
+    })
+}
+
+/// A fresh P-256 key: its PKCS#8 (wiped on drop) and SPKI.
+fn generate_p256() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), IssueError> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let failed = |_| IssueError::Signing("key generation failed".into());
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(failed)?;
+    let pkcs8 = Zeroizing::new(key.to_pkcs8v1().map_err(failed)?.as_ref().to_vec());
+    let spki = key.public_key().as_der().map_err(failed)?.as_ref().to_vec();
+    Ok((pkcs8, spki))
 }
 
 /// Storage transactions the writer keeps in flight. Batches serialize on the audit

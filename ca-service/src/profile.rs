@@ -69,6 +69,16 @@ pub enum Subject {
     Operator { name: String, role: String },
 }
 
+impl From<enrollment::ra::Subject> for Subject {
+    fn from(s: enrollment::ra::Subject) -> Self {
+        match s {
+            enrollment::ra::Subject::Device { id, model_oid } => Subject::Device { id, model_oid },
+            enrollment::ra::Subject::Named(name) => Subject::Named(name),
+            enrollment::ra::Subject::Server(names) => Subject::Server(names),
+        }
+    }
+}
+
 /// (CN, OU) of an operator certificate: who, and in which role.
 pub fn operator_identity(der: &[u8]) -> Option<(String, String)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -151,10 +161,7 @@ impl PublicUrls {
 
 /// Checks a device id: it goes into a PrintableString (serialNumber) and a URL path.
 pub fn validate_device_id(id: &str) -> Result<(), ProfileError> {
-    let ok = (1..=64).contains(&id.len())
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'));
-    if ok {
+    if enrollment::ra::is_valid_device_id(id) {
         Ok(())
     } else {
         Err(ProfileError::DeviceId(id.to_string()))
@@ -338,12 +345,7 @@ pub fn end_entity_params(
 /// The extended key usages a profile grants, as dotted OIDs (requests may ask for a
 /// subset, never more).
 pub fn granted_ekus(kind: ProfileKind) -> &'static [&'static str] {
-    match kind {
-        ProfileKind::Device | ProfileKind::Station | ProfileKind::Operator => &["1.3.6.1.5.5.7.3.2"],
-        ProfileKind::TlsServer => &["1.3.6.1.5.5.7.3.1"],
-        ProfileKind::UpdateSigning => &["1.3.6.1.5.5.7.3.3"],
-        ProfileKind::OcspSigner => &["1.3.6.1.5.5.7.3.9"],
-    }
+    kind.granted_ekus()
 }
 
 fn common_name(cn: &str) -> Result<&str, ProfileError> {

@@ -115,6 +115,7 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let crl_publisher = web::Data::new(crate::crl::CrlPublisher::default());
     crl_publisher.clone().into_inner().spawn(pki.clone());
     let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
+    let est = crate::est::state(pki.clone());
     let state = web::Data::from(pki);
 
     let public = {
@@ -132,7 +133,7 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         .run()
     };
     let private = {
-        let (state, est, ocsp) = (state.clone(), crate::est::state(state.store.clone()), ocsp.clone());
+        let (state, est, ocsp) = (state.clone(), est.clone(), ocsp.clone());
         let crl_publisher = crl_publisher.clone();
         HttpServer::new(move || {
             App::new()

@@ -140,7 +140,7 @@ async fn device_certificate_is_stored_and_audited_before_release(backend: Backen
 
 async fn requests_cannot_add_what_the_profile_does_not_grant(backend: Backend) {
     let env = Env::with_config(backend, |c| {
-        c.profiles.get_mut("station").unwrap().key_types = vec!["ecdsa-p256".into()];
+        c.profiles.get_mut("station").unwrap().key_types = vec![ca_service::config::KeyType::EcdsaP256];
     })
     .await;
     env.init().await;

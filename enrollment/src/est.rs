@@ -28,6 +28,8 @@ use x509_parser::prelude::FromDer;
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 use zeroize::Zeroizing;
 
+use crate::ra::KeyType;
+
 /// Largest EST request body accepted (base64 text).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -39,11 +41,6 @@ pub const CT_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 pub const CT_CSRATTRS: &str = "application/csrattrs";
 /// Media type of the serverkeygen private-key part.
 pub const CT_PKCS8: &str = "application/pkcs8";
-
-/// Line length of base64 output (as PEM; RFC 2045 allows up to 76).
-const BASE64_LINE: usize = 64;
-/// Input bytes per output line (64 base64 characters).
-const BASE64_LINE_INPUT: usize = BASE64_LINE / 4 * 3;
 
 /// Why an EST request was refused or a response could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,31 +161,27 @@ pub fn certs_only(certs: &[Vec<u8>]) -> Result<Vec<u8>, EstError> {
         .map_err(|e| EstError::Encoding(e.to_string()))
 }
 
-/// base64 with line breaks every 64 characters ("\n"), as EST responses are sent
-/// (Content-Transfer-Encoding: base64). Every line, the last included, ends with "\n".
-pub fn base64_lines(der: &[u8]) -> String {
-    let mut out = String::with_capacity(base64_lines_len(der.len(), 1));
-    push_base64_lines(&mut out, der, "\n");
-    out
+/// Standard padded base64 on one line, without line breaks or a trailing newline, as EST
+/// responses are sent (`Content-Transfer-Encoding: base64`). RFC 8951 dropped the MIME
+/// line framing (RFC 4648 §3.1; erratum 5904 to RFC 7030), and some embedded EST
+/// clients refuse wrapped lines; requests are still accepted either way.
+pub fn base64_line(der: &[u8]) -> String {
+    STANDARD.encode(der)
 }
 
-/// Length of [`push_base64_lines`] output for `n` input bytes with `eol_len`-byte line ends.
-fn base64_lines_len(n: usize, eol_len: usize) -> usize {
-    let encoded = n.div_ceil(3) * 4;
-    encoded + encoded.div_ceil(BASE64_LINE) * eol_len
+/// Appends the padded standard base64 of `data` to `out` on one line, then `eol`. The
+/// encoding goes through a zeroized scratch buffer, so encoding a private key leaves
+/// no copy behind; `out` must have room (no reallocation) for the same reason.
+fn push_base64_line(out: &mut String, data: &[u8], eol: &str) {
+    let mut line = Zeroizing::new(String::with_capacity(base64_len(data.len())));
+    STANDARD.encode_string(data, &mut line);
+    out.push_str(&line);
+    out.push_str(eol);
 }
 
-/// Appends the padded standard base64 of `data` to `out`, one `eol` after every 64 characters
-/// and after the last line. Each line goes through a zeroized scratch buffer, so encoding a
-/// private key leaves no copy behind; `out` must have room (no reallocation) for the same reason.
-fn push_base64_lines(out: &mut String, data: &[u8], eol: &str) {
-    let mut line = Zeroizing::new(String::with_capacity(BASE64_LINE));
-    for chunk in data.chunks(BASE64_LINE_INPUT) {
-        line.clear();
-        STANDARD.encode_string(chunk, &mut line);
-        out.push_str(&line);
-        out.push_str(eol);
-    }
+/// Length of the padded base64 of `n` bytes.
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
 }
 
 /// `AttrOrOID ::= CHOICE { oid OBJECT IDENTIFIER, attribute Attribute }` (RFC 7030 §4.5.2).
@@ -204,24 +197,23 @@ enum AttrOrOid {
 /// "ecdsa-p384" → same with secp384r1, "ed25519" → OID id-Ed25519, "rsa" → Attribute { type: rsaEncryption,
 /// values: { INTEGER 2048 } } (RFC 8295 / RFC 9148 style). Then each OID of `request_oids` as a plain OID
 /// (the caller passes e.g. ecdsa-with-SHA256 1.2.840.10045.4.3.2 and challengePassword if wanted).
-/// Unknown key-type names → EstError::Encoding. Repeated entries are sent once.
-pub fn csr_attrs(key_types: &[String], request_oids: &[ObjectIdentifier]) -> Result<Vec<u8>, EstError> {
+/// Repeated entries are sent once.
+pub fn csr_attrs(key_types: &[KeyType], request_oids: &[ObjectIdentifier]) -> Result<Vec<u8>, EstError> {
     let enc = |e: der::Error| EstError::Encoding(e.to_string());
     let attribute = |oid: ObjectIdentifier, value: Any| -> Result<AttrOrOid, EstError> {
         Ok(AttrOrOid::Attribute(Attribute { oid, values: SetOfVec::try_from(vec![value]).map_err(enc)? }))
     };
     let mut items: Vec<AttrOrOid> = Vec::with_capacity(key_types.len() + request_oids.len());
     for name in key_types {
-        let item = match name.as_str() {
-            "ecdsa-p256" => {
+        let item = match name {
+            KeyType::EcdsaP256 => {
                 attribute(rfc5912::ID_EC_PUBLIC_KEY, Any::encode_from(&rfc5912::SECP_256_R_1).map_err(enc)?)?
             }
-            "ecdsa-p384" => {
+            KeyType::EcdsaP384 => {
                 attribute(rfc5912::ID_EC_PUBLIC_KEY, Any::encode_from(&rfc5912::SECP_384_R_1).map_err(enc)?)?
             }
-            "ed25519" => AttrOrOid::Oid(rfc8410::ID_ED_25519),
-            "rsa" => attribute(rfc5912::RSA_ENCRYPTION, Any::encode_from(&2048u32).map_err(enc)?)?,
-            other => return Err(EstError::Encoding(format!("unknown key type '{}'", printable_prefix(other, 40)))),
+            KeyType::Ed25519 => AttrOrOid::Oid(rfc8410::ID_ED_25519),
+            KeyType::Rsa => attribute(rfc5912::RSA_ENCRYPTION, Any::encode_from(&2048u32).map_err(enc)?)?,
         };
         if !items.contains(&item) {
             items.push(item);
@@ -242,8 +234,8 @@ pub fn csr_attrs(key_types: &[String], request_oids: &[ObjectIdentifier]) -> Res
 /// `Content-Transfer-Encoding: base64`, the DER of a [`certs_only`] message). Returns the full
 /// Content-Type header value (with the boundary) and the body.
 ///
-/// The MIME structure uses CRLF line ends, and so do the base64 lines inside the parts (the
-/// canonical form of RFC 2045 §6.8; 64 characters per line as [`base64_lines`]). The boundary is
+/// The MIME structure uses CRLF line ends; each part's base64 is one line (as
+/// [`base64_line`]), ended by the CRLF that precedes the next delimiter. The boundary is
 /// `est-` and the hex of 16 random bytes: `-` is not a base64 character, so it cannot occur in
 /// a part.
 ///
@@ -267,20 +259,22 @@ pub fn serverkeygen_response(
     let close = format!("--{boundary}--\r\n");
     let total = 2 * delimiter.len()
         + key_headers.len()
-        + base64_lines_len(pkcs8_der.len(), 2)
+        + base64_len(pkcs8_der.len())
+        + 2
         + cert_headers.len()
-        + base64_lines_len(certs_only_der.len(), 2)
+        + base64_len(certs_only_der.len())
+        + 2
         + close.len();
 
     // Exactly `total` bytes: no reallocation ever copies the key into memory we cannot wipe.
     let mut body = String::with_capacity(total);
     body.push_str(&delimiter);
     body.push_str(&key_headers);
-    // The CRLF ending the last base64 line doubles as the CRLF that precedes the next delimiter.
-    push_base64_lines(&mut body, pkcs8_der, "\r\n");
+    // The CRLF ending the base64 line doubles as the CRLF that precedes the next delimiter.
+    push_base64_line(&mut body, pkcs8_der, "\r\n");
     body.push_str(&delimiter);
     body.push_str(&cert_headers);
-    push_base64_lines(&mut body, certs_only_der, "\r\n");
+    push_base64_line(&mut body, certs_only_der, "\r\n");
     body.push_str(&close);
     Ok((content_type, body.into_bytes()))
 }

@@ -9,6 +9,15 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditEntry, AuditEvent};
 
+/// The registry's records are the registration authority's (`enrollment::ra`).
+pub use enrollment::ra::{DeviceRecord, DeviceState, StationRecord};
+
+impl From<enrollment::ra::UnknownDeviceState> for StoreError {
+    fn from(e: enrollment::ra::UnknownDeviceState) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
 pub mod postgres;
 pub mod sqlite;
 
@@ -98,11 +107,19 @@ pub struct Issuance {
     /// A state change that must happen in the same transaction, or the certificate
     /// is not stored (and so never released).
     pub effect: Option<IssuanceEffect>,
+    /// The approved enrollment request this certificate fulfils: `approved` → `issued`
+    /// in the same transaction (refused if it is no longer approved).
+    pub fulfils_request: Option<String>,
+    /// The station's request it answers, stored with it so that the same request
+    /// repeated is answered with this certificate again (see `enrollment::ra`).
+    pub delivery: Option<DeliveryKey>,
 }
+
+pub use enrollment::ra::{DeliveryKey, EarlierDelivery};
 
 impl Issuance {
     pub fn new(cert: CertRecord, audit: AuditEvent) -> Self {
-        Self { cert, audit, effect: None }
+        Self { cert, audit, effect: None, fulfils_request: None, delivery: None }
     }
 }
 
@@ -134,35 +151,6 @@ pub enum IssuanceOutcome {
     Refused(String),
     /// The public key was revoked for keyCompromise: it is never certified again.
     KeyCompromised,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceState {
-    Expected,
-    Active,
-    Revoked,
-    Decommissioned,
-}
-
-impl DeviceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceState::Expected => "expected",
-            DeviceState::Active => "active",
-            DeviceState::Revoked => "revoked",
-            DeviceState::Decommissioned => "decommissioned",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "expected" => Ok(DeviceState::Expected),
-            "active" => Ok(DeviceState::Active),
-            "revoked" => Ok(DeviceState::Revoked),
-            "decommissioned" => Ok(DeviceState::Decommissioned),
-            other => Err(StoreError::Corrupt(format!("unknown device state '{other}'"))),
-        }
-    }
 }
 
 /// A CRL as the scheduled job published it.
@@ -242,19 +230,6 @@ impl std::fmt::Display for DeviceSelector {
     }
 }
 
-/// A device known to the registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceRecord {
-    pub device_id: String,
-    pub model: String,
-    pub class: String,
-    pub batch: String,
-    pub hardware_serial: Option<String>,
-    pub state: DeviceState,
-    /// An `active` device may be enrolled again (factory re-provisioning).
-    pub reprovision: bool,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestStatus {
     Pending,
@@ -308,6 +283,8 @@ pub struct EnrollmentLookup {
     pub client_fingerprint: Option<String>,
     pub station: Option<String>,
     pub device_id: Option<String>,
+    /// An earlier answer to the same station request (see [`Issuance::delivery`]).
+    pub earlier: Option<EarlierDelivery>,
 }
 
 /// The records an [`EnrollmentLookup`] found.
@@ -316,28 +293,8 @@ pub struct EnrollmentContext {
     pub client: Option<CertRecord>,
     pub station: Option<StationRecord>,
     pub device: Option<DeviceRecord>,
-}
-
-/// A provisioning station and what it may enroll.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StationRecord {
-    /// The station's certificate CN.
-    pub name: String,
-    pub enabled: bool,
-    /// Models it may enroll; `*` = any.
-    pub models: Vec<String>,
-    /// Batches it may enroll; `*` = any.
-    pub batches: Vec<String>,
-    /// Argon2id PHC string of the station's HTTP credential, if it has one.
-    pub secret_hash: Option<String>,
-}
-
-impl StationRecord {
-    /// Whether this station may enroll `device`.
-    pub fn may_enroll(&self, device: &DeviceRecord) -> bool {
-        let allows = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
-        allows(&self.models, &device.model) && allows(&self.batches, &device.batch)
-    }
+    /// The newest certificate stored for [`EnrollmentLookup::earlier`].
+    pub earlier: Option<CertRecord>,
 }
 
 /// A request for an update-signing certificate (two-person rule).
@@ -593,6 +550,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
                     Some(id) => self.get_device(id).await?,
                     None => None,
                 },
+                earlier: None,
             });
         }
         Ok(found)

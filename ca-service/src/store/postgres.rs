@@ -1192,6 +1192,7 @@ impl Store for PostgresStore {
                     client: if present(0)? { Some(cert_at(row, 0)?) } else { None },
                     station: if present(station_at)? { Some(self::station_at(row, station_at)?) } else { None },
                     device: if present(device_at)? { Some(self::device_at(row, device_at)?) } else { None },
+                    earlier: None,
                 })
             })
             .collect()

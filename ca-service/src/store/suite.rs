@@ -844,6 +844,7 @@ async fn enrollment_contexts_read_what_each_key_names(h: &Harness) {
         client_fingerprint: Some(station_cert.fingerprint.clone()),
         station: Some("line-1".into()),
         device_id: Some("d-1".into()),
+        earlier: None,
     };
     // Each key is looked up on its own: a miss on one leaves the others found; and
     // every lookup of a batch gets its own answer, in order.

@@ -1,0 +1,374 @@
+//! The enrollment pipeline: *authenticate* the caller → *authorize* against the
+//! registry → *approval gate* → *rate limits* → a typed [`Plan`]. Every EST path that
+//! issues (simpleenroll, serverkeygen, simplereenroll, the manual-approval retry) is
+//! one of the two entry points here; the handlers only decode the request and map the
+//! answer.
+//!
+//! Retries are safe (invariant 7): a certificate issued to a station is stored under
+//! the SHA-256 of the CSR and the station's name, and the same station sending the
+//! same CSR within the retry window gets that certificate again — looked up, never
+//! re-signed — so a lost answer never strands a device.
+
+use zeroize::Zeroizing;
+
+use crate::csr::CheckedCsr;
+use crate::est::check_renewal_identity;
+use crate::ra::authenticate::{check_certificate, short, StationWindows};
+use crate::ra::{
+    is_valid_device_id, Admission, Approval, ApprovalRequest, ApprovalState, CertState, DeliveryKey, DeviceRecord,
+    DeviceState, EarlierDelivery, Effect, Issuer, KeyType, Lookup, Plan, PlannedKey, Policy, ProfileKind,
+    ProfilePolicy, Refusal, Registry, StationRecord, Subject,
+};
+
+/// Who a station request says it is, before the registry confirms it.
+#[derive(Debug)]
+pub enum StationCaller {
+    /// A TLS client certificate: its SHA-256 (lower-case hex) and its CN, if any.
+    Certificate { fingerprint: String, common_name: Option<String> },
+    /// An HTTP credential (`Authorization`), not yet verified.
+    Credential { station: String, secret: Zeroizing<Vec<u8>> },
+    /// An `Authorization` header that could not be parsed.
+    MalformedCredential(&'static str),
+    /// Neither.
+    Anonymous,
+}
+
+/// Where the device's key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// The CSR's key (simpleenroll).
+    Request,
+    /// Generated here and returned once (serverkeygen; the CSR carries the identity).
+    Server,
+}
+
+/// A station's enrollment request, decoded.
+#[derive(Debug)]
+pub struct StationRequest {
+    /// The profile the request's path selects.
+    pub profile: String,
+    pub caller: StationCaller,
+    /// The checked CSR, or why the body was refused (reported only once the station is
+    /// authenticated, so an unauthenticated caller learns nothing from it).
+    pub csr: Result<CheckedCsr, Refusal>,
+    pub key: KeySource,
+}
+
+/// A device's renewal request, decoded.
+#[derive(Debug)]
+pub struct RenewalRequest {
+    pub profile: String,
+    /// SHA-256 of the TLS client certificate, if one was presented.
+    pub client_fingerprint: Option<String>,
+    pub csr: Result<CheckedCsr, Refusal>,
+}
+
+/// A pipeline's verdict and who the caller turned out to be (for the audit entry of
+/// a refusal as much as of a success).
+#[derive(Debug)]
+pub struct Answer<T> {
+    pub actor: String,
+    pub result: Result<T, Refusal>,
+}
+
+/// The registration authority: the policy, the registry and the issuer.
+pub struct RegistrationAuthority<R, I> {
+    policy: Policy,
+    registry: R,
+    issuer: I,
+    windows: StationWindows,
+    clock: fn() -> i64,
+}
+
+impl<R, I> std::fmt::Debug for RegistrationAuthority<R, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrationAuthority").field("profiles", &self.policy.profiles.keys()).finish()
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// SHA-256, lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
+    pub fn new(policy: Policy, registry: R, issuer: I) -> Self {
+        Self { policy, registry, issuer, windows: StationWindows::default(), clock: unix_now }
+    }
+
+    /// Replaces the clock (unix seconds), for tests.
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn registry(&self) -> &R {
+        &self.registry
+    }
+
+    /// Applies a plan: the issuer signs, stores (with the audit entry and the plan's
+    /// effect, in one transaction) and only then answers.
+    pub async fn issue(&self, plan: Plan) -> Result<I::Issued, Refusal> {
+        self.issuer.issue(plan).await
+    }
+
+    fn profile(&self, name: &str) -> Result<&ProfilePolicy, Refusal> {
+        self.policy.profiles.get(name).ok_or_else(|| Refusal::UnknownEstProfile(name.to_string()))
+    }
+
+    /// simpleenroll and serverkeygen: a provisioning station enrolls a registered device.
+    pub async fn enroll(&self, request: StationRequest) -> Answer<Admission> {
+        let mut actor = "unauthenticated".to_string();
+        let result = self.enroll_stages(request, &mut actor).await;
+        Answer { actor, result }
+    }
+
+    async fn enroll_stages(&self, request: StationRequest, actor: &mut String) -> Result<Admission, Refusal> {
+        let now = (self.clock)();
+        let profile_name = request.profile;
+        let profile = self.profile(&profile_name)?;
+
+        // Authenticate: the claim first (a credential is checked before anything is
+        // read for it), then the records one lookup finds for it.
+        let claimed = match request.caller {
+            StationCaller::Certificate { fingerprint, common_name } => Claim::Certificate { fingerprint, common_name },
+            _ if !profile.station_credentials => return Err(Refusal::CertificateRequired),
+            StationCaller::Credential { station, secret } => {
+                if !self.registry.station_credential_valid(&station, &secret).await? {
+                    return Err(Refusal::BadCredentials("station credentials are not valid"));
+                }
+                *actor = format!("station:{station}:credential");
+                Claim::Credential(station)
+            }
+            StationCaller::MalformedCredential(why) => return Err(Refusal::BadCredentials(why)),
+            StationCaller::Anonymous => return Err(Refusal::CredentialsRequired),
+        };
+        let csr = request.csr;
+        let request_sha256 = csr.as_ref().ok().map(|c| sha256_hex(&c.der));
+        let earlier = match (&request_sha256, claimed.station_name()) {
+            (Some(sha), Some(station)) => Some(EarlierDelivery {
+                request_sha256: sha.clone(),
+                station: station.to_string(),
+                since: now - (self.policy.retry_window_secs + self.policy.backdate_secs) as i64,
+            }),
+            _ => None,
+        };
+        let lookup = Lookup {
+            client_fingerprint: claimed.fingerprint().map(str::to_string),
+            station: claimed.station_name().map(str::to_string),
+            device_id: csr.as_ref().ok().and_then(|c| c.common_name.clone()),
+            earlier,
+        };
+        let mut ctx = self.registry.lookup(lookup).await?;
+        let name = match claimed {
+            Claim::Certificate { fingerprint, common_name } => {
+                check_certificate(ctx.client.take(), "station", ProfileKind::Station, now)?;
+                let name = common_name.ok_or(Refusal::StationWithoutName)?;
+                *actor = format!("station:{name}:{}", short(&fingerprint));
+                name
+            }
+            Claim::Credential(name) => name,
+        };
+        let station = ctx.station.take().ok_or_else(|| Refusal::UnknownStation(name.clone()))?;
+        if !station.enabled {
+            return Err(Refusal::StationDisabled(name));
+        }
+
+        // Rate limit per station, then the request itself and the key rules.
+        self.windows.admit(&station.name, self.policy.station_enrollments_per_minute, now)?;
+        let csr = csr?;
+        profile.check_request(&profile_name, &csr)?;
+        let request_sha256 = request_sha256.unwrap_or_else(|| sha256_hex(&csr.der));
+
+        // A repeat of a request already answered: the same certificate again (a key
+        // generated here cannot be sent again: a new one replaces it).
+        let earlier = ctx.earlier.take().filter(|c| c.state == CertState::Valid && c.device_id == csr.common_name);
+        let earlier = match (earlier, profile.approval) {
+            (Some(c), _) => Some(c),
+            (None, Approval::Manual) => match self.registry.approval(&request_sha256).await? {
+                Some(ApprovalState::Issued { issuer, serial }) => Some(
+                    self.registry
+                        .certificate(&issuer, &serial)
+                        .await?
+                        .ok_or_else(|| Refusal::Conflict("the approved certificate is gone".into()))?,
+                ),
+                _ => None,
+            },
+            (None, Approval::Automatic) => None,
+        };
+        let replaces = match (earlier, request.key) {
+            (Some(c), KeySource::Request) => {
+                self.registry.redelivered(actor, &c).await?;
+                return Ok(Admission::Redeliver(c));
+            }
+            (Some(c), KeySource::Server) if c.state == CertState::Valid => Some(c),
+            _ => None,
+        };
+
+        // Authorize against the registry.
+        let device = self.enrollable_device(&station, ctx.device.take(), &csr, replaces.is_some())?;
+        let model_oid = self.model_oid(&device)?;
+
+        // The approval gate.
+        let approved_request = match (profile.approval, &replaces) {
+            (Approval::Manual, None) => {
+                let submitted = ApprovalRequest {
+                    id: request_sha256.clone(),
+                    profile: profile_name.clone(),
+                    device_id: device.device_id.clone(),
+                    requester: actor.clone(),
+                };
+                match self.registry.submit_for_approval(&submitted).await? {
+                    ApprovalState::Pending => return Ok(Admission::Pending { request_id: request_sha256 }),
+                    ApprovalState::Rejected => return Err(Refusal::Rejected(request_sha256)),
+                    ApprovalState::Approved | ApprovalState::Issued { .. } => Some(request_sha256.clone()),
+                }
+            }
+            _ => None,
+        };
+
+        let effect = match replaces {
+            Some(c) => Effect::Supersede { issuer: c.issuer, serial: c.serial },
+            None => Effect::ActivateDevice {
+                device_id: device.device_id.clone(),
+                allow_reprovision: device.reprovision,
+                approved_request,
+            },
+        };
+        let key = match request.key {
+            KeySource::Request => PlannedKey::Request(csr.public_key_der),
+            KeySource::Server => PlannedKey::Generate(KeyType::EcdsaP256),
+        };
+        Ok(Admission::Issue(Plan {
+            profile: profile_name,
+            subject: Subject::Device { id: device.device_id, model_oid },
+            key,
+            effect: Some(effect),
+            delivery: Some(DeliveryKey { request_sha256, station: station.name }),
+            actor: actor.clone(),
+        }))
+    }
+
+    /// The registered device a station may enroll now: the one the CSR names, in the
+    /// station's scope, not yet enrolled (or re-provisionable, or — `reissue` — active
+    /// and being given a replacement for a certificate whose answer was lost).
+    fn enrollable_device(
+        &self,
+        station: &StationRecord,
+        device: Option<DeviceRecord>,
+        csr: &CheckedCsr,
+        reissue: bool,
+    ) -> Result<DeviceRecord, Refusal> {
+        let id = csr.common_name.clone().ok_or(Refusal::NoDeviceId)?;
+        if !is_valid_device_id(&id) {
+            return Err(Refusal::InvalidDeviceId(id));
+        }
+        let device = device.filter(|d| d.device_id == id).ok_or_else(|| Refusal::UnknownDevice(id.clone()))?;
+        if !station.may_enroll(&device) {
+            return Err(Refusal::OutOfScope {
+                station: station.name.clone(),
+                model: device.model.clone(),
+                batch: device.batch.clone(),
+            });
+        }
+        match device.state {
+            DeviceState::Expected => Ok(device),
+            DeviceState::Active if device.reprovision || reissue => Ok(device),
+            DeviceState::Active => Err(Refusal::AlreadyEnrolled(id)),
+            state @ (DeviceState::Revoked | DeviceState::Decommissioned) => {
+                Err(Refusal::DeviceNotEnrollable { id, state })
+            }
+        }
+    }
+
+    fn model_oid(&self, device: &DeviceRecord) -> Result<const_oid::ObjectIdentifier, Refusal> {
+        self.policy.models.get(&device.model).copied().ok_or_else(|| Refusal::UnknownModel(device.model.clone()))
+    }
+
+    /// simplereenroll: a device renews its own identity with its current certificate.
+    pub async fn renew(&self, request: RenewalRequest) -> Answer<Plan> {
+        let mut actor = "unauthenticated".to_string();
+        let result = self.renew_stages(request, &mut actor).await;
+        Answer { actor, result }
+    }
+
+    async fn renew_stages(&self, request: RenewalRequest, actor: &mut String) -> Result<Plan, Refusal> {
+        let now = (self.clock)();
+        self.profile(&request.profile)?;
+        // Authenticate: the current certificate, as our records have it now.
+        let fingerprint = request.client_fingerprint.ok_or(Refusal::CertificateRequired)?;
+        let found = self.registry.certificate_by_fingerprint(&fingerprint).await?;
+        let current = check_certificate(found, "device", ProfileKind::Device, now)?;
+        let id = current.device_id.clone().ok_or_else(|| Refusal::NotAnIdentity("device".into()))?;
+        *actor = format!("device:{id}:{}", short(&current.fingerprint));
+
+        // Authorize: still an active device, the same identity, a new key (by
+        // default), and what the certificate's own profile allows.
+        let device = self.registry.device(&id).await?.ok_or_else(|| Refusal::UnregisteredDevice(id.clone()))?;
+        if device.state != DeviceState::Active {
+            return Err(Refusal::DeviceNotEnrollable { id, state: device.state });
+        }
+        let csr = request.csr?;
+        check_renewal_identity(&csr.der, &current.der)?;
+        if !self.policy.allow_same_key_renewal && sha256_hex(&csr.public_key_der) == current.public_key_sha256 {
+            return Err(Refusal::SameKey);
+        }
+        // Renewals use the profile the current certificate was issued under.
+        let profile =
+            self.policy.profiles.get(&current.profile).ok_or_else(|| Refusal::ProfileGone(current.profile.clone()))?;
+        profile.check_request(&current.profile, &csr)?;
+
+        // Rate limit: one certificate per device per interval, counted from the store
+        // (so it holds across instances and restarts).
+        let interval = self.policy.renewal_min_interval_secs;
+        if interval > 0 {
+            if let Some(issued_at) = self.registry.newest_issuance(&id).await? {
+                let wait = issued_at + interval as i64 - now;
+                if wait > 0 {
+                    return Err(Refusal::RenewalRateLimited { device: id, interval, retry_after: wait as u64 });
+                }
+            }
+        }
+        let model_oid = self.model_oid(&device)?;
+        Ok(Plan {
+            profile: current.profile,
+            subject: Subject::Device { id, model_oid },
+            key: PlannedKey::Request(csr.public_key_der),
+            effect: Some(Effect::Supersede { issuer: current.issuer, serial: current.serial }),
+            delivery: None,
+            actor: actor.clone(),
+        })
+    }
+}
+
+/// What the caller claimed, before the lookup confirmed it.
+enum Claim {
+    Certificate { fingerprint: String, common_name: Option<String> },
+    Credential(String),
+}
+
+impl Claim {
+    fn station_name(&self) -> Option<&str> {
+        match self {
+            Claim::Certificate { common_name, .. } => common_name.as_deref(),
+            Claim::Credential(name) => Some(name),
+        }
+    }
+
+    fn fingerprint(&self) -> Option<&str> {
+        match self {
+            Claim::Certificate { fingerprint, .. } => Some(fingerprint),
+            Claim::Credential(_) => None,
+        }
+    }
+}
