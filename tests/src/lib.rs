@@ -381,6 +381,20 @@ impl Service {
         }
     }
 
+    /// Stops this server and starts `cli`'s in its place (on new ports): never two
+    /// servers on one deployment at once.
+    pub fn restart(&mut self, cli: &Cli) -> Result<()> {
+        self.child.kill();
+        *self = Service::start(cli)?;
+        Ok(())
+    }
+
+    /// Waits (bounded) for the server to exit by itself — a crash the test injected —
+    /// and returns how it ended.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.child.wait_timeout(timeout)
+    }
+
     /// What the server logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

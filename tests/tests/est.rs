@@ -233,13 +233,14 @@ impl Est {
         self.openssl_b64(name, true)
     }
 
-    /// Decodes a base64 certs-only body the way a client would (`openssl base64 -d |
+    /// Decodes a base64 certs-only body the way a client would (`openssl base64 -d -A |
     /// openssl pkcs7 -inform DER -print_certs`) into `<name>.pem`; returns the DER
-    /// certificates.
+    /// certificates. The body must be one base64 line (RFC 8951; erratum 5904).
     fn decode_certs_only(&self, name: &str, body: &[u8]) -> Result<Vec<Vec<u8>>> {
+        ensure!(one_base64_line(body), "{name}: the body is not one base64 line: {:?}", String::from_utf8_lossy(body));
         let (b64, p7, pem) = (format!("{name}.p7.b64"), format!("{name}.p7"), format!("{name}.pem"));
         std::fs::write(self.path().join(&b64), body)?;
-        openssl(self.path(), &["base64", "-d", "-in", &b64, "-out", &p7])?.ok()?;
+        openssl(self.path(), &["base64", "-d", "-A", "-in", &b64, "-out", &p7])?.ok()?;
         openssl(self.path(), &["pkcs7", "-inform", "DER", "-in", &p7, "-print_certs", "-out", &pem])?.ok()?;
         pem_certificates(&std::fs::read_to_string(self.path().join(&pem))?)
     }
@@ -549,8 +550,9 @@ fn csrattrs_cacerts_and_labels() -> Result<()> {
             "{prefix}csrattrs:\n{}",
             reply.describe()
         );
+        ensure!(one_base64_line(&reply.body), "{prefix}csrattrs is not one base64 line");
         std::fs::write(d.join("csrattrs.b64"), &reply.body)?;
-        openssl(d, &["base64", "-d", "-in", "csrattrs.b64", "-out", "csrattrs.der"])?.ok()?;
+        openssl(d, &["base64", "-d", "-A", "-in", "csrattrs.b64", "-out", "csrattrs.der"])?.ok()?;
         let parsed = openssl(d, &["asn1parse", "-inform", "DER", "-in", "csrattrs.der"])?;
         ensure!(parsed.success(), "openssl asn1parse of {prefix}csrattrs:\n{}", parsed.describe());
         let first = parsed.stdout.lines().next().unwrap_or_default();
@@ -1314,4 +1316,135 @@ fn concurrent_requests_issue_once_sqlite() -> Result<()> {
 #[test]
 fn concurrent_requests_issue_once_postgres() -> Result<()> {
     concurrent_requests_issue_once(Backend::Postgres, "est-race-pg")
+}
+
+/// Whether an EST body is base64 on one line: no line break anywhere (RFC 8951).
+fn one_base64_line(body: &[u8]) -> bool {
+    !body.is_empty() && body.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
+// ---------------------------------------------------------------------------------
+// Safe retries (invariant 7) and the approval gate on every path
+// ---------------------------------------------------------------------------------
+
+/// A station that lost the answer sends the same CSR again: it gets the certificate
+/// already issued (same serial, nothing re-signed, audited as a re-delivery); a new
+/// key for the same, now active, device is still refused.
+fn repeated_enrollment_gets_the_same_certificate(backend: Backend, prefix: &str) -> Result<()> {
+    let est = Est::start(backend, prefix, &[])?;
+    let body = est.device_csr("first", "SN-1")?;
+    let first = est.post("simpleenroll", Some("station"), Some(PKCS10), &body, &[])?;
+    let issued = est.issued("first", &first)?;
+    let again = est.post("simpleenroll", Some("station"), Some(PKCS10), &body, &[])?;
+    let redelivered = est.issued("again", &again)?;
+    ensure!(redelivered == issued, "the repeated request got another certificate, not the one issued for it");
+    ensure!(est.device_certificates("SN-1")? == 1, "a repeated request must not be signed again");
+    let audited = est.db.i64("SELECT count(*) FROM audit_log WHERE action = 'certificate.redeliver'")?;
+    ensure!(audited == 1, "the re-delivery was audited {audited} times");
+
+    let before = est.snapshot()?;
+    let other = est.device_csr("other", "SN-1")?;
+    let reply = est.post("simpleenroll", Some("station"), Some(PKCS10), &other, &[])?;
+    est.expect_refused(&before, &reply, 403, "already enrolled", "est.simpleenroll")?;
+    est.finish()
+}
+
+#[test]
+fn repeated_enrollment_gets_the_same_certificate_sqlite() -> Result<()> {
+    repeated_enrollment_gets_the_same_certificate(Backend::Sqlite, "est-retry-sqlite")
+}
+
+#[test]
+fn repeated_enrollment_gets_the_same_certificate_postgres() -> Result<()> {
+    repeated_enrollment_gets_the_same_certificate(Backend::Postgres, "est-retry-pg")
+}
+
+/// The service dies after the certificate is stored and before the answer leaves
+/// (a test-only fault point; `kill -9` at that moment): after a restart, the station's
+/// retry gets that very certificate, and the device is not stranded. With manual
+/// approval, the approved request is marked issued in the storing transaction, so the
+/// crash leaves no request approved-but-not-issued behind.
+fn crash_between_storing_and_answering(backend: Backend, prefix: &str, manual: bool) -> Result<()> {
+    let env: &[(&str, &str)] = if manual { &[("CA_PROFILES__DEVICE__APPROVAL", "manual")] } else { &[] };
+    let mut est = Est::start(backend, prefix, env)?;
+    let body = est.device_csr("lost", "SN-2")?;
+    if manual {
+        let reply = est.post("simpleenroll", Some("station"), Some(PKCS10), &body, &[])?;
+        ensure!(reply.status == 202, "manual approval answers 202 first:\n{}", reply.describe());
+        let id = est.db.string("SELECT id FROM enrollment_requests WHERE device_id = 'SN-2'")?;
+        est.cli.run_ok(&["est", "approve", &id])?;
+    }
+
+    // Restart with the fault point armed, and lose the answer.
+    let faulty = est.cli.clone().env("PKI_FAULT_POINT", "est-after-store");
+    est.svc.restart(&faulty)?;
+    let lost = est.post("simpleenroll", Some("station"), Some(PKCS10), &body, &[])?;
+    ensure!(lost.status == 0, "the answer should have been lost in the crash:\n{}", lost.describe());
+    let exit = est.svc.wait_exit(Duration::from_secs(10))?;
+    ensure!(!exit.success(), "the service should have died at the fault point ({exit})");
+    ensure!(est.device_certificates("SN-2")? == 1, "the certificate was stored before the crash");
+    ensure!(est.device_state("SN-2")? == "active");
+    if manual {
+        let status = est.db.string("SELECT status FROM enrollment_requests WHERE device_id = 'SN-2'")?;
+        ensure!(status == "issued", "the approved request is '{status}' after the crash, not 'issued'");
+    }
+
+    // Restart; the retry gets the stored certificate.
+    let cli = est.cli.clone();
+    est.svc.restart(&cli)?;
+    let retry = est.post("simpleenroll", Some("station"), Some(PKCS10), &body, &[])?;
+    est.issued("retry", &retry)?;
+    let stored = est.db.string("SELECT fingerprint FROM certificates WHERE device_id = 'SN-2'")?;
+    ensure!(est.fingerprint("retry")? == stored, "the retry did not get the stored certificate");
+    ensure!(est.device_certificates("SN-2")? == 1, "the retry was signed again");
+    est.verify("retry")?;
+    est.finish()
+}
+
+#[test]
+fn crash_after_storing_the_retry_gets_the_certificate_sqlite() -> Result<()> {
+    crash_between_storing_and_answering(Backend::Sqlite, "est-crash-sqlite", false)
+}
+
+#[test]
+fn crash_after_storing_the_retry_gets_the_certificate_postgres() -> Result<()> {
+    crash_between_storing_and_answering(Backend::Postgres, "est-crash-pg", false)
+}
+
+#[test]
+fn crash_after_storing_an_approved_request_still_yields_it_sqlite() -> Result<()> {
+    crash_between_storing_and_answering(Backend::Sqlite, "est-crash-approved-sqlite", true)
+}
+
+#[test]
+fn crash_after_storing_an_approved_request_still_yields_it_postgres() -> Result<()> {
+    crash_between_storing_and_answering(Backend::Postgres, "est-crash-approved-pg", true)
+}
+
+/// serverkeygen goes through the same approval gate as simpleenroll: on a manual
+/// profile it answers 202 and issues nothing (no certificate, no key) until approved.
+#[test]
+fn serverkeygen_waits_for_manual_approval() -> Result<()> {
+    let est = Est::start(Backend::Sqlite, "est-skg-manual", &[("CA_PROFILES__DEVICE__APPROVAL", "manual")])?;
+    let body = est.device_csr("skg", "SN-3")?;
+    let before = est.snapshot()?;
+    let reply = est.post("serverkeygen", Some("station"), Some(PKCS10), &body, &[])?;
+    ensure!(reply.status == 202, "serverkeygen on a manual profile must wait for approval:\n{}", reply.describe());
+    ensure!(reply.text().contains("awaits an operator's approval"), "{}", reply.describe());
+    ensure!(est.snapshot()?.certificates == before.certificates, "a certificate was issued without approval");
+    ensure!(est.device_state("SN-3")? == "expected");
+
+    let id = est.db.string("SELECT id FROM enrollment_requests WHERE device_id = 'SN-3'")?;
+    est.cli.run_ok(&["est", "approve", &id])?;
+    let reply = est.post("serverkeygen", Some("station"), Some(PKCS10), &body, &[])?;
+    ensure!(reply.status == 200, "the approved request is issued:\n{}", reply.describe());
+    ensure!(
+        reply.header("content-type").is_some_and(|v| v.starts_with("multipart/mixed")),
+        "serverkeygen answers multipart:\n{}",
+        reply.describe()
+    );
+    ensure!(est.device_certificates("SN-3")? == 1 && est.device_state("SN-3")? == "active");
+    let status = est.db.string("SELECT status FROM enrollment_requests WHERE device_id = 'SN-3'")?;
+    ensure!(status == "issued", "the request is '{status}'");
+    est.finish()
 }

@@ -96,7 +96,7 @@ fn manual_approval_holds_enrollment_until_an_operator_decides() -> Result<()> {
     assert_eq!(status, 200, "{second}");
     assert_eq!(body(&first), body(&second), "a retry must return the certificate already issued");
     std::fs::write(d.join("a1.b64"), body(&first))?;
-    openssl(d, &["base64", "-d", "-in", "a1.b64", "-out", "a1.p7"])?.ok()?;
+    openssl(d, &["base64", "-d", "-A", "-in", "a1.b64", "-out", "a1.p7"])?.ok()?;
     let printed = openssl(d, &["pkcs7", "-inform", "DER", "-in", "a1.p7", "-print_certs"])?.ok()?;
     assert!(printed.stdout.contains("CN = SN-A1") || printed.stdout.contains("CN=SN-A1"), "{}", printed.stdout);
     assert_eq!(certificates()?, 1, "one certificate for two successful answers");
