@@ -19,6 +19,7 @@ use crate::audit::{AuditEntry, AuditEvent};
 use crate::config::ProfileKind;
 use crate::est::{audit_refusal, Refusal};
 use crate::issuance::Pki;
+use crate::revoke;
 use crate::store::{ApiToken, CertRecord, DeviceSelector, RequestStatus, Role, UpdateRequest};
 
 /// Largest JSON body the admin API accepts.
@@ -49,8 +50,8 @@ impl Operation {
     /// The audit action.
     pub fn action(self) -> &'static str {
         match self {
-            Operation::RevokeCertificate => "certificate.revoke",
-            Operation::RevokeDevice => "device.revoke",
+            Operation::RevokeCertificate => revoke::CERTIFICATE_ACTION,
+            Operation::RevokeDevice => revoke::DEVICES_ACTION,
             Operation::ReadCertificate => "api.certificate.read",
             Operation::ListDeviceCertificates => "api.device.certificates",
             Operation::ReadAudit => "api.audit.read",
@@ -266,10 +267,6 @@ fn path_param(req: &HttpRequest, name: &str) -> String {
     req.match_info().get(name).unwrap_or_default().to_string()
 }
 
-fn now_secs() -> i64 {
-    crate::issuance::unix(std::time::SystemTime::now())
-}
-
 /// A certificate record as JSON (times in unix seconds).
 pub fn certificate_json(c: &CertRecord) -> serde_json::Value {
     serde_json::json!({
@@ -282,7 +279,7 @@ pub fn certificate_json(c: &CertRecord) -> serde_json::Value {
         "not_after": c.not_after,
         "status": c.status.as_str(),
         "revoked_at": c.revoked_at,
-        "revocation_reason": c.revocation_reason.map(|r| crate::crl::reason_name(r).unwrap_or("unknown")),
+        "revocation_reason": c.revocation_reason.map(|r| crate::revoke::stored_reason_name(r).unwrap_or("unknown")),
         "fingerprint_sha256": c.fingerprint,
     })
 }
@@ -309,17 +306,14 @@ async fn audit_read(pki: &Pki, actor: &RefCell<String>, op: Operation, target: &
     pki.store.append_audit(&[event]).await.map_err(Refusal::from)
 }
 
-/// Re-signs the OCSP answers of what was just revoked before the API answers, so
-/// the revocation is visible to OCSP clients the moment the caller learns of it, and
-/// wakes the CRL publisher.
-async fn publish_revocations(pki: &Pki, req: &HttpRequest, revoked: &[CertRecord]) {
-    if let Some(ocsp) = req.app_data::<web::Data<crate::ocsp::OcspService>>() {
-        for c in revoked {
-            ocsp.revoked(pki, &c.issuer, &c.serial).await;
-        }
-    }
-    if let Some(crls) = req.app_data::<web::Data<crate::crl::CrlPublisher>>() {
-        crls.revoked();
+/// This instance publishes what it revokes: it re-signs the OCSP answers before the
+/// API answers, so the revocation is visible to OCSP clients the moment the caller
+/// learns of it, and wakes the CRL publisher.
+fn publish_here<'a>(pki: &'a Pki, req: &'a HttpRequest) -> revoke::Publish<'a> {
+    revoke::Publish::Here {
+        pki,
+        ocsp: req.app_data::<web::Data<crate::ocsp::OcspService>>().map(|d| d.get_ref()),
+        crls: req.app_data::<web::Data<crate::crl::CrlPublisher>>().map(|d| d.get_ref()),
     }
 }
 
@@ -332,17 +326,40 @@ async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web:
     respond(&pki, op, &target, &actor, async {
         authorize(&pki, &req, op, &actor).await?;
         let body: RevokeBody = read_json(payload).await?;
-        let code = crate::crl::reason_code(&body.reason).map_err(Refusal::bad_request)?;
+        let reason = revoke::parse_reason(&body.reason).map_err(Refusal::bad_request)?;
         let serial = parse_serial(&serial)?;
-        let target = format!("certificate:{issuer}/{}", hex::encode(&serial));
-        let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target)
-            .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
-        let record =
-            pki.store.revoke_certificate(&issuer, &serial, code, now_secs(), audit).await.map_err(Refusal::from)?;
-        publish_revocations(&pki, &req, std::slice::from_ref(&record)).await;
-        Ok(HttpResponse::Ok().json(certificate_json(&record)))
+        let who = actor.borrow().clone();
+        let order = revoke::Order {
+            target: revoke::Target::Certificate { issuer, serial },
+            reason,
+            actor: &who,
+            via: revoke::Via::Api,
+        };
+        let revoked =
+            revoke::revoke(pki.store.as_ref(), order, publish_here(&pki, &req)).await.map_err(Refusal::from)?;
+        Ok(HttpResponse::Ok().json(revoked_json(&revoked)))
     })
     .await
+}
+
+/// What a revoke endpoint answers: the certificate record, or the devices' summary
+/// with every certificate it revoked.
+fn revoked_json(revoked: &revoke::Revoked) -> serde_json::Value {
+    let (which, devices, certificates) = match revoked {
+        revoke::Revoked::Certificate(record) => return certificate_json(record),
+        revoke::Revoked::Devices { which, devices, certificates } => (which, devices, certificates),
+    };
+    let mut answer = serde_json::json!({
+        "revoked_devices": devices,
+        "state": "revoked",
+        "revoked_certificates": certificates.iter().map(certificate_json).collect::<Vec<_>>(),
+    });
+    match which {
+        DeviceSelector::Device(id) => answer["device_id"] = id.as_str().into(),
+        DeviceSelector::Batch(b) => answer["batch"] = b.as_str().into(),
+        DeviceSelector::Model(m) => answer["model"] = m.as_str().into(),
+    }
+    answer
 }
 
 /// `POST /api/v1/devices/{device_id}/revoke` `{"reason": …}`: all its certificates.
@@ -375,23 +392,13 @@ async fn revoke_devices(
     respond(&pki, op, &target, &actor, async {
         authorize(&pki, &req, op, &actor).await?;
         let body: RevokeBody = read_json(payload).await?;
-        let code = crate::crl::reason_code(&body.reason).map_err(Refusal::bad_request)?;
-        let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target.as_str())
-            .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
-        let (devices, revoked) =
-            pki.store.revoke_devices(&which, code, now_secs(), audit).await.map_err(Refusal::from)?;
-        publish_revocations(&pki, &req, &revoked).await;
-        let mut answer = serde_json::json!({
-            "revoked_devices": devices,
-            "state": "revoked",
-            "revoked_certificates": revoked.iter().map(certificate_json).collect::<Vec<_>>(),
-        });
-        match &which {
-            DeviceSelector::Device(id) => answer["device_id"] = id.as_str().into(),
-            DeviceSelector::Batch(b) => answer["batch"] = b.as_str().into(),
-            DeviceSelector::Model(m) => answer["model"] = m.as_str().into(),
-        }
-        Ok(HttpResponse::Ok().json(answer))
+        let reason = revoke::parse_reason(&body.reason).map_err(Refusal::bad_request)?;
+        let who = actor.borrow().clone();
+        let order =
+            revoke::Order { target: revoke::Target::Devices(which), reason, actor: &who, via: revoke::Via::Api };
+        let revoked =
+            revoke::revoke(pki.store.as_ref(), order, publish_here(&pki, &req)).await.map_err(Refusal::from)?;
+        Ok(HttpResponse::Ok().json(revoked_json(&revoked)))
     })
     .await
 }

@@ -366,32 +366,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command: AuditCommand::Verify } => verify_audit(store.as_ref()).await?,
         Command::Revoke { issuer, serial, device, batch, model, reason } => {
-            let code = crate::crl::reason_code(&reason).map_err(anyhow::Error::msg)?;
-            let now = crate::issuance::unix(std::time::SystemTime::now());
-            let details = serde_json::json!({ "reason": reason, "reason_code": code });
-            let which = match (device, batch, model) {
-                (Some(d), _, _) => Some(crate::store::DeviceSelector::Device(d)),
-                (_, Some(b), _) => Some(crate::store::DeviceSelector::Batch(b)),
-                (_, _, Some(m)) => Some(crate::store::DeviceSelector::Model(m)),
-                _ => None,
+            // This process has no OCSP cache or CRL publisher: serving instances pick
+            // the change up from the store (see `crate::revoke`).
+            use crate::revoke::{Order, Publish, Revoked, Target, Via};
+            let reason = crate::revoke::parse_reason(&reason).map_err(anyhow::Error::msg)?;
+            let target = match (device, batch, model, issuer, serial) {
+                (Some(d), ..) => Target::Devices(crate::store::DeviceSelector::Device(d)),
+                (_, Some(b), ..) => Target::Devices(crate::store::DeviceSelector::Batch(b)),
+                (_, _, Some(m), ..) => Target::Devices(crate::store::DeviceSelector::Model(m)),
+                (_, _, _, Some(issuer), Some(serial)) => Target::Certificate {
+                    issuer,
+                    serial: crate::crl::parse_serial(&serial).map_err(anyhow::Error::msg)?,
+                },
+                _ => bail!("give --issuer and --serial, or --device, --batch or --model"),
             };
-            if let Some(which) = which {
-                let audit =
-                    crate::audit::AuditEvent::success(&actor, "device.revoke", which.to_string()).with_details(details);
-                let (devices, revoked) = store.revoke_devices(&which, code, now, audit).await?;
-                println!("revoked {which}: {devices} device(s), {} certificate(s), reason {reason}", revoked.len());
-                for c in revoked {
-                    println!("  {}/{}", c.issuer, hex::encode(&c.serial));
+            let order = Order { target, reason, actor: &actor, via: Via::Cli };
+            let name = crate::revoke::reason_name(reason);
+            match crate::revoke::revoke(store.as_ref(), order, Publish::Elsewhere).await? {
+                Revoked::Devices { which, devices, certificates } => {
+                    println!(
+                        "revoked {which}: {devices} device(s), {} certificate(s), reason {name}",
+                        certificates.len()
+                    );
+                    for c in certificates {
+                        println!("  {}/{}", c.issuer, hex::encode(&c.serial));
+                    }
                 }
-            } else if let (Some(issuer), Some(serial)) = (issuer, serial) {
-                let serial_bytes = crate::crl::parse_serial(&serial).map_err(anyhow::Error::msg)?;
-                let target = format!("certificate:{issuer}/{}", hex::encode(&serial_bytes));
-                let audit =
-                    crate::audit::AuditEvent::success(&actor, "certificate.revoke", target).with_details(details);
-                let record = store.revoke_certificate(&issuer, &serial_bytes, code, now, audit).await?;
-                println!("revoked {issuer}/{} ({}), reason {reason}", hex::encode(&record.serial), record.subject);
-            } else {
-                bail!("give --issuer and --serial, or --device, --batch or --model");
+                Revoked::Certificate(record) => {
+                    println!(
+                        "revoked {}/{} ({}), reason {name}",
+                        record.issuer,
+                        hex::encode(&record.serial),
+                        record.subject
+                    );
+                }
             }
         }
         Command::Devices { command: DevicesCommand::Import { batch, model, class, allow_reprovision, file } } => {

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod ocsp;
 pub mod ota;
 pub mod profile;
+pub mod revoke;
 pub mod server;
 pub mod store;
 pub mod tls;
