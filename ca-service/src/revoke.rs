@@ -193,4 +193,63 @@ mod tests {
         assert_eq!(stored_reason_name(8), None);
         assert_eq!(stored_reason_name(7), None);
     }
+
+    async fn store_with_batch() -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&format!("sqlite:{}", dir.path().join("pki.db").display())).await.unwrap();
+        let devices: Vec<_> = ["D-1", "D-2"]
+            .into_iter()
+            .map(|id| crate::store::DeviceRecord {
+                device_id: id.into(),
+                model: "sensor".into(),
+                class: "default".into(),
+                batch: "b1".into(),
+                hardware_serial: None,
+                state: crate::store::DeviceState::Expected,
+                reprovision: false,
+            })
+            .collect();
+        store.add_devices(&devices, AuditEvent::success("test", "device.register", "batch:b1")).await.unwrap();
+        (dir, store)
+    }
+
+    async fn last_audit(store: &dyn Store) -> AuditEvent {
+        store.audit_entries(0, 1000).await.unwrap().pop().unwrap().event
+    }
+
+    #[tokio::test]
+    async fn one_transaction_audits_what_and_why_and_the_door() {
+        let (_dir, store) = store_with_batch().await;
+        let order = |target, via| Order { target, reason: Reason::KeyCompromise, actor: "token:1:ops", via };
+        let batch = Target::Devices(DeviceSelector::Batch("b1".into()));
+        let revoked = revoke(store.as_ref(), order(batch, Via::Api), Publish::Elsewhere).await.unwrap();
+        let Revoked::Devices { which, devices, certificates } = &revoked else { panic!("{revoked:?}") };
+        assert_eq!((which, *devices, certificates.len()), (&DeviceSelector::Batch("b1".into()), 2, 0));
+        let event = last_audit(store.as_ref()).await;
+        assert_eq!(
+            (event.actor.as_str(), event.action.as_str(), event.target.as_str()),
+            ("token:1:ops", DEVICES_ACTION, "batch:b1")
+        );
+        let details: serde_json::Value = serde_json::from_str(&event.details).unwrap();
+        assert_eq!(details, serde_json::json!({ "reason": "keyCompromise", "reason_code": 1, "via": "api" }));
+
+        let device = Target::Devices(DeviceSelector::Device("D-1".into()));
+        revoke(store.as_ref(), order(device, Via::Cli), Publish::Elsewhere).await.unwrap();
+        let details: serde_json::Value = serde_json::from_str(&last_audit(store.as_ref()).await.details).unwrap();
+        assert_eq!(details, serde_json::json!({ "reason": "keyCompromise", "reason_code": 1 }));
+    }
+
+    #[tokio::test]
+    async fn refusals_change_nothing() {
+        let (_dir, store) = store_with_batch().await;
+        let before = store.audit_entries(0, 1000).await.unwrap().len();
+        let unknown = Target::Certificate { issuer: "device".into(), serial: vec![0x0b, 0xad] };
+        let order = Order { target: unknown, reason: Reason::Superseded, actor: "cli:test", via: Via::Cli };
+        assert!(matches!(revoke(store.as_ref(), order, Publish::Elsewhere).await, Err(StoreError::NotFound(_))));
+        let batch = Target::Devices(DeviceSelector::Batch("b1".into()));
+        let order = Order { target: batch, reason: Reason::RemoveFromCrl, actor: "cli:test", via: Via::Cli };
+        assert!(matches!(revoke(store.as_ref(), order, Publish::Elsewhere).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.audit_entries(0, 1000).await.unwrap().len(), before);
+        assert!(store.get_device("D-1").await.unwrap().is_some_and(|d| d.state == crate::store::DeviceState::Expected));
+    }
 }
