@@ -10,7 +10,7 @@
 //!
 //! One module per resource; this one holds the routes and the plumbing every endpoint
 //! shares. Each endpoint names its [`Operation`] and its audit target and hands an
-//! action to [`handle`], the one place that authenticates, authorizes (by the role
+//! action to `handle`, the one place that authenticates, authorizes (by the role
 //! table), audits and turns refusals into JSON errors — so handlers only decode, call
 //! and map the result.
 

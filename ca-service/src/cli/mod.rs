@@ -1,9 +1,9 @@
 //! The `ca-service` command line.
 //!
-//! [`args`] declares the commands (clap); each command's code is in the module named
-//! after it, and [`run`] only prepares what they all share ([`Ctx`]: configuration,
-//! store, key stores, audit actor) and dispatches. Helpers more than one command uses
-//! are here, so a command module reads top to bottom on its own.
+//! `args` declares the commands (clap); each command's code is in the module named
+//! after it. `Ctx::open` prepares what they all share (configuration, logging, store,
+//! key stores, audit actor) and [`run`] only dispatches. Helpers more than one command
+//! uses are here, so a command module reads top to bottom on its own.
 
 mod args;
 mod audit;
@@ -47,6 +47,26 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Loads the configuration (evaluation defaults without a file), starts logging,
+    /// prepares the evaluation key-store passphrase for `init`/`serve`, and opens the
+    /// store and the key stores.
+    async fn open(config: Option<&Path>, command: &Command) -> anyhow::Result<Self> {
+        let evaluation = config.is_none();
+        let config = Arc::new(Config::load(config)?);
+        // Commands print their results; only the server narrates what it does.
+        let level = if matches!(command, Command::Serve) { "info" } else { "warn" };
+        crate::init_logging(&config.server.log_format, level);
+        if evaluation && matches!(command, Command::Init | Command::Serve) {
+            evaluation::prepare_secret(&config)?;
+        }
+        let store = store::open(&config.storage.url)
+            .await
+            .with_context(|| format!("opening storage {}", store::redact_url(&config.storage.url)))?;
+        let keys = Arc::new(KeyStores::new(&config));
+        let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+        Ok(Self { config, store, keys, actor, evaluation })
+    }
+
     /// Loads the CA hierarchy for issuing and signing.
     async fn pki(self) -> anyhow::Result<Pki> {
         Ok(Pki::load(self.config, self.store, self.keys).await?)
@@ -55,21 +75,7 @@ impl Ctx {
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let evaluation = cli.config.is_none();
-    let config = Arc::new(Config::load(cli.config.as_deref())?);
-    // Commands print their results; only the server narrates what it does.
-    let level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
-    crate::init_logging(&config.server.log_format, level);
-    if evaluation && matches!(cli.command, Command::Init | Command::Serve) {
-        evaluation::prepare_secret(&config)?;
-    }
-    let store = store::open(&config.storage.url)
-        .await
-        .with_context(|| format!("opening storage {}", store::redact_url(&config.storage.url)))?;
-    let keys = Arc::new(KeyStores::new(&config));
-    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-    let ctx = Ctx { config, store, keys, actor, evaluation };
-
+    let ctx = Ctx::open(cli.config.as_deref(), &cli.command).await?;
     match cli.command {
         Command::Init => init::run(ctx).await,
         Command::Serve => serve::run(ctx).await,
