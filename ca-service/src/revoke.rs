@@ -10,9 +10,10 @@
 //! just revoked and wakes the CRL job before it answers ([`Publish::Here`]), so the
 //! caller never learns of a revocation that OCSP clients cannot see yet. The CLI
 //! process has neither ([`Publish::Elsewhere`]): the serving instances pick the change
-//! up from the store — their OCSP revocation watch re-signs the answers within
-//! seconds, and the CRL job carries it within `crl.regenerate_secs`. Other serving
-//! instances learn of an API revocation the same way.
+//! up from the store — their OCSP revocation watch polls it every
+//! [`crate::ocsp::WATCH_INTERVAL`] and re-signs the answers, and the CRL job carries
+//! it within `crl.regenerate_secs` — while EST refuses the certificates at once (it
+//! checks the store). Other serving instances learn of an API revocation the same way.
 
 use revocation::Reason;
 
@@ -148,7 +149,8 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
     let audit =
         AuditEvent::success(order.actor, order.target.action(), order.target.audit_target()).with_details(details);
     let now = crate::issuance::unix(std::time::SystemTime::now());
-    // The store takes the reason as its i32 code: the one place that converts.
+    // The store takes the reason as its i32 code: the one place that converts (it
+    // becomes `order.reason` once the store takes a `Reason`).
     let store_reason = code;
     let revoked = match order.target {
         Target::Certificate { issuer, serial } => {

@@ -1,9 +1,7 @@
 //! `ca-service revoke`: a certificate, or a device, a batch or a model with all their
 //! certificates, through [`crate::revoke`] like the admin API. This process has no
-//! OCSP cache or CRL publisher, so it publishes nothing itself: EST refuses the
-//! certificates at once (it checks the store), serving instances re-sign their OCSP
-//! answers when their revocation watch sees the change, and CRLs carry it within
-//! `crl.regenerate_secs`.
+//! OCSP cache or CRL publisher, so it publishes nothing itself ([`Publish::Elsewhere`];
+//! what the serving instances do instead is in [`crate::revoke`]).
 
 use anyhow::bail;
 
