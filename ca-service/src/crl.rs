@@ -339,41 +339,12 @@ pub async fn serve_crl(pki: web::Data<Pki>, cache: web::Data<CrlCache>, req: Htt
     }
 }
 
-/// RFC 5280 CRLReason names and codes. removeFromCRL (8) is a delta-CRL instruction,
-/// not a reason to revoke.
-const REASONS: [(&str, i32); 9] = [
-    ("unspecified", 0),
-    ("keyCompromise", 1),
-    ("cACompromise", 2),
-    ("affiliationChanged", 3),
-    ("superseded", 4),
-    ("cessationOfOperation", 5),
-    ("certificateHold", 6),
-    ("privilegeWithdrawn", 9),
-    ("aACompromise", 10),
-];
-
 /// A certificate serial as operators type it (hex, colons allowed) → content octets.
 pub fn parse_serial(serial: &str) -> Result<Vec<u8>, String> {
     hex::decode(serial.replace(':', "").to_ascii_lowercase())
         .ok()
         .filter(|s| !s.is_empty() && s.len() <= 20)
         .ok_or_else(|| format!("serial '{serial}' is not hex of 1 to 20 octets"))
-}
-
-/// An RFC 5280 CRLReason name → its code (case-insensitive); `Err` names the choices.
-pub fn reason_code(name: &str) -> Result<i32, String> {
-    REASONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| *c).ok_or_else(|| {
-        format!(
-            "unknown revocation reason '{name}' (one of: {})",
-            REASONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-        )
-    })
-}
-
-/// A CRLReason code → its RFC 5280 name.
-pub fn reason_name(code: i32) -> Option<&'static str> {
-    REASONS.iter().find(|(_, c)| *c == code).map(|(n, _)| *n)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod ocsp;
 pub mod ota;
 pub mod profile;
 pub mod ra;
+pub mod revoke;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -1,0 +1,173 @@
+//! The admin API on the HTTPS listener, under `/api/v1`, JSON in and out.
+//!
+//! Clients authenticate with an operator client certificate (`ca-service operators
+//! add`: CN = the person, OU = the role; checked live against the store, so a revoked
+//! one stops working at once) or `Authorization: Bearer pki_<id>.<secret>` (tokens made
+//! by `ca-service tokens create`, stored as an Argon2id hash and verified on the
+//! blocking pool). Unknown, wrong and revoked tokens get the same 401. What each role
+//! may do is declared in one place, [`allowed`]. Every refusal and every successful
+//! privileged action is audited with actor `token:<id>:<name>`.
+//!
+//! One module per resource; this one holds the routes and the plumbing every endpoint
+//! shares. Each endpoint names its [`Operation`] and its audit target and hands an
+//! action to `handle`, the one place that authenticates, authorizes (by the role
+//! table), audits and turns refusals into JSON errors — so handlers only decode, call
+//! and map the result.
+
+mod audit;
+mod auth;
+mod certificates;
+mod devices;
+mod openapi;
+mod updates;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::audit::AuditEvent;
+use crate::est::{audit_refusal, Refusal};
+use crate::issuance::Pki;
+use crate::revoke;
+
+pub use auth::{actor_of, allowed, new_token, parse_token, Operation, Principal, TOKEN_PREFIX};
+pub use certificates::certificate_json;
+pub use openapi::openapi_document;
+
+/// Largest JSON body the admin API accepts.
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
+/// Most audit entries one `GET /api/v1/audit` returns.
+pub const MAX_AUDIT_PAGE: i64 = 1000;
+
+/// Admin API routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/openapi.json", web::get().to(openapi::openapi))
+            .route("/certificates/{issuer}/{serial}/revoke", web::post().to(certificates::revoke_certificate))
+            .route("/certificates/{issuer}/{serial}", web::get().to(certificates::get_certificate))
+            .route("/devices/{device_id}/revoke", web::post().to(devices::revoke_device))
+            .route("/batches/{batch}/revoke", web::post().to(devices::revoke_batch))
+            .route("/models/{model}/revoke", web::post().to(devices::revoke_model))
+            .route("/devices/{device_id}/certificates", web::get().to(devices::device_certificates))
+            .route("/audit", web::get().to(audit::audit_log))
+            .route("/update-requests", web::post().to(updates::submit_update_request))
+            .route("/update-requests", web::get().to(updates::list_update_requests))
+            .route("/update-requests/{id}", web::get().to(updates::get_update_request))
+            .route("/update-requests/{id}/approve", web::post().to(updates::approve_update_request))
+            .route("/update-requests/{id}/reject", web::post().to(updates::reject_update_request))
+            .route("/update-requests/{id}/sign", web::post().to(updates::sign_update_request)),
+    );
+}
+
+/// The caller an action runs for, authenticated and authorized.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// What the two-person rule compares: the token's or the certificate's name.
+    pub(crate) name: String,
+    /// The audit actor: `token:<id>:<name>` or `operator:<name>:<fingerprint>`.
+    pub(crate) actor: String,
+}
+
+/// Runs an endpoint: authorize → act → audit, once for every endpoint.
+///
+/// Authenticates the caller and checks the role table allows `op`; only then runs
+/// `act`. A read's success is audited here (`op`'s action on `target`); a change is
+/// audited by `act` itself, in the transaction that makes it. Every refusal — of the
+/// credential, the role or the action — is audited against `target` with whoever the
+/// caller turned out to be, and answered as JSON `{"error": …}` with its status
+/// (401s with `WWW-Authenticate: Bearer`).
+pub(crate) async fn handle(
+    pki: &Pki,
+    req: &HttpRequest,
+    op: Operation,
+    target: &str,
+    act: impl AsyncFnOnce(Caller) -> Result<HttpResponse, Refusal>,
+) -> HttpResponse {
+    let mut actor = String::from("anonymous");
+    let result = match auth::authorize(pki, req, op, &mut actor).await {
+        Ok(principal) => act(Caller { name: principal.name, actor: actor.clone() }).await,
+        Err(r) => Err(r),
+    };
+    let result = match result {
+        Ok(res) if op.is_read() => {
+            let event = AuditEvent::success(actor.as_str(), op.action(), target);
+            pki.store.append_audit(&[event]).await.map_err(Refusal::from).map(|()| res)
+        }
+        other => other,
+    };
+    match result {
+        Ok(res) => res,
+        Err(r) => {
+            audit_refusal(pki, op.action(), &actor, target, &r).await;
+            let mut res = HttpResponse::build(r.status);
+            if r.status == StatusCode::UNAUTHORIZED {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            res.json(serde_json::json!({ "error": r.reason }))
+        }
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_JSON_BYTES`].
+async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, Refusal> {
+    let bytes = match payload.to_bytes_limited(MAX_JSON_BYTES).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return Err(Refusal::bad_request("the request body could not be read")),
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {MAX_JSON_BYTES} bytes"),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// Decodes the query string.
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Refusal> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| Refusal::bad_request(format!("bad query: {e}")))
+}
+
+fn path_param(req: &HttpRequest, name: &str) -> String {
+    req.match_info().get(name).unwrap_or_default().to_string()
+}
+
+fn not_found(what: String) -> Refusal {
+    Refusal::new(StatusCode::NOT_FOUND, what)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: String,
+}
+
+/// The revoke endpoints (a certificate; a device, a batch or a model): the reason from
+/// the body, `what` to revoke, then [`revoke::revoke`] publishing with this instance's
+/// OCSP cache and CRL publisher, so the revocation is visible to OCSP clients the
+/// moment the caller learns of it.
+async fn revoke_endpoint(
+    pki: &Pki,
+    req: &HttpRequest,
+    payload: web::Payload,
+    op: Operation,
+    target: &str,
+    what: impl FnOnce() -> Result<revoke::Target, Refusal>,
+) -> HttpResponse {
+    handle(pki, req, op, target, async |caller| {
+        let body: RevokeBody = read_json(payload).await?;
+        let reason = revoke::parse_reason(&body.reason).map_err(Refusal::bad_request)?;
+        let order = revoke::Order { target: what()?, reason, actor: &caller.actor, via: revoke::Via::Api };
+        let publish = revoke::Publish::Here {
+            pki,
+            ocsp: req.app_data::<web::Data<crate::ocsp::OcspService>>().map(|d| d.get_ref()),
+            crls: req.app_data::<web::Data<crate::crl::CrlPublisher>>().map(|d| d.get_ref()),
+        };
+        let revoked = revoke::revoke(pki.store.as_ref(), order, publish).await.map_err(Refusal::from)?;
+        Ok(HttpResponse::Ok().json(devices::revoked_json(&revoked)))
+    })
+    .await
+}

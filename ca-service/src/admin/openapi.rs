@@ -1,0 +1,195 @@
+//! The OpenAPI 3 document of the admin API, served unauthenticated. Its `x-roles` come
+//! from the role table, so the document cannot disagree with what the API enforces; a
+//! test checks it lists every routed path.
+
+use actix_web::HttpResponse;
+
+use super::{allowed, Operation, MAX_AUDIT_PAGE};
+
+/// `GET /api/v1/openapi.json`: served to anyone, unauthenticated.
+pub(super) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(openapi_document())
+}
+
+/// The OpenAPI 3 document of this API (hand-written with `serde_json`).
+pub fn openapi_document() -> serde_json::Value {
+    use serde_json::json;
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let std_errors = |mut responses: serde_json::Map<String, serde_json::Value>| {
+        responses.insert("401".into(), err("missing, invalid or revoked API token"));
+        responses.insert("403".into(), err("the token's role may not do this"));
+        responses.insert("404".into(), err("not found"));
+        serde_json::Value::Object(responses)
+    };
+    let ok = |schema: &str| {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "200".into(),
+            json!({ "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
+        );
+        m
+    };
+    let roles = |op: Operation| allowed(op).iter().map(|r| r.as_str()).collect::<Vec<_>>();
+    let revoke_body = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/RevokeRequest" } } } });
+    let p = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } });
+    let mut revoke_responses = ok("Certificate");
+    revoke_responses.insert("400".into(), err("bad reason, serial or JSON"));
+    revoke_responses.insert("409".into(), err("already revoked"));
+    let mut device_revoke_responses = ok("DeviceRevocation");
+    device_revoke_responses.insert("400".into(), err("bad reason or JSON"));
+    let mut update_responses = ok("UpdateRequest");
+    update_responses.insert("400".into(), err("bad CSR, class, validity or JSON"));
+    update_responses.insert("409".into(), err("not pending, expired, the requester approving, or approved twice"));
+    let json_body = |schema: &str| json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+    let mut audit_responses = ok("AuditPage");
+    audit_responses.insert("400".into(), err("bad query"));
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Device PKI admin API", "version": env!("CARGO_PKG_VERSION") },
+        "servers": [{ "url": "/api/v1" }],
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/certificates/{issuer}/{serial}/revoke": { "post": {
+                "summary": "Revoke a certificate", "x-roles": roles(Operation::RevokeCertificate),
+                "parameters": [p("issuer"), p("serial")], "requestBody": revoke_body,
+                "responses": std_errors(revoke_responses) } },
+            "/certificates/{issuer}/{serial}": { "get": {
+                "summary": "Read a certificate record", "x-roles": roles(Operation::ReadCertificate),
+                "parameters": [p("issuer"), p("serial")], "responses": std_errors(ok("Certificate")) } },
+            "/devices/{device_id}/revoke": { "post": {
+                "summary": "Revoke a device and all its certificates", "x-roles": roles(Operation::RevokeDevice),
+                "parameters": [p("device_id")], "requestBody": revoke_body,
+                "responses": std_errors(device_revoke_responses.clone()) } },
+            "/batches/{batch}/revoke": { "post": {
+                "summary": "Revoke every device of a batch and all their certificates",
+                "x-roles": roles(Operation::RevokeDevice),
+                "parameters": [p("batch")], "requestBody": revoke_body,
+                "responses": std_errors(device_revoke_responses.clone()) } },
+            "/models/{model}/revoke": { "post": {
+                "summary": "Revoke every device of a model and all their certificates",
+                "x-roles": roles(Operation::RevokeDevice),
+                "parameters": [p("model")], "requestBody": revoke_body,
+                "responses": std_errors(device_revoke_responses.clone()) } },
+            "/update-requests": {
+                "post": { "summary": "Request an update-signing certificate (two approvers needed)",
+                    "x-roles": roles(Operation::SubmitUpdateRequest), "requestBody": json_body("NewUpdateRequest"),
+                    "responses": std_errors(update_responses.clone()) },
+                "get": { "summary": "List update-signing requests", "x-roles": roles(Operation::ReadUpdateRequests),
+                    "parameters": [{ "name": "status", "in": "query", "schema": { "type": "string",
+                        "enum": ["pending", "approved", "rejected", "issued"] } }],
+                    "responses": std_errors(ok("UpdateRequestList")) } },
+            "/update-requests/{id}": { "get": {
+                "summary": "Read an update-signing request (with its certificate once issued)",
+                "x-roles": roles(Operation::ReadUpdateRequests),
+                "parameters": [p("id")], "responses": std_errors(ok("UpdateRequest")) } },
+            "/update-requests/{id}/approve": { "post": {
+                "summary": "Approve; the last required approval signs the certificate",
+                "x-roles": roles(Operation::ApproveUpdateRequest),
+                "parameters": [p("id")], "responses": std_errors(update_responses.clone()) } },
+            "/update-requests/{id}/reject": { "post": {
+                "summary": "Reject for good", "x-roles": roles(Operation::RejectUpdateRequest),
+                "parameters": [p("id")], "requestBody": json_body("RejectRequest"),
+                "responses": std_errors(update_responses.clone()) } },
+            "/update-requests/{id}/sign": { "post": {
+                "summary": "Sign an approved request whose signing did not complete",
+                "x-roles": roles(Operation::SignUpdateRequest),
+                "parameters": [p("id")], "responses": std_errors(update_responses) } },
+            "/devices/{device_id}/certificates": { "get": {
+                "summary": "A device's certificates, newest first", "x-roles": roles(Operation::ListDeviceCertificates),
+                "parameters": [p("device_id")], "responses": std_errors(ok("DeviceCertificates")) } },
+            "/audit": { "get": {
+                "summary": "Audit log entries after a sequence number", "x-roles": roles(Operation::ReadAudit),
+                "parameters": [
+                    { "name": "after", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": MAX_AUDIT_PAGE, "default": 100 } }
+                ],
+                "responses": std_errors(audit_responses) } },
+            "/openapi.json": { "get": { "summary": "This document", "security": [],
+                "responses": { "200": { "description": "OpenAPI 3 document" } } } }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "pki_<id>.<secret>" } },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "RevokeRequest": { "type": "object", "required": ["reason"], "properties": {
+                    "reason": { "type": "string", "enum": ["unspecified", "keyCompromise", "cACompromise",
+                        "affiliationChanged", "superseded", "cessationOfOperation", "certificateHold",
+                        "privilegeWithdrawn", "aACompromise"] } } },
+                "Certificate": { "type": "object", "properties": {
+                    "issuer": { "type": "string" }, "serial": { "type": "string" }, "subject": { "type": "string" },
+                    "device_id": { "type": "string", "nullable": true }, "profile": { "type": "string" },
+                    "not_before": { "type": "integer" }, "not_after": { "type": "integer" },
+                    "status": { "type": "string", "enum": ["valid", "revoked", "superseded"] },
+                    "revoked_at": { "type": "integer", "nullable": true },
+                    "revocation_reason": { "type": "string", "nullable": true },
+                    "fingerprint_sha256": { "type": "string" } } },
+                "DeviceCertificates": { "type": "object", "properties": { "device_id": { "type": "string" },
+                    "certificates": { "type": "array", "items": { "$ref": "#/components/schemas/Certificate" } } } },
+                "DeviceRevocation": { "type": "object", "properties": { "device_id": { "type": "string" },
+                    "batch": { "type": "string" }, "model": { "type": "string" },
+                    "revoked_devices": { "type": "integer" }, "state": { "type": "string" },
+                    "revoked_certificates": { "type": "array", "items": { "$ref": "#/components/schemas/Certificate" } } } },
+                "NewUpdateRequest": { "type": "object", "required": ["csr", "classes"], "properties": {
+                    "csr": { "type": "string", "description": "PKCS#10, PEM" },
+                    "classes": { "type": "array", "items": { "type": "string" } },
+                    "validity_days": { "type": "integer", "minimum": 1 } } },
+                "RejectRequest": { "type": "object", "required": ["reason"], "properties": {
+                    "reason": { "type": "string", "maxLength": 500 } } },
+                "UpdateRequest": { "type": "object", "properties": {
+                    "id": { "type": "string" },
+                    "status": { "type": "string", "enum": ["pending", "approved", "rejected", "issued"] },
+                    "expired": { "type": "boolean" }, "requester": { "type": "string" },
+                    "classes": { "type": "array", "items": { "type": "string" } },
+                    "class_policy_oids": { "type": "array", "items": { "type": "string" } },
+                    "validity_days": { "type": "integer" },
+                    "approvals": { "type": "array", "items": { "type": "string" } },
+                    "approvals_required": { "type": "integer" },
+                    "rejected_by": { "type": "string", "nullable": true },
+                    "reason": { "type": "string", "nullable": true },
+                    "created_at": { "type": "integer" }, "expires_at": { "type": "integer" },
+                    "issuer": { "type": "string" }, "serial": { "type": "string" },
+                    "certificate": { "type": "string", "description": "PEM, once issued" },
+                    "chain": { "type": "string", "description": "PEM of the issuing CA, once issued" } } },
+                "UpdateRequestList": { "type": "object", "properties": {
+                    "requests": { "type": "array", "items": { "$ref": "#/components/schemas/UpdateRequest" } } } },
+                "AuditPage": { "type": "object", "properties": {
+                    "next_after": { "type": "integer", "nullable": true },
+                    "entries": { "type": "array", "items": { "type": "object", "properties": {
+                        "seq": { "type": "integer" }, "time_us": { "type": "integer" }, "actor": { "type": "string" },
+                        "action": { "type": "string" }, "target": { "type": "string" }, "outcome": { "type": "string" },
+                        "details": {}, "prev_hash": { "type": "string" }, "hash": { "type": "string" } } } } } }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_every_path() {
+        let doc = openapi_document();
+        let paths = doc["paths"].as_object().unwrap();
+        // Every route `routes` registers.
+        let routed = [
+            "/openapi.json",
+            "/certificates/{issuer}/{serial}/revoke",
+            "/certificates/{issuer}/{serial}",
+            "/devices/{device_id}/revoke",
+            "/batches/{batch}/revoke",
+            "/models/{model}/revoke",
+            "/devices/{device_id}/certificates",
+            "/audit",
+            "/update-requests",
+            "/update-requests/{id}",
+            "/update-requests/{id}/approve",
+            "/update-requests/{id}/reject",
+            "/update-requests/{id}/sign",
+        ];
+        for p in routed {
+            assert!(paths.contains_key(p), "{p}");
+        }
+        assert_eq!(paths.len(), routed.len(), "documented paths that are not routed");
+    }
+}

@@ -1,0 +1,305 @@
+//! The command line's shape: every command, subcommand and flag (clap derive types).
+//! What a command does lives in the module named after it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ca-service", version, about = "Device PKI: CA hierarchy, issuance, audit")]
+pub struct Cli {
+    /// Configuration file (TOML). Without it the embedded evaluation defaults are used:
+    /// SQLite and software keys under ./pki-data. Every key can be overridden by a
+    /// CA_… environment variable (CA_STORAGE__URL, CA_SERVER__HTTP, …).
+    #[arg(long, global = true, env = "CA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the CA hierarchy (keys in the configured key stores). Refuses to
+    /// overwrite an existing one.
+    Init,
+    /// Run the HTTP (public) and HTTPS listeners.
+    Serve,
+    /// Issue one certificate from a CSR (batch/offline issuance); prints the PEM chain.
+    Issue {
+        #[arg(long)]
+        profile: String,
+        /// PKCS#10 request, PEM or DER.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Device id (device profile; default: the CSR's commonName).
+        #[arg(long)]
+        device_id: Option<String>,
+        /// Device model (device profile; default: the profile's default model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Write the chain here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a certificate: EST refuses it at once; CRLs carry it within
+    /// `crl.regenerate_secs`.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["serial", "device", "batch", "model"])))]
+    Revoke {
+        /// Issuing CA name (e.g. `device`), with --serial.
+        #[arg(long, requires = "serial")]
+        issuer: Option<String>,
+        /// Serial number, hex (colons allowed).
+        #[arg(long, requires = "issuer")]
+        serial: Option<String>,
+        /// Instead: a device id; all its certificates are revoked and it can no
+        /// longer enroll or renew.
+        #[arg(long, conflicts_with_all = ["issuer", "serial", "batch", "model"])]
+        device: Option<String>,
+        /// Instead: every device registered in a batch.
+        #[arg(long, conflicts_with_all = ["issuer", "serial", "model"])]
+        batch: Option<String>,
+        /// Instead: every device of a model.
+        #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+        model: Option<String>,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
+        /// aACompromise.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Sign a CRL with the CA's own key and write it to a file: the ceremony for
+    /// roots, whose keys the service never loads (it publishes the issuing CAs' CRLs
+    /// itself at /crl/{ca}.crl).
+    Crl {
+        /// CA name (e.g. `identity-root`, `update-root`).
+        #[arg(long)]
+        ca: String,
+        /// nextUpdate − thisUpdate, days. Publish a new one well before it passes.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Also write the CRL to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// PEM instead of DER.
+        #[arg(long)]
+        pem: bool,
+    },
+    /// Firmware-update signatures: the reference signer and verifier (detached CMS).
+    Ota {
+        #[command(subcommand)]
+        command: OtaCommand,
+    },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// CA commands.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Device registry: devices are known before they enroll.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+    /// Provisioning stations (EST simpleenroll clients).
+    Stations {
+        #[command(subcommand)]
+        command: StationsCommand,
+    },
+    /// People using the admin API with a client certificate (instead of a token).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+    /// Admin API tokens (`Authorization: Bearer pki_<id>.<secret>`).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// EST enrollments that wait for an operator (profiles with `approval = "manual"`).
+    Est {
+        #[command(subcommand)]
+        command: EstCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Issue an operator certificate from the person's CSR (their key stays with
+    /// them): CN = their name (from the CSR), OU = the role. Revoke it with
+    /// `ca-service revoke` to withdraw the access.
+    Add {
+        /// PKCS#10 request, PEM or DER; its CN names the person.
+        #[arg(long)]
+        csr: PathBuf,
+        /// admin, operator, auditor, release-manager or update-approver.
+        #[arg(long)]
+        role: String,
+        /// Write the certificate chain here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OtaCommand {
+    /// Sign FILE with an update-signing key: writes a detached CMS signature (DER).
+    Sign {
+        /// The update-signing certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Intermediate CA certificates to include (PEM), e.g. the Update Authority CA.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Unencrypted PKCS#8 PEM key file.
+        #[arg(long, conflicts_with = "pkcs11_module", required_unless_present = "pkcs11_module")]
+        key_file: Option<PathBuf>,
+        /// Or a PKCS#11 module holding the key (with --token-label and --key-label).
+        #[arg(long, requires_all = ["token_label", "key_label"])]
+        pkcs11_module: Option<PathBuf>,
+        #[arg(long)]
+        token_label: Option<String>,
+        #[arg(long)]
+        key_label: Option<String>,
+        /// Environment variable holding the token's user PIN.
+        #[arg(long, default_value = "OTA_PKCS11_PIN")]
+        pin_env: String,
+        /// Where to write the signature.
+        #[arg(long)]
+        out: PathBuf,
+        file: PathBuf,
+    },
+    /// Verify FILE against a detached CMS signature: chain to the update root only,
+    /// EKU codeSigning, device class in scope, not revoked per the given CRLs, valid
+    /// now (or at --at / the signing time). Prints `accepted: …` or fails `refused: …`.
+    Verify {
+        #[arg(long)]
+        signature: PathBuf,
+        /// Trust anchors (PEM); default: this CA's update root.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// CRL (DER or PEM); repeat for several.
+        #[arg(long)]
+        crl: Vec<PathBuf>,
+        /// Device class the update must be for (a name from [updates.classes]).
+        #[arg(long)]
+        class: Option<String>,
+        /// Or the class's policy OID.
+        #[arg(long)]
+        class_oid: Option<String>,
+        /// Check validity at this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Check validity at the signature's signingTime (asserted by the signer).
+        #[arg(long)]
+        at_signing_time: bool,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EstCommand {
+    /// List requests awaiting a decision (`--all` for every status).
+    Pending {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request; the station's next retry of it gets the certificate.
+    Approve { id: String },
+    /// Reject a request; it can never be issued.
+    Reject { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Register a batch from a CSV file: `device id, model, class, hardware serial`
+    /// per line (model, class and hardware serial may be empty; a first line starting
+    /// with `device_id` is a header). All rows are added or none.
+    Import {
+        #[arg(long)]
+        batch: String,
+        /// Model for rows that name none.
+        #[arg(long)]
+        model: Option<String>,
+        /// Class for rows that name none.
+        #[arg(long, default_value = "default")]
+        class: String,
+        /// Devices of this batch may be enrolled again while active (re-provisioning).
+        #[arg(long)]
+        allow_reprovision: bool,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StationsCommand {
+    /// Register a station and issue its certificate (Station CA) from its CSR; the
+    /// station's name is the CSR's CN.
+    Add {
+        #[arg(long)]
+        csr: PathBuf,
+        /// Models it may enroll (comma-separated, `*` = any).
+        #[arg(long, default_value = "*")]
+        models: String,
+        /// Batches it may enroll (comma-separated, `*` = any).
+        #[arg(long, default_value = "*")]
+        batches: String,
+        /// Write the certificate chain here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also create an HTTP credential (Basic/Bearer) for profiles that allow it;
+        /// printed once, stored as an Argon2id hash.
+        #[arg(long)]
+        with_secret: bool,
+    },
+    /// List stations and their scope.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; it is printed ONCE on standard output and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, auditor or provisioning-station.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token at once.
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and name the first broken entry.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// List the CAs with subject and SHA-256 fingerprint.
+    List,
+    /// Write a CSR for a CA's key, to have it signed externally.
+    Csr {
+        #[arg(long)]
+        ca: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Install an externally signed certificate for a CA (checked against its key).
+    Import {
+        #[arg(long)]
+        ca: String,
+        #[arg(long)]
+        cert: PathBuf,
+    },
+}

@@ -1,0 +1,125 @@
+//! The `ca-service` command line.
+//!
+//! `args` declares the commands (clap); each command's code is in the module named
+//! after it. `Ctx::open` prepares what they all share (configuration, logging, store,
+//! key stores, audit actor) and [`run`] only dispatches. Helpers more than one command
+//! uses are here, so a command module reads top to bottom on its own.
+
+mod args;
+mod audit;
+mod ca;
+mod crl;
+mod devices;
+mod est;
+mod evaluation;
+mod init;
+mod issue;
+mod operators;
+mod ota;
+mod revoke;
+mod serve;
+mod stations;
+mod tokens;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+pub use args::*;
+
+use crate::config::{Config, ProfileConfig, ProfileKind};
+use crate::hierarchy;
+use crate::issuance::Pki;
+use crate::keys::KeyStores;
+use crate::store::{self, Store};
+
+/// What every command starts from.
+pub(crate) struct Ctx {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: Arc<KeyStores>,
+    /// The audit actor: `cli:<user>`.
+    pub(crate) actor: String,
+    /// No configuration file: the embedded evaluation defaults.
+    pub(crate) evaluation: bool,
+}
+
+impl Ctx {
+    /// Loads the configuration (evaluation defaults without a file), starts logging,
+    /// prepares the evaluation key-store passphrase for `init`/`serve`, and opens the
+    /// store and the key stores.
+    async fn open(config: Option<&Path>, command: &Command) -> anyhow::Result<Self> {
+        let evaluation = config.is_none();
+        let config = Arc::new(Config::load(config)?);
+        // Commands print their results; only the server narrates what it does.
+        let level = if matches!(command, Command::Serve) { "info" } else { "warn" };
+        crate::init_logging(&config.server.log_format, level);
+        if evaluation && matches!(command, Command::Init | Command::Serve) {
+            evaluation::prepare_secret(&config)?;
+        }
+        let store = store::open(&config.storage.url)
+            .await
+            .with_context(|| format!("opening storage {}", store::redact_url(&config.storage.url)))?;
+        let keys = Arc::new(KeyStores::new(&config));
+        let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+        Ok(Self { config, store, keys, actor, evaluation })
+    }
+
+    /// Loads the CA hierarchy for issuing and signing.
+    async fn pki(self) -> anyhow::Result<Pki> {
+        Ok(Pki::load(self.config, self.store, self.keys).await?)
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx::open(cli.config.as_deref(), &cli.command).await?;
+    match cli.command {
+        Command::Init => init::run(ctx).await,
+        Command::Serve => serve::run(ctx).await,
+        Command::Issue { profile, csr, device_id, model, out } => {
+            issue::run(ctx, profile, &csr, device_id, model, out.as_deref()).await
+        }
+        Command::Revoke { issuer, serial, device, batch, model, reason } => {
+            revoke::run(ctx, issuer, serial, device, batch, model, &reason).await
+        }
+        Command::Crl { ca, days, out, pem } => crl::run(ctx, &ca, days, out.as_deref(), pem).await,
+        Command::Ota { command } => ota::run(ctx, command).await,
+        Command::Audit { command } => audit::run(ctx, command).await,
+        Command::Ca { command } => ca::run(ctx, command).await,
+        Command::Devices { command } => devices::run(ctx, command).await,
+        Command::Stations { command } => stations::run(ctx, command).await,
+        Command::Operators { command } => operators::run(ctx, command).await,
+        Command::Tokens { command } => tokens::run(ctx, command).await,
+        Command::Est { command } => est::run(ctx, command).await,
+    }
+}
+
+/// Refuses commands that need the CA hierarchy before `init` made it.
+async fn ensure_hierarchy(store: &dyn Store) -> anyhow::Result<()> {
+    if store.list_cas().await?.is_empty() {
+        return Err(hierarchy::HierarchyError::Missing.into());
+    }
+    Ok(())
+}
+
+/// Reads and checks a PKCS#10 request (PEM or DER), proof of possession included.
+fn read_csr(path: &Path) -> anyhow::Result<enrollment::CheckedCsr> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    enrollment::check_csr(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// The configured profile of a kind (the operator or the station profile).
+fn profile_of_kind(config: &Config, kind: ProfileKind) -> Option<(&String, &ProfileConfig)> {
+    config.profiles.iter().find(|(_, p)| p.kind == kind)
+}
+
+/// Writes `text` to `path`, or to standard output without one.
+fn write_out(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        None => std::io::stdout().write_all(text.as_bytes()).context("writing to standard output"),
+    }
+}
