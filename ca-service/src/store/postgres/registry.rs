@@ -1,0 +1,311 @@
+//! The registry: devices, provisioning stations, enrollment requests, and the
+//! batched read EST decides on (`enrollment_contexts`).
+
+use super::*;
+
+pub(super) const DEVICE_COLUMNS: &str = "device_id, model, class, batch, hardware_serial, state, reprovision";
+
+pub(super) fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
+    device_at(row, 0)
+}
+
+/// A device from `DEVICE_COLUMNS` starting at column `at`.
+pub(super) fn device_at(row: &Row, at: usize) -> Result<DeviceRecord, StoreError> {
+    let state: String = row.try_get(at + 5).map_err(pg_err)?;
+    Ok(DeviceRecord {
+        device_id: row.try_get(at).map_err(pg_err)?,
+        model: row.try_get(at + 1).map_err(pg_err)?,
+        class: row.try_get(at + 2).map_err(pg_err)?,
+        batch: row.try_get(at + 3).map_err(pg_err)?,
+        hardware_serial: row.try_get(at + 4).map_err(pg_err)?,
+        state: DeviceState::parse(&state)?,
+        reprovision: row.try_get(at + 6).map_err(pg_err)?,
+    })
+}
+
+pub(super) const REQUEST_COLUMNS: &str = "id, profile, device_id, requester, status, decided_by, issuer, serial_hex";
+
+pub(super) fn request_from_row(row: &Row) -> Result<EnrollmentRequest, StoreError> {
+    let status: String = row.try_get(4).map_err(pg_err)?;
+    let issuer: Option<String> = row.try_get(6).map_err(pg_err)?;
+    let serial_hex: Option<String> = row.try_get(7).map_err(pg_err)?;
+    let issued = super::issued_pair(issuer, serial_hex)?;
+    Ok(EnrollmentRequest {
+        id: row.try_get(0).map_err(pg_err)?,
+        profile: row.try_get(1).map_err(pg_err)?,
+        device_id: row.try_get(2).map_err(pg_err)?,
+        requester: row.try_get(3).map_err(pg_err)?,
+        status: RequestStatus::parse(&status)?,
+        decided_by: row.try_get(5).map_err(pg_err)?,
+        issued,
+    })
+}
+
+pub(super) const STATION_COLUMNS: &str = "name, enabled, models, batches, secret_hash";
+
+pub(super) fn station_from_row(row: &Row) -> Result<StationRecord, StoreError> {
+    station_at(row, 0)
+}
+
+/// A station from `STATION_COLUMNS` starting at column `at`.
+pub(super) fn station_at(row: &Row, at: usize) -> Result<StationRecord, StoreError> {
+    let models: String = row.try_get(at + 2).map_err(pg_err)?;
+    let batches: String = row.try_get(at + 3).map_err(pg_err)?;
+    Ok(StationRecord {
+        name: row.try_get(at).map_err(pg_err)?,
+        enabled: row.try_get(at + 1).map_err(pg_err)?,
+        models: split_list(&models),
+        batches: split_list(&batches),
+        secret_hash: row.try_get(at + 4).map_err(pg_err)?,
+    })
+}
+
+#[async_trait]
+impl RegistryStore for PostgresStore {
+    async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let id: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+        let model: Vec<&str> = devices.iter().map(|d| d.model.as_str()).collect();
+        let class: Vec<&str> = devices.iter().map(|d| d.class.as_str()).collect();
+        let batch: Vec<&str> = devices.iter().map(|d| d.batch.as_str()).collect();
+        let hw: Vec<Option<&str>> = devices.iter().map(|d| d.hardware_serial.as_deref()).collect();
+        let state: Vec<&str> = devices.iter().map(|d| d.state.as_str()).collect();
+        let reprovision: Vec<bool> = devices.iter().map(|d| d.reprovision).collect();
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, reprovision, \
+                     created_at, updated_at) \
+                 SELECT device_id, model, class, batch, hardware_serial, state, reprovision, $8, $8 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) \
+                     WITH ORDINALITY AS t(device_id, model, class, batch, hardware_serial, state, reprovision, ord) \
+                 ORDER BY ord \
+                 ON CONFLICT (device_id) DO NOTHING \
+                 RETURNING device_id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = tx
+            .query(&stmt, &[&id, &model, &class, &batch, &hw, &state, &reprovision, &now_us()])
+            .await
+            .map_err(pg_err)?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            inserted.insert(row.try_get::<_, String>(0).map_err(pg_err)?);
+        }
+        // The first id (in input order) that repeats an earlier one or already existed.
+        let mut seen = HashSet::with_capacity(id.len());
+        if let Some(dup) = id.iter().find(|d| !seen.insert(**d) || !inserted.contains(**d)) {
+            return Err(StoreError::AlreadyExists(format!("device '{dup}'")));
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1"))
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&device_id]).await.map_err(pg_err)?.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn submit_enrollment_request(
+        &self,
+        request: &EnrollmentRequest,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRequest, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO enrollment_requests (id, profile, device_id, requester, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let r = request;
+        let n = tx.execute(&stmt, &[&r.id, &r.profile, &r.device_id, &r.requester, &now_us()]).await.map_err(pg_err)?;
+        if n == 1 {
+            append_chain(&tx, head, vec![audit]).await?;
+        }
+        let stmt = tx
+            .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
+            .await
+            .map_err(pg_err)?;
+        let row = tx.query_one(&stmt, &[&r.id]).await.map_err(pg_err)?;
+        let stored = request_from_row(&row)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(stored)
+    }
+
+    async fn get_enrollment_request(&self, id: &str) -> Result<Option<EnrollmentRequest>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&id]).await.map_err(pg_err)?.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn decide_enrollment_request(
+        &self,
+        id: &str,
+        approve: bool,
+        decided_by: &str,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let status = if approve { "approved" } else { "rejected" };
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE enrollment_requests SET status = $1, decided_by = $2, updated_at = $3 \
+                 WHERE id = $4 AND status = 'pending'",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx.execute(&stmt, &[&status, &decided_by, &now_us(), &id]).await.map_err(pg_err)?;
+        if n == 0 {
+            let stmt = tx
+                .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
+                .await
+                .map_err(pg_err)?;
+            return Err(match tx.query_opt(&stmt, &[&id]).await.map_err(pg_err)? {
+                None => StoreError::NotFound(format!("enrollment request '{id}'")),
+                Some(row) => StoreError::Conflict(format!(
+                    "enrollment request '{id}' is already {}; decisions are final",
+                    request_from_row(&row)?.status.as_str()
+                )),
+            });
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn mark_enrollment_request_issued(&self, id: &str, issuer: &str, serial: &[u8]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE enrollment_requests SET status = 'issued', issuer = $1, serial_hex = $2, updated_at = $3 \
+                 WHERE id = $4 AND status = 'approved'",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = client.execute(&stmt, &[&issuer, &hex::encode(serial), &now_us(), &id]).await.map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("approved enrollment request '{id}'")));
+        }
+        Ok(())
+    }
+
+    async fn list_enrollment_requests(
+        &self,
+        status: Option<RequestStatus>,
+    ) -> Result<Vec<EnrollmentRequest>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE $1::text IS NULL OR status = $1 \
+                 ORDER BY created_at, id"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let status = status.map(RequestStatus::as_str);
+        client.query(&stmt, &[&status]).await.map_err(pg_err)?.iter().map(request_from_row).collect()
+    }
+
+    async fn add_station(&self, station: &StationRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_chain(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO stations (name, enabled, models, batches, secret_hash, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx
+            .execute(
+                &stmt,
+                &[
+                    &station.name,
+                    &station.enabled,
+                    &station.models.join(","),
+                    &station.batches.join(","),
+                    &station.secret_hash,
+                    &now_us(),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::AlreadyExists(format!("station '{}'", station.name)));
+        }
+        append_chain(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE name = $1"))
+            .await
+            .map_err(pg_err)?;
+        client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(station_from_row).transpose()
+    }
+
+    async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
+        // One row per lookup, in order: each record is a LEFT JOIN on its own key, so
+        // an absent one reads as NULL columns (its first column is its NOT NULL key).
+        let sql = format!(
+            "SELECT c.*, s.*, d.* \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(fingerprint, station, device_id, ord) \
+             LEFT JOIN LATERAL (SELECT {CERT_COLUMNS} FROM certificates \
+                                WHERE fingerprint = t.fingerprint LIMIT 1) AS c ON true \
+             LEFT JOIN LATERAL (SELECT {STATION_COLUMNS} FROM stations WHERE name = t.station) AS s ON true \
+             LEFT JOIN LATERAL (SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = t.device_id) AS d ON true \
+             ORDER BY t.ord"
+        );
+        let column = |f: fn(&EnrollmentLookup) -> &Option<String>| -> Vec<Option<&str>> {
+            lookups.iter().map(|l| f(l).as_deref()).collect()
+        };
+        let fingerprints = column(|l| &l.client_fingerprint);
+        let stations = column(|l| &l.station);
+        let devices = column(|l| &l.device_id);
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = client.query(&stmt, &[&fingerprints, &stations, &devices]).await.map_err(pg_err)?;
+        let columns = |list: &str| list.split(',').count();
+        let station_at = columns(CERT_COLUMNS);
+        let device_at = station_at + columns(STATION_COLUMNS);
+        rows.iter()
+            .map(|row| {
+                let present = |at: usize| row.try_get::<_, Option<&str>>(at).map(|key| key.is_some()).map_err(pg_err);
+                Ok(EnrollmentContext {
+                    client: if present(0)? { Some(cert_at(row, 0)?) } else { None },
+                    station: if present(station_at)? { Some(self::station_at(row, station_at)?) } else { None },
+                    device: if present(device_at)? { Some(self::device_at(row, device_at)?) } else { None },
+                })
+            })
+            .collect()
+    }
+
+    async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {STATION_COLUMNS} FROM stations ORDER BY name"))
+            .await
+            .map_err(pg_err)?;
+        client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(station_from_row).collect()
+    }
+}
