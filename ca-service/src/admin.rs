@@ -336,7 +336,7 @@ async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web:
         let serial = parse_serial(&serial)?;
         let target = format!("certificate:{issuer}/{}", hex::encode(&serial));
         let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target)
-            .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
+            .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code.code(), "via": "api" }));
         let record =
             pki.store.revoke_certificate(&issuer, &serial, code, now_secs(), audit).await.map_err(Refusal::from)?;
         publish_revocations(&pki, &req, std::slice::from_ref(&record)).await;
@@ -377,7 +377,7 @@ async fn revoke_devices(
         let body: RevokeBody = read_json(payload).await?;
         let code = crate::crl::reason_code(&body.reason).map_err(Refusal::bad_request)?;
         let audit = AuditEvent::success(actor.borrow().as_str(), op.action(), target.as_str())
-            .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code, "via": "api" }));
+            .with_details(serde_json::json!({ "reason": body.reason, "reason_code": code.code(), "via": "api" }));
         let (devices, revoked) =
             pki.store.revoke_devices(&which, code, now_secs(), audit).await.map_err(Refusal::from)?;
         publish_revocations(&pki, &req, &revoked).await;

@@ -368,7 +368,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke { issuer, serial, device, batch, model, reason } => {
             let code = crate::crl::reason_code(&reason).map_err(anyhow::Error::msg)?;
             let now = crate::issuance::unix(std::time::SystemTime::now());
-            let details = serde_json::json!({ "reason": reason, "reason_code": code });
+            let details = serde_json::json!({ "reason": reason, "reason_code": code.code() });
             let which = match (device, batch, model) {
                 (Some(d), _, _) => Some(crate::store::DeviceSelector::Device(d)),
                 (_, Some(b), _) => Some(crate::store::DeviceSelector::Batch(b)),

@@ -119,7 +119,7 @@ pub async fn sign_crl(
             .map(|(serial, at, reason)| RevokedEntry {
                 serial,
                 revoked_at: UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap_or(0)),
-                reason: reason.and_then(|r| u8::try_from(r).ok()).and_then(Reason::from_code),
+                reason,
             })
             .collect();
         let params = CrlParams {
@@ -341,16 +341,16 @@ pub async fn serve_crl(pki: web::Data<Pki>, cache: web::Data<CrlCache>, req: Htt
 
 /// RFC 5280 CRLReason names and codes. removeFromCRL (8) is a delta-CRL instruction,
 /// not a reason to revoke.
-const REASONS: [(&str, i32); 9] = [
-    ("unspecified", 0),
-    ("keyCompromise", 1),
-    ("cACompromise", 2),
-    ("affiliationChanged", 3),
-    ("superseded", 4),
-    ("cessationOfOperation", 5),
-    ("certificateHold", 6),
-    ("privilegeWithdrawn", 9),
-    ("aACompromise", 10),
+const REASONS: [(&str, Reason); 9] = [
+    ("unspecified", Reason::Unspecified),
+    ("keyCompromise", Reason::KeyCompromise),
+    ("cACompromise", Reason::CaCompromise),
+    ("affiliationChanged", Reason::AffiliationChanged),
+    ("superseded", Reason::Superseded),
+    ("cessationOfOperation", Reason::CessationOfOperation),
+    ("certificateHold", Reason::CertificateHold),
+    ("privilegeWithdrawn", Reason::PrivilegeWithdrawn),
+    ("aACompromise", Reason::AaCompromise),
 ];
 
 /// A certificate serial as operators type it (hex, colons allowed) → content octets.
@@ -361,8 +361,8 @@ pub fn parse_serial(serial: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| format!("serial '{serial}' is not hex of 1 to 20 octets"))
 }
 
-/// An RFC 5280 CRLReason name → its code (case-insensitive); `Err` names the choices.
-pub fn reason_code(name: &str) -> Result<i32, String> {
+/// An RFC 5280 CRLReason name → the reason (case-insensitive); `Err` names the choices.
+pub fn reason_code(name: &str) -> Result<Reason, String> {
     REASONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| *c).ok_or_else(|| {
         format!(
             "unknown revocation reason '{name}' (one of: {})",
@@ -371,9 +371,9 @@ pub fn reason_code(name: &str) -> Result<i32, String> {
     })
 }
 
-/// A CRLReason code → its RFC 5280 name.
-pub fn reason_name(code: i32) -> Option<&'static str> {
-    REASONS.iter().find(|(_, c)| *c == code).map(|(n, _)| *n)
+/// A reason → its RFC 5280 name; `None` for removeFromCRL, which is no reason to revoke.
+pub fn reason_name(reason: Reason) -> Option<&'static str> {
+    REASONS.iter().find(|(_, r)| *r == reason).map(|(n, _)| *n)
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use revocation::ocsp::{self, CertId, CertStatus, ErrorStatus, HashAlgorithm, IssuerKeys};
-use revocation::Reason;
 
 use crate::hierarchy::ocsp_key_label;
 use crate::issuance::{IssueError, Pki};
@@ -319,7 +318,7 @@ async fn status_of(pki: &Pki, ca: &str, id: &CertId) -> Result<CertStatus, Error
             StoredStatus::Valid | StoredStatus::Superseded => CertStatus::Good,
             StoredStatus::Revoked => CertStatus::Revoked {
                 at: UNIX_EPOCH + Duration::from_secs(u64::try_from(r.revoked_at.unwrap_or(0)).unwrap_or(0)),
-                reason: r.revocation_reason.and_then(|c| u8::try_from(c).ok()).and_then(Reason::from_code),
+                reason: r.revocation_reason,
             },
         },
     })

@@ -89,7 +89,7 @@ pub trait RevocationReader: Send + Sync {
         now: i64,
         shard: Option<u32>,
         since: Option<i64>,
-    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;
+    ) -> Result<Vec<(Vec<u8>, i64, Option<Reason>)>, StoreError>;
     /// (issuer, serial, revoked_at) of certificates revoked at or after `since` (unix
     /// seconds), oldest first: how every instance learns of revocations made elsewhere.
     async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError>;
@@ -117,7 +117,7 @@ pub trait CertificateStore: CertificateReader + RevocationReader {
         &self,
         issuer: &str,
         serial: &[u8],
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<CertRecord, StoreError>;
@@ -129,7 +129,7 @@ pub trait CertificateStore: CertificateReader + RevocationReader {
     async fn revoke_devices(
         &self,
         which: &DeviceSelector,
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<(u64, Vec<CertRecord>), StoreError>;
@@ -137,7 +137,7 @@ pub trait CertificateStore: CertificateReader + RevocationReader {
     async fn revoke_device(
         &self,
         device_id: &str,
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<Vec<CertRecord>, StoreError> {

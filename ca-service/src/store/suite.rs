@@ -643,28 +643,53 @@ async fn revocation_is_audited_once_and_feeds_the_crl(h: &Harness) {
     let before = s.audit_entries(0, 100).await.unwrap().len();
 
     let r = s
-        .revoke_certificate("device", &[2], 1, 1_700_000_000, event("certificate.revoke", "certificate:device/02"))
+        .revoke_certificate(
+            "device",
+            &[2],
+            Reason::KeyCompromise,
+            1_700_000_000,
+            event("certificate.revoke", "certificate:device/02"),
+        )
         .await
         .unwrap();
-    assert_eq!((r.status, r.revoked_at, r.revocation_reason), (CertStatus::Revoked, Some(1_700_000_000), Some(1)));
+    assert_eq!(
+        (r.status, r.revoked_at, r.revocation_reason),
+        (CertStatus::Revoked, Some(1_700_000_000), Some(Reason::KeyCompromise))
+    );
     assert_eq!(s.get_certificate("device", &[2]).await.unwrap().unwrap().status, CertStatus::Revoked);
-    let err =
-        s.revoke_certificate("device", &[2], 1, 1_700_000_001, event("certificate.revoke", "x")).await.unwrap_err();
+    let err = s
+        .revoke_certificate("device", &[2], Reason::KeyCompromise, 1_700_000_001, event("certificate.revoke", "x"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    let err =
-        s.revoke_certificate("device", &[9], 1, 1_700_000_001, event("certificate.revoke", "x")).await.unwrap_err();
+    let err = s
+        .revoke_certificate("device", &[9], Reason::KeyCompromise, 1_700_000_001, event("certificate.revoke", "x"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    s.revoke_certificate("device", &[3], 4, 1_700_000_002, event("certificate.revoke", "certificate:device/03"))
-        .await
-        .unwrap();
-    s.revoke_certificate("station", &[1], 0, 1_700_000_003, event("certificate.revoke", "certificate:station/01"))
-        .await
-        .unwrap();
+    s.revoke_certificate(
+        "device",
+        &[3],
+        Reason::Superseded,
+        1_700_000_002,
+        event("certificate.revoke", "certificate:device/03"),
+    )
+    .await
+    .unwrap();
+    s.revoke_certificate(
+        "station",
+        &[1],
+        Reason::Unspecified,
+        1_700_000_003,
+        event("certificate.revoke", "certificate:station/01"),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), before + 3, "one entry per revocation");
 
     // The CRL takes the issuer's unexpired revocations only.
     let crl = s.revoked_for_crl("device", 1_000, None, None).await.unwrap();
-    assert_eq!(crl, vec![(vec![2], 1_700_000_000, Some(1))]);
+    assert_eq!(crl, vec![(vec![2], 1_700_000_000, Some(Reason::KeyCompromise))]);
     assert_eq!(s.revoked_for_crl("station", 1_000, None, None).await.unwrap().len(), 1);
 
     // CRL numbers are monotonic per issuer and survive a second store instance.
@@ -688,14 +713,17 @@ async fn revoking_a_device_revokes_all_its_certificates(h: &Harness) {
     assert!(!s.public_key_compromised(&"ab".repeat(32)).await.unwrap());
 
     let before = s.audit_entries(0, 100).await.unwrap().len();
-    let revoked = s.revoke_device("d-1", 1, 1_700_000_000, event("device.revoke", "device:d-1")).await.unwrap();
+    let revoked = s
+        .revoke_device("d-1", Reason::KeyCompromise, 1_700_000_000, event("device.revoke", "device:d-1"))
+        .await
+        .unwrap();
     let mut serials: Vec<Vec<u8>> = revoked.iter().map(|c| c.serial.clone()).collect();
     serials.sort();
     assert_eq!(serials, vec![vec![1], vec![2]], "superseded certificates are revoked too");
     assert_eq!(s.get_device("d-1").await.unwrap().unwrap().state, DeviceState::Revoked);
     for serial in [[1u8], [2]] {
         let c = s.get_certificate("device", &serial).await.unwrap().unwrap();
-        assert_eq!((c.status, c.revocation_reason), (CertStatus::Revoked, Some(1)));
+        assert_eq!((c.status, c.revocation_reason), (CertStatus::Revoked, Some(Reason::KeyCompromise)));
     }
     assert_eq!(
         s.get_certificate("device", &[3]).await.unwrap().unwrap().status,
@@ -704,7 +732,8 @@ async fn revoking_a_device_revokes_all_its_certificates(h: &Harness) {
     );
     assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), before + 1);
     assert!(s.public_key_compromised(&"ab".repeat(32)).await.unwrap(), "keyCompromise blocks the key");
-    let err = s.revoke_device("nope", 1, 1, event("device.revoke", "device:nope")).await.unwrap_err();
+    let err =
+        s.revoke_device("nope", Reason::KeyCompromise, 1, event("device.revoke", "device:nope")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
@@ -723,7 +752,12 @@ async fn revoking_a_batch_or_a_model_revokes_exactly_its_devices(h: &Harness) {
     s.store_certificates(&certs).await.unwrap();
 
     let (n, revoked) = s
-        .revoke_devices(&DeviceSelector::Batch("b1".into()), 5, 1_700_000_000, event("device.revoke", "batch:b1"))
+        .revoke_devices(
+            &DeviceSelector::Batch("b1".into()),
+            Reason::CessationOfOperation,
+            1_700_000_000,
+            event("device.revoke", "batch:b1"),
+        )
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -735,14 +769,26 @@ async fn revoking_a_batch_or_a_model_revokes_exactly_its_devices(h: &Harness) {
     assert_eq!(s.get_certificate("device", &[3]).await.unwrap().unwrap().status, CertStatus::Valid);
 
     let (n, revoked) = s
-        .revoke_devices(&DeviceSelector::Model("gateway-v1".into()), 5, 1_700_000_000, event("device.revoke", "model"))
+        .revoke_devices(
+            &DeviceSelector::Model("gateway-v1".into()),
+            Reason::CessationOfOperation,
+            1_700_000_000,
+            event("device.revoke", "model"),
+        )
         .await
         .unwrap();
     assert_eq!((n, revoked.len()), (1, 1));
     assert_eq!(revoked[0].serial, [4]);
     assert_eq!(s.get_certificate("device", &[3]).await.unwrap().unwrap().status, CertStatus::Valid);
-    let err =
-        s.revoke_devices(&DeviceSelector::Batch("none".into()), 5, 1, event("device.revoke", "b")).await.unwrap_err();
+    let err = s
+        .revoke_devices(
+            &DeviceSelector::Batch("none".into()),
+            Reason::CessationOfOperation,
+            1,
+            event("device.revoke", "b"),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
@@ -758,9 +804,11 @@ async fn crl_shards_deltas_and_published_crls(h: &Harness) {
     s.store_certificates(&certs).await.unwrap();
     assert_eq!(s.get_certificate("device", &[2]).await.unwrap().unwrap().crl_shard, 1, "shard round trip");
     for (serial, at) in [(1u8, 1_000), (2, 1_000), (3, 2_000)] {
-        s.revoke_certificate("device", &[serial], 0, at, event("certificate.revoke", "c")).await.unwrap();
+        s.revoke_certificate("device", &[serial], Reason::Unspecified, at, event("certificate.revoke", "c"))
+            .await
+            .unwrap();
     }
-    let serials = |v: Vec<(Vec<u8>, i64, Option<i32>)>| v.into_iter().map(|(s, _, _)| s).collect::<Vec<_>>();
+    let serials = |v: Vec<(Vec<u8>, i64, Option<Reason>)>| v.into_iter().map(|(s, _, _)| s).collect::<Vec<_>>();
     assert_eq!(serials(s.revoked_for_crl("device", 0, None, None).await.unwrap()), [vec![1], vec![2], vec![3]]);
     assert_eq!(serials(s.revoked_for_crl("device", 0, Some(1), None).await.unwrap()), [vec![2], vec![3]]);
     assert_eq!(serials(s.revoked_for_crl("device", 0, Some(0), None).await.unwrap()), [vec![1]]);
@@ -837,7 +885,7 @@ async fn enrollment_contexts_read_what_each_key_names(h: &Harness) {
     station_cert.profile = "station".into();
     station_cert.status = CertStatus::Revoked;
     station_cert.revoked_at = Some(1_700_000_001);
-    station_cert.revocation_reason = Some(1);
+    station_cert.revocation_reason = Some(Reason::KeyCompromise);
     s.store_certificates(&[issue(station_cert.clone())]).await.unwrap();
 
     let all = EnrollmentLookup {
@@ -875,11 +923,15 @@ async fn compromised_keys_are_refused_when_stored(h: &Harness) {
     first.public_key_sha256 = "ab".repeat(32);
     s.store_certificates(&[issue(first)]).await.unwrap();
     // Revoked for another reason, the key may be certified again.
-    s.revoke_certificate("device", &[1], 4, 1_700_000_000, event("certificate.revoke", "c/1")).await.unwrap();
+    s.revoke_certificate("device", &[1], Reason::Superseded, 1_700_000_000, event("certificate.revoke", "c/1"))
+        .await
+        .unwrap();
     let mut again = cert("device", &[2], None);
     again.public_key_sha256 = "ab".repeat(32);
     assert_eq!(s.store_certificates(&[issue(again)]).await.unwrap(), vec![IssuanceOutcome::Stored]);
-    s.revoke_certificate("device", &[2], 1, 1_700_000_000, event("certificate.revoke", "c/2")).await.unwrap();
+    s.revoke_certificate("device", &[2], Reason::KeyCompromise, 1_700_000_000, event("certificate.revoke", "c/2"))
+        .await
+        .unwrap();
 
     let before = s.audit_entries(0, 1000).await.unwrap().len();
     let mut same_key = cert("device", &[3], None);
@@ -963,7 +1015,7 @@ async fn certificate_round_trip(h: &Harness) {
     let mut revoked = cert("device", &[0x00, 0xff, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70], None);
     revoked.status = CertStatus::Revoked;
     revoked.revoked_at = Some(1_750_000_000);
-    revoked.revocation_reason = Some(1);
+    revoked.revocation_reason = Some(Reason::KeyCompromise);
     revoked.subject = "CN=station-7,O=Example Factory,C=DE".into();
     revoked.profile = "station".into();
     let mut superseded = cert("device", &[0x7f; 20], Some("d-1"));

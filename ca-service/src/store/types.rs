@@ -1,5 +1,7 @@
 //! The records the stores keep, and the store error.
 
+pub use revocation::Reason;
+
 use crate::audit::AuditEvent;
 
 /// A CA of the hierarchy.
@@ -61,8 +63,8 @@ pub struct CertRecord {
     pub status: CertStatus,
     /// Unix seconds.
     pub revoked_at: Option<i64>,
-    /// RFC 5280 CRLReason code.
-    pub revocation_reason: Option<i32>,
+    /// Why it was revoked (stored as its RFC 5280 CRLReason code).
+    pub revocation_reason: Option<Reason>,
     /// SHA-256 of the certificate DER, lower-case hex.
     pub fingerprint: String,
     /// SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex (to refuse compromised keys).
@@ -417,6 +419,23 @@ pub struct ApiToken {
     pub created_at: i64,
     /// Unix microseconds, once revoked.
     pub revoked_at: Option<i64>,
+}
+
+/// A stored `revocation_reason` column → the reason; a code RFC 5280 does not define
+/// is `Corrupt` (the stores only ever write [`Reason::code`]).
+pub(crate) fn reason_from_code(code: Option<i32>) -> Result<Option<Reason>, StoreError> {
+    code.map(|c| {
+        u8::try_from(c)
+            .ok()
+            .and_then(Reason::from_code)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown revocation reason code {c}")))
+    })
+    .transpose()
+}
+
+/// A reason → the `revocation_reason` column's value (its RFC 5280 code).
+pub(crate) fn reason_to_code(reason: Option<Reason>) -> Option<i32> {
+    reason.map(|r| i32::from(r.code()))
 }
 
 #[derive(Clone, Debug, thiserror::Error)]

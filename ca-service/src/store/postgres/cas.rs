@@ -70,7 +70,7 @@ impl CaStore for PostgresStore {
                         &c.not_after,
                         &c.status.as_str(),
                         &c.revoked_at,
-                        &c.revocation_reason,
+                        &reason_to_code(c.revocation_reason),
                         &c.fingerprint,
                         &c.public_key_sha256,
                         &c.der,

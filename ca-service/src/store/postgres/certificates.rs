@@ -30,7 +30,7 @@ pub(super) fn cert_at(row: &Row, at: usize) -> Result<CertRecord, StoreError> {
         not_after: row.try_get(at + 6).map_err(pg_err)?,
         status: CertStatus::parse(&status)?,
         revoked_at: row.try_get(at + 8).map_err(pg_err)?,
-        revocation_reason: row.try_get(at + 9).map_err(pg_err)?,
+        revocation_reason: reason_from_code(row.try_get(at + 9).map_err(pg_err)?)?,
         fingerprint: row.try_get(at + 10).map_err(pg_err)?,
         public_key_sha256: row.try_get(at + 11).map_err(pg_err)?,
         der: row.try_get(at + 12).map_err(pg_err)?,
@@ -194,7 +194,7 @@ impl CertificateStore for PostgresStore {
         let not_after: Vec<i64> = sent().map(|(i, _)| i.cert.not_after).collect();
         let status: Vec<&str> = sent().map(|(i, _)| i.cert.status.as_str()).collect();
         let revoked_at: Vec<Option<i64>> = sent().map(|(i, _)| i.cert.revoked_at).collect();
-        let reason: Vec<Option<i32>> = sent().map(|(i, _)| i.cert.revocation_reason).collect();
+        let reason: Vec<Option<i32>> = sent().map(|(i, _)| reason_to_code(i.cert.revocation_reason)).collect();
         let fingerprint: Vec<&str> = sent().map(|(i, _)| i.cert.fingerprint.as_str()).collect();
         let spki: Vec<&str> = sent().map(|(i, _)| i.cert.public_key_sha256.as_str()).collect();
         let der: Vec<&[u8]> = sent().map(|(i, _)| i.cert.der.as_slice()).collect();
@@ -299,7 +299,7 @@ impl CertificateStore for PostgresStore {
         &self,
         issuer: &str,
         serial: &[u8],
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<CertRecord, StoreError> {
@@ -331,7 +331,7 @@ impl CertificateStore for PostgresStore {
             )
             .await
             .map_err(pg_err)?;
-        tx.execute(&stmt, &[&revoked_at, &reason, &issuer, &serial_hex]).await.map_err(pg_err)?;
+        tx.execute(&stmt, &[&revoked_at, &i32::from(reason.code()), &issuer, &serial_hex]).await.map_err(pg_err)?;
         append_chain(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(CertRecord {
@@ -345,7 +345,7 @@ impl CertificateStore for PostgresStore {
     async fn revoke_devices(
         &self,
         which: &DeviceSelector,
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<(u64, Vec<CertRecord>), StoreError> {
@@ -370,7 +370,7 @@ impl CertificateStore for PostgresStore {
             .await
             .map_err(pg_err)?;
         let revoked: Vec<CertRecord> = tx
-            .query(&stmt, &[&revoked_at, &reason, &value])
+            .query(&stmt, &[&revoked_at, &i32::from(reason.code()), &value])
             .await
             .map_err(pg_err)?
             .iter()
@@ -467,7 +467,7 @@ impl RevocationReader for PostgresStore {
         now: i64,
         shard: Option<u32>,
         since: Option<i64>,
-    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
+    ) -> Result<Vec<(Vec<u8>, i64, Option<Reason>)>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -488,7 +488,7 @@ impl RevocationReader for PostgresStore {
                 let serial_hex: String = row.try_get(0).map_err(pg_err)?;
                 let serial = super::serial_from_hex(&serial_hex)?;
                 let at: Option<i64> = row.try_get(1).map_err(pg_err)?;
-                Ok((serial, at.unwrap_or(0), row.try_get(2).map_err(pg_err)?))
+                Ok((serial, at.unwrap_or(0), reason_from_code(row.try_get(2).map_err(pg_err)?)?))
             })
             .collect()
     }

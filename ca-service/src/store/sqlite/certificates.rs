@@ -20,7 +20,7 @@ pub(super) fn cert_from_row(row: &Row<'_>) -> Result<CertRecord, StoreError> {
         not_after: row.get(6).map_err(db_err)?,
         status: CertStatus::parse(&status)?,
         revoked_at: row.get(8).map_err(db_err)?,
-        revocation_reason: row.get(9).map_err(db_err)?,
+        revocation_reason: reason_from_code(row.get(9).map_err(db_err)?)?,
         fingerprint: row.get(10).map_err(db_err)?,
         public_key_sha256: row.get(11).map_err(db_err)?,
         der: row.get(12).map_err(db_err)?,
@@ -107,7 +107,7 @@ pub(super) fn insert_certificate(tx: &Transaction<'_>, c: &CertRecord, now: i64)
             c.not_after,
             c.status.as_str(),
             c.revoked_at,
-            c.revocation_reason,
+            reason_to_code(c.revocation_reason),
             c.fingerprint,
             c.public_key_sha256,
             c.der,
@@ -162,7 +162,7 @@ impl CertificateStore for SqliteStore {
         &self,
         issuer: &str,
         serial: &[u8],
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<CertRecord, StoreError> {
@@ -181,7 +181,7 @@ impl CertificateStore for SqliteStore {
                  WHERE issuer = ?3 AND serial_hex = ?4",
             )
             .map_err(db_err)?
-            .execute(params![revoked_at, reason, issuer, serial_hex])
+            .execute(params![revoked_at, i32::from(reason.code()), issuer, serial_hex])
             .map_err(db_err)?;
             append_chain(tx, vec![audit])?;
             Ok(CertRecord {
@@ -197,7 +197,7 @@ impl CertificateStore for SqliteStore {
     async fn revoke_devices(
         &self,
         which: &DeviceSelector,
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<(u64, Vec<CertRecord>), StoreError> {
@@ -224,7 +224,7 @@ impl CertificateStore for SqliteStore {
                 "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3, status = 'revoked' WHERE {live}"
             ))
             .map_err(db_err)?
-            .execute(params![value, revoked_at, reason])
+            .execute(params![value, revoked_at, i32::from(reason.code())])
             .map_err(db_err)?;
             append_chain(tx, vec![audit])?;
             let revoked = certs
@@ -322,7 +322,7 @@ impl RevocationReader for SqliteStore {
         now: i64,
         shard: Option<u32>,
         since: Option<i64>,
-    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError> {
+    ) -> Result<Vec<(Vec<u8>, i64, Option<Reason>)>, StoreError> {
         let issuer = issuer.to_owned();
         self.read(move |conn| {
             query_all(
@@ -335,7 +335,7 @@ impl RevocationReader for SqliteStore {
                     let serial_hex: String = row.get(0).map_err(db_err)?;
                     let serial = super::serial_from_hex(&serial_hex)?;
                     let at: Option<i64> = row.get(1).map_err(db_err)?;
-                    Ok((serial, at.unwrap_or(0), row.get(2).map_err(db_err)?))
+                    Ok((serial, at.unwrap_or(0), reason_from_code(row.get(2).map_err(db_err)?)?))
                 },
             )
         })
