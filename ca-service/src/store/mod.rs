@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::audit::{AuditEntry, AuditEvent};
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod types;
 

@@ -3,13 +3,6 @@
 use super::*;
 use crate::audit;
 
-pub(super) fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out)
-        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: bad hash '{s}': {e}")))?;
-    Ok(out)
-}
-
 pub(super) const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 pub(super) const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
@@ -76,25 +69,6 @@ pub(super) async fn append_chain(
     insert_audit(tx, &stmt, &entries).await
 }
 
-pub(super) fn entry_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
-    let seq: i64 = row.try_get(0).map_err(pg_err)?;
-    let prev_hash: String = row.try_get(7).map_err(pg_err)?;
-    let hash: String = row.try_get(8).map_err(pg_err)?;
-    Ok(AuditEntry {
-        seq,
-        time_us: row.try_get(1).map_err(pg_err)?,
-        event: AuditEvent {
-            actor: row.try_get(2).map_err(pg_err)?,
-            action: row.try_get(3).map_err(pg_err)?,
-            target: row.try_get(4).map_err(pg_err)?,
-            outcome: row.try_get(5).map_err(pg_err)?,
-            details: row.try_get(6).map_err(pg_err)?,
-        },
-        prev_hash: hash_from_hex(seq, &prev_hash)?,
-        hash: hash_from_hex(seq, &hash)?,
-    })
-}
-
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -111,10 +85,7 @@ impl AuditStore for PostgresStore {
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT seq, time_us, actor, action, target, outcome, details, prev_hash, hash \
-                 FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
+            .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .await
             .map_err(pg_err)?;
         client.query(&stmt, &[&after_seq, &limit.max(0)]).await.map_err(pg_err)?.iter().map(entry_from_row).collect()

@@ -2,18 +2,6 @@
 
 use super::*;
 
-pub(super) const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
-
-pub(super) fn ca_from_row(row: &Row) -> Result<CaRecord, StoreError> {
-    Ok(CaRecord {
-        name: row.try_get(0).map_err(pg_err)?,
-        cert_der: row.try_get(1).map_err(pg_err)?,
-        key_store: row.try_get(2).map_err(pg_err)?,
-        key_label: row.try_get(3).map_err(pg_err)?,
-        parent: row.try_get(4).map_err(pg_err)?,
-    })
-}
-
 #[async_trait]
 impl CaStore for PostgresStore {
     async fn create_hierarchy(

@@ -7,38 +7,6 @@ use crate::audit;
 pub(super) const COMPROMISED_WHERE: &str = "SELECT public_key_sha256 FROM certificates \
                                  WHERE status = 'revoked' AND revocation_reason = 1 AND public_key_sha256";
 
-pub(super) const CERT_COLUMNS: &str =
-    "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
-                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der, crl_shard";
-
-pub(super) fn cert_from_row(row: &Row) -> Result<CertRecord, StoreError> {
-    cert_at(row, 0)
-}
-
-/// A certificate from `CERT_COLUMNS` starting at column `at`.
-pub(super) fn cert_at(row: &Row, at: usize) -> Result<CertRecord, StoreError> {
-    let serial_hex: String = row.try_get(at + 1).map_err(pg_err)?;
-    let serial = super::serial_from_hex(&serial_hex)?;
-    let status: String = row.try_get(at + 7).map_err(pg_err)?;
-    Ok(CertRecord {
-        issuer: row.try_get(at).map_err(pg_err)?,
-        serial,
-        subject: row.try_get(at + 2).map_err(pg_err)?,
-        device_id: row.try_get(at + 3).map_err(pg_err)?,
-        profile: row.try_get(at + 4).map_err(pg_err)?,
-        not_before: row.try_get(at + 5).map_err(pg_err)?,
-        not_after: row.try_get(at + 6).map_err(pg_err)?,
-        status: CertStatus::parse(&status)?,
-        revoked_at: row.try_get(at + 8).map_err(pg_err)?,
-        revocation_reason: reason_from_code(row.try_get(at + 9).map_err(pg_err)?)?,
-        fingerprint: row.try_get(at + 10).map_err(pg_err)?,
-        public_key_sha256: row.try_get(at + 11).map_err(pg_err)?,
-        der: row.try_get(at + 12).map_err(pg_err)?,
-        crl_shard: u32::try_from(row.try_get::<_, i32>(at + 13).map_err(pg_err)?)
-            .map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
-    })
-}
-
 /// Applies the effects of the stored items of a batch, set-wise: one UPDATE per kind.
 /// Items whose precondition fails (or that repeat a device/certificate an earlier item
 /// of the batch already claimed) become `Refused` and their certificate rows, inserted

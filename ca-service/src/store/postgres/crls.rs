@@ -37,41 +37,19 @@ impl CrlStore for PostgresStore {
     async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT ca, name, crl_number, base_number, this_update, next_update, der FROM published_crls \
-                 WHERE ca = $1 AND name = $2",
-            )
+            .prepare_cached(&format!("SELECT {CRL_COLUMNS} FROM published_crls WHERE ca = $1 AND name = $2"))
             .await
             .map_err(pg_err)?;
-        let Some(row) = client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)? else { return Ok(None) };
-        let number: i64 = row.try_get(2).map_err(pg_err)?;
-        let base: Option<i64> = row.try_get(3).map_err(pg_err)?;
-        Ok(Some(PublishedCrl {
-            ca: row.try_get(0).map_err(pg_err)?,
-            name: row.try_get(1).map_err(pg_err)?,
-            number: u64::try_from(number).unwrap_or(0),
-            base_number: base.and_then(|b| u64::try_from(b).ok()),
-            this_update: row.try_get(4).map_err(pg_err)?,
-            next_update: row.try_get(5).map_err(pg_err)?,
-            der: row.try_get(6).map_err(pg_err)?,
-        }))
+        client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)?.map(|row| crl_at(&row, 0)).transpose()
     }
 
     async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT crl_number, this_update, next_update FROM published_crls WHERE ca = $1 AND name = $2",
-            )
+            .prepare_cached(&format!("SELECT {CRL_HEAD_COLUMNS} FROM published_crls WHERE ca = $1 AND name = $2"))
             .await
             .map_err(pg_err)?;
-        let Some(row) = client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)? else { return Ok(None) };
-        let number: i64 = row.try_get(0).map_err(pg_err)?;
-        Ok(Some(CrlHead {
-            number: u64::try_from(number).unwrap_or(0),
-            this_update: row.try_get(1).map_err(pg_err)?,
-            next_update: row.try_get(2).map_err(pg_err)?,
-        }))
+        client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)?.map(|row| crl_head_at(&row, 0)).transpose()
     }
 
     async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError> {

@@ -23,6 +23,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls, Row};
 
 use crate::audit::{AuditEntry, AuditEvent, GENESIS_HASH};
+use crate::store::rows::*;
 use crate::store::*;
 
 mod audit;
@@ -34,7 +35,7 @@ mod tokens;
 mod updates;
 
 // The audit-chain and certificate helpers other aggregates write with, in their transactions.
-use self::{audit::*, certificates::*};
+use self::audit::*;
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -212,6 +213,16 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Database(e.to_string())
+    }
+}
+
+impl Columns for Row {
+    fn get<T: Column>(&self, i: usize) -> Result<T, StoreError> {
+        self.try_get(i).map_err(pg_err)
+    }
+
+    fn int4(&self, i: usize) -> Result<i64, StoreError> {
+        self.try_get::<_, i32>(i).map(i64::from).map_err(pg_err)
     }
 }
 

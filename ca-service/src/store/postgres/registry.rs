@@ -3,63 +3,6 @@
 
 use super::*;
 
-pub(super) const DEVICE_COLUMNS: &str = "device_id, model, class, batch, hardware_serial, state, reprovision";
-
-pub(super) fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
-    device_at(row, 0)
-}
-
-/// A device from `DEVICE_COLUMNS` starting at column `at`.
-pub(super) fn device_at(row: &Row, at: usize) -> Result<DeviceRecord, StoreError> {
-    let state: String = row.try_get(at + 5).map_err(pg_err)?;
-    Ok(DeviceRecord {
-        device_id: row.try_get(at).map_err(pg_err)?,
-        model: row.try_get(at + 1).map_err(pg_err)?,
-        class: row.try_get(at + 2).map_err(pg_err)?,
-        batch: row.try_get(at + 3).map_err(pg_err)?,
-        hardware_serial: row.try_get(at + 4).map_err(pg_err)?,
-        state: DeviceState::parse(&state)?,
-        reprovision: row.try_get(at + 6).map_err(pg_err)?,
-    })
-}
-
-pub(super) const REQUEST_COLUMNS: &str = "id, profile, device_id, requester, status, decided_by, issuer, serial_hex";
-
-pub(super) fn request_from_row(row: &Row) -> Result<EnrollmentRequest, StoreError> {
-    let status: String = row.try_get(4).map_err(pg_err)?;
-    let issuer: Option<String> = row.try_get(6).map_err(pg_err)?;
-    let serial_hex: Option<String> = row.try_get(7).map_err(pg_err)?;
-    let issued = super::issued_pair(issuer, serial_hex)?;
-    Ok(EnrollmentRequest {
-        id: row.try_get(0).map_err(pg_err)?,
-        profile: row.try_get(1).map_err(pg_err)?,
-        device_id: row.try_get(2).map_err(pg_err)?,
-        requester: row.try_get(3).map_err(pg_err)?,
-        status: RequestStatus::parse(&status)?,
-        decided_by: row.try_get(5).map_err(pg_err)?,
-        issued,
-    })
-}
-
-pub(super) const STATION_COLUMNS: &str = "name, enabled, models, batches, secret_hash";
-
-pub(super) fn station_from_row(row: &Row) -> Result<StationRecord, StoreError> {
-    station_at(row, 0)
-}
-
-/// A station from `STATION_COLUMNS` starting at column `at`.
-pub(super) fn station_at(row: &Row, at: usize) -> Result<StationRecord, StoreError> {
-    let models: String = row.try_get(at + 2).map_err(pg_err)?;
-    let batches: String = row.try_get(at + 3).map_err(pg_err)?;
-    Ok(StationRecord {
-        name: row.try_get(at).map_err(pg_err)?,
-        enabled: row.try_get(at + 1).map_err(pg_err)?,
-        models: split_list(&models),
-        batches: split_list(&batches),
-        secret_hash: row.try_get(at + 4).map_err(pg_err)?,
-    })
-}
-
 #[async_trait]
 impl RegistryStore for PostgresStore {
     async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError> {
@@ -293,8 +236,8 @@ impl RegistryStore for PostgresStore {
                 let present = |at: usize| row.try_get::<_, Option<&str>>(at).map(|key| key.is_some()).map_err(pg_err);
                 Ok(EnrollmentContext {
                     client: if present(0)? { Some(cert_at(row, 0)?) } else { None },
-                    station: if present(station_at)? { Some(self::station_at(row, station_at)?) } else { None },
-                    device: if present(device_at)? { Some(self::device_at(row, device_at)?) } else { None },
+                    station: if present(station_at)? { Some(rows::station_at(row, station_at)?) } else { None },
+                    device: if present(device_at)? { Some(rows::device_at(row, device_at)?) } else { None },
                 })
             })
             .collect()

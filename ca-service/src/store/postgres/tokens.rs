@@ -2,20 +2,6 @@
 
 use super::*;
 
-pub(super) const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
-
-pub(super) fn token_from_row(row: &Row) -> Result<ApiToken, StoreError> {
-    let role: String = row.try_get(2).map_err(pg_err)?;
-    Ok(ApiToken {
-        id: row.try_get(0).map_err(pg_err)?,
-        name: row.try_get(1).map_err(pg_err)?,
-        role: Role::parse(&role)?,
-        secret_hash: row.try_get(3).map_err(pg_err)?,
-        created_at: row.try_get(4).map_err(pg_err)?,
-        revoked_at: row.try_get(5).map_err(pg_err)?,
-    })
-}
-
 #[async_trait]
 impl TokenStore for PostgresStore {
     async fn add_api_token(&self, token: &ApiToken, audit: AuditEvent) -> Result<(), StoreError> {

@@ -2,33 +2,6 @@
 
 use super::*;
 
-pub(super) const UPDATE_COLUMNS: &str =
-    "id, profile, csr_der, classes, validity_days, requester, status, rejected_by, reason, \
-                              issuer, serial_hex, created_at, expires_at";
-
-/// An update request without its approvals (see [`load_update_request`]).
-pub(super) fn update_request_from_row(row: &Row) -> Result<UpdateRequest, StoreError> {
-    let status: String = row.try_get(6).map_err(pg_err)?;
-    let classes: String = row.try_get(3).map_err(pg_err)?;
-    let validity_days: i32 = row.try_get(4).map_err(pg_err)?;
-    Ok(UpdateRequest {
-        id: row.try_get(0).map_err(pg_err)?,
-        profile: row.try_get(1).map_err(pg_err)?,
-        csr_der: row.try_get(2).map_err(pg_err)?,
-        classes: split_list(&classes),
-        validity_days: u32::try_from(validity_days)
-            .map_err(|_| StoreError::Corrupt(format!("negative validity {validity_days}")))?,
-        requester: row.try_get(5).map_err(pg_err)?,
-        status: RequestStatus::parse(&status)?,
-        approvals: Vec::new(),
-        rejected_by: row.try_get(7).map_err(pg_err)?,
-        reason: row.try_get(8).map_err(pg_err)?,
-        issued: super::issued_pair(row.try_get(9).map_err(pg_err)?, row.try_get(10).map_err(pg_err)?)?,
-        created_at: row.try_get(11).map_err(pg_err)?,
-        expires_at: row.try_get(12).map_err(pg_err)?,
-    })
-}
-
 /// An update request with its approvals, or `None`. `FOR UPDATE` inside a
 /// transaction, so two approvals of one request serialize.
 pub(super) async fn load_update_request(

@@ -3,13 +3,6 @@
 use super::*;
 use crate::audit;
 
-pub(super) fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out)
-        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: bad hash '{s}': {e}")))?;
-    Ok(out)
-}
-
 /// The last entry's (seq, hash), or (0, GENESIS_HASH) for an empty log.
 pub(super) fn chain_head(tx: &Transaction<'_>) -> Result<(i64, [u8; 32]), StoreError> {
     let mut stmt = tx.prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").map_err(db_err)?;
@@ -54,25 +47,6 @@ pub(super) fn append_chain(tx: &Transaction<'_>, events: Vec<AuditEvent>) -> Res
     Ok(())
 }
 
-pub(super) fn entry_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
-    let seq: i64 = row.get(0).map_err(db_err)?;
-    let prev_hash: String = row.get(7).map_err(db_err)?;
-    let hash: String = row.get(8).map_err(db_err)?;
-    Ok(AuditEntry {
-        seq,
-        time_us: row.get(1).map_err(db_err)?,
-        event: AuditEvent {
-            actor: row.get(2).map_err(db_err)?,
-            action: row.get(3).map_err(db_err)?,
-            target: row.get(4).map_err(db_err)?,
-            outcome: row.get(5).map_err(db_err)?,
-            details: row.get(6).map_err(db_err)?,
-        },
-        prev_hash: hash_from_hex(seq, &prev_hash)?,
-        hash: hash_from_hex(seq, &hash)?,
-    })
-}
-
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -88,10 +62,9 @@ impl AuditStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT seq, time_us, actor, action, target, outcome, details, prev_hash, hash \
-                 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
                 params![after_seq, limit],
-                entry_from_row,
+                |row| entry_from_row(row),
             )
         })
         .await

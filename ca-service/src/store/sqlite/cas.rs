@@ -2,18 +2,6 @@
 
 use super::*;
 
-pub(super) const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
-
-pub(super) fn ca_from_row(row: &Row<'_>) -> Result<CaRecord, StoreError> {
-    Ok(CaRecord {
-        name: row.get(0).map_err(db_err)?,
-        cert_der: row.get(1).map_err(db_err)?,
-        key_store: row.get(2).map_err(db_err)?,
-        key_label: row.get(3).map_err(db_err)?,
-        parent: row.get(4).map_err(db_err)?,
-    })
-}
-
 #[async_trait]
 impl CaStore for SqliteStore {
     async fn create_hierarchy(
@@ -87,7 +75,7 @@ impl CaStore for SqliteStore {
         let name = name.to_owned();
         self.read(move |conn| {
             let sql = format!("SELECT {CA_COLUMNS} FROM cas WHERE name = ?1");
-            Ok(query_all(conn, &sql, [name], ca_from_row)?.into_iter().next())
+            Ok(query_all(conn, &sql, [name], |row| ca_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -95,7 +83,7 @@ impl CaStore for SqliteStore {
     async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
         self.read(|conn| {
             let sql = format!("SELECT {CA_COLUMNS} FROM cas ORDER BY created_at, name");
-            query_all(conn, &sql, [], ca_from_row)
+            query_all(conn, &sql, [], |row| ca_from_row(row))
         })
         .await
     }

@@ -2,33 +2,6 @@
 
 use super::*;
 
-pub(super) const CERT_COLUMNS: &str =
-    "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
-                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der, crl_shard";
-
-pub(super) fn cert_from_row(row: &Row<'_>) -> Result<CertRecord, StoreError> {
-    let serial_hex: String = row.get(1).map_err(db_err)?;
-    let serial = super::serial_from_hex(&serial_hex)?;
-    let status: String = row.get(7).map_err(db_err)?;
-    Ok(CertRecord {
-        issuer: row.get(0).map_err(db_err)?,
-        serial,
-        subject: row.get(2).map_err(db_err)?,
-        device_id: row.get(3).map_err(db_err)?,
-        profile: row.get(4).map_err(db_err)?,
-        not_before: row.get(5).map_err(db_err)?,
-        not_after: row.get(6).map_err(db_err)?,
-        status: CertStatus::parse(&status)?,
-        revoked_at: row.get(8).map_err(db_err)?,
-        revocation_reason: reason_from_code(row.get(9).map_err(db_err)?)?,
-        fingerprint: row.get(10).map_err(db_err)?,
-        public_key_sha256: row.get(11).map_err(db_err)?,
-        der: row.get(12).map_err(db_err)?,
-        crl_shard: u32::try_from(row.get::<_, i64>(13).map_err(db_err)?)
-            .map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
-    })
-}
-
 /// Applies an issuance's effect; `Err(reason)` if its precondition no longer holds.
 pub(super) fn apply_effect(
     tx: &Transaction<'_>,
@@ -169,7 +142,7 @@ impl CertificateStore for SqliteStore {
         let (issuer, serial_hex) = (issuer.to_owned(), hex::encode(serial));
         self.write(move |tx| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND serial_hex = ?2");
-            let current = query_all(tx, &sql, [issuer.clone(), serial_hex.clone()], cert_from_row)?
+            let current = query_all(tx, &sql, [issuer.clone(), serial_hex.clone()], |row| cert_from_row(row))?
                 .into_iter()
                 .next()
                 .ok_or_else(|| StoreError::NotFound(format!("certificate {issuer}/{serial_hex}")))?;
@@ -218,7 +191,7 @@ impl CertificateStore for SqliteStore {
                 tx,
                 &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {live} ORDER BY id"),
                 [value],
-                cert_from_row,
+                |row| cert_from_row(row),
             )?;
             tx.prepare_cached(&format!(
                 "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3, status = 'revoked' WHERE {live}"
@@ -249,7 +222,7 @@ impl CertificateReader for SqliteStore {
         let serial_hex = hex::encode(serial);
         self.read(move |conn| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND serial_hex = ?2");
-            Ok(query_all(conn, &sql, [issuer, serial_hex], cert_from_row)?.into_iter().next())
+            Ok(query_all(conn, &sql, [issuer, serial_hex], |row| cert_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -266,7 +239,7 @@ impl CertificateReader for SqliteStore {
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = ?1 AND profile = ?2 AND status = 'valid' \
                  ORDER BY not_after DESC, id DESC LIMIT 1"
             );
-            Ok(query_all(conn, &sql, [issuer, profile], cert_from_row)?.into_iter().next())
+            Ok(query_all(conn, &sql, [issuer, profile], |row| cert_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -275,7 +248,7 @@ impl CertificateReader for SqliteStore {
         let fingerprint = fingerprint.to_owned();
         self.read(move |conn| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE fingerprint = ?1");
-            Ok(query_all(conn, &sql, [fingerprint], cert_from_row)?.into_iter().next())
+            Ok(query_all(conn, &sql, [fingerprint], |row| cert_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -308,7 +281,7 @@ impl CertificateReader for SqliteStore {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = ?1 ORDER BY created_at DESC, id DESC"
             );
-            query_all(conn, &sql, [device_id], cert_from_row)
+            query_all(conn, &sql, [device_id], |row| cert_from_row(row))
         })
         .await
     }

@@ -37,22 +37,9 @@ impl CrlStore for SqliteStore {
         self.read(move |conn| {
             let rows = query_all(
                 conn,
-                "SELECT ca, name, crl_number, base_number, this_update, next_update, der FROM published_crls \
-                 WHERE ca = ?1 AND name = ?2",
+                &format!("SELECT {CRL_COLUMNS} FROM published_crls WHERE ca = ?1 AND name = ?2"),
                 params![ca, name],
-                |row| {
-                    let number: i64 = row.get(2).map_err(db_err)?;
-                    let base: Option<i64> = row.get(3).map_err(db_err)?;
-                    Ok(PublishedCrl {
-                        ca: row.get(0).map_err(db_err)?,
-                        name: row.get(1).map_err(db_err)?,
-                        number: u64::try_from(number).unwrap_or(0),
-                        base_number: base.and_then(|b| u64::try_from(b).ok()),
-                        this_update: row.get(4).map_err(db_err)?,
-                        next_update: row.get(5).map_err(db_err)?,
-                        der: row.get(6).map_err(db_err)?,
-                    })
-                },
+                |row| crl_at(row, 0),
             )?;
             Ok(rows.into_iter().next())
         })
@@ -64,16 +51,9 @@ impl CrlStore for SqliteStore {
         self.read(move |conn| {
             let rows = query_all(
                 conn,
-                "SELECT crl_number, this_update, next_update FROM published_crls WHERE ca = ?1 AND name = ?2",
+                &format!("SELECT {CRL_HEAD_COLUMNS} FROM published_crls WHERE ca = ?1 AND name = ?2"),
                 params![ca, name],
-                |row| {
-                    let number: i64 = row.get(0).map_err(db_err)?;
-                    Ok(CrlHead {
-                        number: u64::try_from(number).unwrap_or(0),
-                        this_update: row.get(1).map_err(db_err)?,
-                        next_update: row.get(2).map_err(db_err)?,
-                    })
-                },
+                |row| crl_head_at(row, 0),
             )?;
             Ok(rows.into_iter().next())
         })

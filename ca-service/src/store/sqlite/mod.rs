@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use crate::audit::{AuditEntry, AuditEvent, GENESIS_HASH};
+use crate::store::rows::*;
 use crate::store::*;
 
 mod audit;
@@ -179,6 +180,16 @@ fn now_us() -> i64 {
 }
 
 /// Runs a query and maps every row with `f`.
+impl Columns for Row<'_> {
+    fn get<T: Column>(&self, i: usize) -> Result<T, StoreError> {
+        Row::get(self, i).map_err(db_err)
+    }
+
+    fn int4(&self, i: usize) -> Result<i64, StoreError> {
+        Row::get(self, i).map_err(db_err)
+    }
+}
+
 fn query_all<T>(
     conn: &Connection,
     sql: &str,

@@ -3,51 +3,6 @@
 
 use super::*;
 
-pub(super) fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
-    let state: String = row.get(5).map_err(db_err)?;
-    Ok(DeviceRecord {
-        device_id: row.get(0).map_err(db_err)?,
-        model: row.get(1).map_err(db_err)?,
-        class: row.get(2).map_err(db_err)?,
-        batch: row.get(3).map_err(db_err)?,
-        hardware_serial: row.get(4).map_err(db_err)?,
-        state: DeviceState::parse(&state)?,
-        reprovision: row.get(6).map_err(db_err)?,
-    })
-}
-
-pub(super) const REQUEST_COLUMNS: &str = "id, profile, device_id, requester, status, decided_by, issuer, serial_hex";
-
-pub(super) fn request_from_row(row: &Row<'_>) -> Result<EnrollmentRequest, StoreError> {
-    let status: String = row.get(4).map_err(db_err)?;
-    let issuer: Option<String> = row.get(6).map_err(db_err)?;
-    let serial_hex: Option<String> = row.get(7).map_err(db_err)?;
-    let issued = super::issued_pair(issuer, serial_hex)?;
-    Ok(EnrollmentRequest {
-        id: row.get(0).map_err(db_err)?,
-        profile: row.get(1).map_err(db_err)?,
-        device_id: row.get(2).map_err(db_err)?,
-        requester: row.get(3).map_err(db_err)?,
-        status: RequestStatus::parse(&status)?,
-        decided_by: row.get(5).map_err(db_err)?,
-        issued,
-    })
-}
-
-pub(super) fn station_from_row(row: &Row<'_>) -> Result<StationRecord, StoreError> {
-    let list = |i: usize| -> Result<Vec<String>, StoreError> {
-        let s: String = row.get(i).map_err(db_err)?;
-        Ok(split_list(&s))
-    };
-    Ok(StationRecord {
-        name: row.get(0).map_err(db_err)?,
-        enabled: row.get(1).map_err(db_err)?,
-        models: list(2)?,
-        batches: list(3)?,
-        secret_hash: row.get(4).map_err(db_err)?,
-    })
-}
-
 #[async_trait]
 impl RegistryStore for SqliteStore {
     async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
@@ -95,9 +50,8 @@ impl RegistryStore for SqliteStore {
     async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let device_id = device_id.to_owned();
         self.read(move |conn| {
-            let sql = "SELECT device_id, model, class, batch, hardware_serial, state, reprovision \
-                       FROM devices WHERE device_id = ?1";
-            Ok(query_all(conn, sql, [device_id], device_from_row)?.into_iter().next())
+            let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1");
+            Ok(query_all(conn, &sql, [device_id], |row| device_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -122,7 +76,7 @@ impl RegistryStore for SqliteStore {
                 append_chain(tx, vec![audit])?;
             }
             let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
-            query_all(tx, &sql, [r.id.clone()], request_from_row)?
+            query_all(tx, &sql, [r.id.clone()], |row| request_from_row(row))?
                 .into_iter()
                 .next()
                 .ok_or_else(|| StoreError::Database("enrollment request vanished".into()))
@@ -134,7 +88,7 @@ impl RegistryStore for SqliteStore {
         let id = id.to_owned();
         self.read(move |conn| {
             let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
-            Ok(query_all(conn, &sql, [id], request_from_row)?.into_iter().next())
+            Ok(query_all(conn, &sql, [id], |row| request_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -159,7 +113,7 @@ impl RegistryStore for SqliteStore {
                 .map_err(db_err)?;
             if n == 0 {
                 let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
-                return Err(match query_all(tx, &sql, [id.clone()], request_from_row)?.into_iter().next() {
+                return Err(match query_all(tx, &sql, [id.clone()], |row| request_from_row(row))?.into_iter().next() {
                     None => StoreError::NotFound(format!("enrollment request '{id}'")),
                     Some(r) => StoreError::Conflict(format!(
                         "enrollment request '{id}' is already {}; decisions are final",
@@ -199,7 +153,7 @@ impl RegistryStore for SqliteStore {
             let sql = format!(
                 "SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at, id"
             );
-            query_all(conn, &sql, [status.map(RequestStatus::as_str)], request_from_row)
+            query_all(conn, &sql, [status.map(RequestStatus::as_str)], |row| request_from_row(row))
         })
         .await
     }
@@ -227,20 +181,17 @@ impl RegistryStore for SqliteStore {
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
         let name = name.to_owned();
         self.read(move |conn| {
-            let sql = "SELECT name, enabled, models, batches, secret_hash FROM stations WHERE name = ?1";
-            Ok(query_all(conn, sql, [name], station_from_row)?.into_iter().next())
+            let sql = format!("SELECT {STATION_COLUMNS} FROM stations WHERE name = ?1");
+            Ok(query_all(conn, &sql, [name], |row| station_from_row(row))?.into_iter().next())
         })
         .await
     }
 
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
         self.read(move |conn| {
-            query_all(
-                conn,
-                "SELECT name, enabled, models, batches, secret_hash FROM stations ORDER BY name",
-                [],
-                station_from_row,
-            )
+            query_all(conn, &format!("SELECT {STATION_COLUMNS} FROM stations ORDER BY name"), [], |row| {
+                station_from_row(row)
+            })
         })
         .await
     }

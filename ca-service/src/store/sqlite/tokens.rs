@@ -2,20 +2,6 @@
 
 use super::*;
 
-pub(super) const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
-
-pub(super) fn token_from_row(row: &Row<'_>) -> Result<ApiToken, StoreError> {
-    let role: String = row.get(2).map_err(db_err)?;
-    Ok(ApiToken {
-        id: row.get(0).map_err(db_err)?,
-        name: row.get(1).map_err(db_err)?,
-        role: Role::parse(&role)?,
-        secret_hash: row.get(3).map_err(db_err)?,
-        created_at: row.get(4).map_err(db_err)?,
-        revoked_at: row.get(5).map_err(db_err)?,
-    })
-}
-
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn add_api_token(&self, token: &ApiToken, audit: AuditEvent) -> Result<(), StoreError> {
@@ -41,7 +27,7 @@ impl TokenStore for SqliteStore {
         let id = id.to_owned();
         self.read(move |conn| {
             let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1");
-            Ok(query_all(conn, &sql, [id], token_from_row)?.into_iter().next())
+            Ok(query_all(conn, &sql, [id], |row| token_from_row(row))?.into_iter().next())
         })
         .await
     }
@@ -50,7 +36,7 @@ impl TokenStore for SqliteStore {
         let id = id.to_owned();
         self.write(move |tx| {
             let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1");
-            let current = query_all(tx, &sql, [id.clone()], token_from_row)?
+            let current = query_all(tx, &sql, [id.clone()], |row| token_from_row(row))?
                 .into_iter()
                 .next()
                 .ok_or_else(|| StoreError::NotFound(format!("API token '{id}'")))?;
@@ -69,7 +55,7 @@ impl TokenStore for SqliteStore {
     async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         self.read(move |conn| {
             let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id");
-            query_all(conn, &sql, [], token_from_row)
+            query_all(conn, &sql, [], |row| token_from_row(row))
         })
         .await
     }

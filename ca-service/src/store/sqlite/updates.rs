@@ -2,37 +2,10 @@
 
 use super::*;
 
-pub(super) const UPDATE_COLUMNS: &str =
-    "id, profile, csr_der, classes, validity_days, requester, status, rejected_by, reason, \
-                              issuer, serial_hex, created_at, expires_at";
-
-/// An update request without its approvals (see [`load_update_request`]).
-pub(super) fn update_request_from_row(row: &Row<'_>) -> Result<UpdateRequest, StoreError> {
-    let status: String = row.get(6).map_err(db_err)?;
-    let classes: String = row.get(3).map_err(db_err)?;
-    let issuer: Option<String> = row.get(9).map_err(db_err)?;
-    let serial_hex: Option<String> = row.get(10).map_err(db_err)?;
-    Ok(UpdateRequest {
-        id: row.get(0).map_err(db_err)?,
-        profile: row.get(1).map_err(db_err)?,
-        csr_der: row.get(2).map_err(db_err)?,
-        classes: split_list(&classes),
-        validity_days: row.get(4).map_err(db_err)?,
-        requester: row.get(5).map_err(db_err)?,
-        status: RequestStatus::parse(&status)?,
-        approvals: Vec::new(),
-        rejected_by: row.get(7).map_err(db_err)?,
-        reason: row.get(8).map_err(db_err)?,
-        issued: super::issued_pair(issuer, serial_hex)?,
-        created_at: row.get(11).map_err(db_err)?,
-        expires_at: row.get(12).map_err(db_err)?,
-    })
-}
-
 /// An update request with its approvals, or `None`.
 pub(super) fn load_update_request(conn: &Connection, id: &str) -> Result<Option<UpdateRequest>, StoreError> {
     let sql = format!("SELECT {UPDATE_COLUMNS} FROM update_requests WHERE id = ?1");
-    let Some(mut request) = query_all(conn, &sql, [id], update_request_from_row)?.into_iter().next() else {
+    let Some(mut request) = query_all(conn, &sql, [id], |row| update_request_from_row(row))?.into_iter().next() else {
         return Ok(None);
     };
     request.approvals = query_all(
