@@ -83,11 +83,11 @@ impl AuditStore for PostgresStore {
     }
 
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
-            .await
-            .map_err(pg_err)?;
-        client.query(&stmt, &[&after_seq, &limit.max(0)]).await.map_err(pg_err)?.iter().map(entry_from_row).collect()
+        self.read_all(
+            &format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[&after_seq, &limit.max(0)],
+            entry_from_row,
+        )
+        .await
     }
 }

@@ -100,18 +100,10 @@ impl CaStore for PostgresStore {
     }
 
     async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt =
-            client.prepare_cached(&format!("SELECT {CA_COLUMNS} FROM cas WHERE name = $1")).await.map_err(pg_err)?;
-        client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(ca_from_row).transpose()
+        self.read_opt(&format!("SELECT {CA_COLUMNS} FROM cas WHERE name = $1"), &[&name], ca_from_row).await
     }
 
     async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {CA_COLUMNS} FROM cas ORDER BY created_at, name"))
-            .await
-            .map_err(pg_err)?;
-        client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(ca_from_row).collect()
+        self.read_all(&format!("SELECT {CA_COLUMNS} FROM cas ORDER BY created_at, name"), &[], ca_from_row).await
     }
 }

@@ -353,18 +353,12 @@ impl CertificateStore for PostgresStore {
 #[async_trait]
 impl CertificateReader for PostgresStore {
     async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND serial_hex = $2"))
-            .await
-            .map_err(pg_err)?;
-        client
-            .query_opt(&stmt, &[&issuer, &hex::encode(serial)])
-            .await
-            .map_err(pg_err)?
-            .as_ref()
-            .map(cert_from_row)
-            .transpose()
+        self.read_opt(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND serial_hex = $2"),
+            &[&issuer, &hex::encode(serial)],
+            cert_from_row,
+        )
+        .await
     }
 
     async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError> {
@@ -389,14 +383,12 @@ impl CertificateReader for PostgresStore {
     }
 
     async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = $1 ORDER BY created_at DESC, id DESC"
-            ))
-            .await
-            .map_err(pg_err)?;
-        client.query(&stmt, &[&device_id]).await.map_err(pg_err)?.iter().map(cert_from_row).collect()
+        self.read_all(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = $1 ORDER BY created_at DESC, id DESC"),
+            &[&device_id],
+            cert_from_row,
+        )
+        .await
     }
 
     async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError> {
@@ -406,24 +398,24 @@ impl CertificateReader for PostgresStore {
     }
 
     async fn latest_valid_certificate(&self, issuer: &str, profile: &str) -> Result<Option<CertRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
+        self.read_opt(
+            &format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND profile = $2 AND status = 'valid' \
                  ORDER BY not_after DESC, id DESC LIMIT 1"
-            ))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&issuer, &profile]).await.map_err(pg_err)?.as_ref().map(cert_from_row).transpose()
+            ),
+            &[&issuer, &profile],
+            cert_from_row,
+        )
+        .await
     }
 
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {CERT_COLUMNS} FROM certificates WHERE fingerprint = $1"))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&fingerprint]).await.map_err(pg_err)?.as_ref().map(cert_from_row).transpose()
+        self.read_opt(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE fingerprint = $1"),
+            &[&fingerprint],
+            cert_from_row,
+        )
+        .await
     }
 }
 

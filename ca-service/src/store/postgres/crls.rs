@@ -35,21 +35,21 @@ impl CrlStore for PostgresStore {
     }
 
     async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {CRL_COLUMNS} FROM published_crls WHERE ca = $1 AND name = $2"))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)?.map(|row| crl_at(&row, 0)).transpose()
+        self.read_opt(
+            &format!("SELECT {CRL_COLUMNS} FROM published_crls WHERE ca = $1 AND name = $2"),
+            &[&ca, &name],
+            |row| crl_at(row, 0),
+        )
+        .await
     }
 
     async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {CRL_HEAD_COLUMNS} FROM published_crls WHERE ca = $1 AND name = $2"))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&ca, &name]).await.map_err(pg_err)?.map(|row| crl_head_at(&row, 0)).transpose()
+        self.read_opt(
+            &format!("SELECT {CRL_HEAD_COLUMNS} FROM published_crls WHERE ca = $1 AND name = $2"),
+            &[&ca, &name],
+            |row| crl_head_at(row, 0),
+        )
+        .await
     }
 
     async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError> {

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, NoTls, Row};
 
 use crate::audit::{AuditEntry, AuditEvent, GENESIS_HASH};
@@ -109,6 +110,32 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| pool_err(&self.target, e))
+    }
+
+    /// At most one record: `sql` as a cached statement on a pooled connection, its
+    /// row mapped by `map` (one of `store::rows`' mappers).
+    async fn read_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_err)?;
+        client.query_opt(&stmt, params).await.map_err(pg_err)?.as_ref().map(map).transpose()
+    }
+
+    /// Every row of `sql` (a cached statement on a pooled connection), in order,
+    /// mapped by `map`.
+    async fn read_all<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_err)?;
+        client.query(&stmt, params).await.map_err(pg_err)?.iter().map(map).collect()
     }
 }
 

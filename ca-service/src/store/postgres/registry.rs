@@ -51,12 +51,12 @@ impl RegistryStore for PostgresStore {
     }
 
     async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1"))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&device_id]).await.map_err(pg_err)?.as_ref().map(device_from_row).transpose()
+        self.read_opt(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1"),
+            &[&device_id],
+            device_from_row,
+        )
+        .await
     }
 
     async fn submit_enrollment_request(
@@ -90,12 +90,12 @@ impl RegistryStore for PostgresStore {
     }
 
     async fn get_enrollment_request(&self, id: &str) -> Result<Option<EnrollmentRequest>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&id]).await.map_err(pg_err)?.as_ref().map(request_from_row).transpose()
+        self.read_opt(
+            &format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"),
+            &[&id],
+            request_from_row,
+        )
+        .await
     }
 
     async fn decide_enrollment_request(
@@ -199,12 +199,8 @@ impl RegistryStore for PostgresStore {
     }
 
     async fn get_station(&self, name: &str) -> Result<Option<StationRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE name = $1"))
+        self.read_opt(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE name = $1"), &[&name], station_from_row)
             .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&name]).await.map_err(pg_err)?.as_ref().map(station_from_row).transpose()
     }
 
     async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
@@ -244,11 +240,6 @@ impl RegistryStore for PostgresStore {
     }
 
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {STATION_COLUMNS} FROM stations ORDER BY name"))
-            .await
-            .map_err(pg_err)?;
-        client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(station_from_row).collect()
+        self.read_all(&format!("SELECT {STATION_COLUMNS} FROM stations ORDER BY name"), &[], station_from_row).await
     }
 }

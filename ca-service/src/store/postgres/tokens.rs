@@ -37,12 +37,7 @@ impl TokenStore for PostgresStore {
     }
 
     async fn get_api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"))
-            .await
-            .map_err(pg_err)?;
-        client.query_opt(&stmt, &[&id]).await.map_err(pg_err)?.as_ref().map(token_from_row).transpose()
+        self.read_opt(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"), &[&id], token_from_row).await
     }
 
     async fn revoke_api_token(&self, id: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError> {
@@ -71,11 +66,7 @@ impl TokenStore for PostgresStore {
     }
 
     async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"))
+        self.read_all(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"), &[], token_from_row)
             .await
-            .map_err(pg_err)?;
-        client.query(&stmt, &[]).await.map_err(pg_err)?.iter().map(token_from_row).collect()
     }
 }
