@@ -4,6 +4,20 @@
 //! Every write that matters is audited in the same transaction as the change it
 //! records, and the audit chain is extended inside that transaction, so a certificate,
 //! its record and its audit entry are durable together or not at all.
+//!
+//! The interface is one narrow trait per aggregate, so that a consumer names what it
+//! reads and writes: [`Readiness`], [`CaStore`], [`CertificateReader`] and
+//! [`RevocationReader`] (read-only; the OCSP responder and the CRL publisher need no
+//! more), [`CertificateStore`] (issuance and revocation), [`RegistryStore`],
+//! [`AuditStore`], [`CrlStore`] (with the publishing job's lock),
+//! [`UpdateRequestStore`] and [`TokenStore`]. [`Store`] is all of them; an
+//! `Arc<dyn Store>` upcasts to any one.
+//!
+//! Layout: `types.rs` holds the records, `rows.rs` the column lists and row mappers
+//! both dialects share, and `sqlite/` and `postgres/` one file per aggregate
+//! (`cas`, `certificates`, `registry`, `audit`, `crls`, `updates`, `tokens`), with the
+//! connections, migrations and transaction helpers in their `mod.rs`. The test
+//! `suite/` follows the same split and runs every test on both.
 
 use async_trait::async_trait;
 
@@ -165,7 +179,7 @@ pub trait RegistryStore: Send + Sync {
     /// For each lookup, the client certificate, station and device it names, in
     /// order. EST reads everything it decides on this way, for all requests waiting
     /// at that moment together: PostgreSQL answers a whole batch with one statement;
-    /// SQLite asks [`enrollment_contexts_one_by_one`].
+    /// SQLite asks `enrollment_contexts_one_by_one`.
     async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError>;
 
     /// Records an enrollment request awaiting approval, or returns the stored one
