@@ -178,7 +178,10 @@ pub enum LogError {
 /// Walks the whole chain, then checks that every stored CA and certificate has the
 /// audit entry that recorded it. The chain alone cannot notice its newest entries
 /// being cut off; the records can, because each was committed with its entry.
-pub async fn verify_store(store: &dyn crate::store::Store) -> Result<LogReport, LogError> {
+pub async fn verify_store<S>(store: &S) -> Result<LogReport, LogError>
+where
+    S: crate::store::AuditStore + crate::store::CaStore + crate::store::CertificateReader + ?Sized,
+{
     const PAGE: i64 = 1000;
     let mut head = (0, GENESIS_HASH);
     let mut recorded = std::collections::HashSet::new();

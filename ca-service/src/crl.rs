@@ -26,14 +26,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use revocation::crl::{build_crl, CrlKind, CrlParams, IssuingDistributionPoint, RevokedEntry};
-use revocation::Reason;
 use tokio::sync::Notify;
 use x509_parser::prelude::FromDer;
 
 use crate::audit::AuditEvent;
 use crate::issuance::{unix, Pki};
 use crate::profile::CrlScope;
-use crate::store::{CrlHead, PublishedCrl};
+use crate::store::{CrlHead, CrlStore, PublishedCrl, RevocationReader};
 
 /// Deltas also list revocations this long before their base was signed: a
 /// revocation committed while the base was being built is then in one or the other.
@@ -97,9 +96,11 @@ pub async fn sign_crl(
         CrlScope::Full => None,
         CrlScope::Shard(n) => Some(n),
     };
+    // A CRL is built from what was revoked (read-only) and numbered by the CRL store.
+    let (revocations, crls): (&dyn RevocationReader, &dyn CrlStore) = (pki.store.as_ref(), pki.store.as_ref());
     let revoked =
-        pki.store.revoked_for_crl(ca_name, now_secs, shard, since).await.map_err(|e| internal(e.to_string()))?;
-    let number = pki.store.next_crl_number(ca_name).await.map_err(|e| internal(e.to_string()))?;
+        revocations.revoked_for_crl(ca_name, now_secs, shard, since).await.map_err(|e| internal(e.to_string()))?;
+    let number = crls.next_crl_number(ca_name).await.map_err(|e| internal(e.to_string()))?;
     let (scope_url, delta_url) = pki.urls.crl_of(ca_name, scope);
     // Deltas only for CAs the service signs for online; roots publish complete CRLs.
     let freshest = (pki.urls.delta_crls && ca.issuer().is_some() && matches!(kind, CrlKind::Full)).then_some(delta_url);
@@ -119,7 +120,7 @@ pub async fn sign_crl(
             .map(|(serial, at, reason)| RevokedEntry {
                 serial,
                 revoked_at: UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap_or(0)),
-                reason: reason.and_then(|r| u8::try_from(r).ok()).and_then(Reason::from_code),
+                reason,
             })
             .collect();
         let params = CrlParams {
@@ -161,7 +162,8 @@ pub async fn sign_crl(
 /// how many CRLs it published.
 pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
     let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
-    let Some(_lock) = pki.store.try_job_lock("crl-publish").await.map_err(internal)? else {
+    let crls: &dyn CrlStore = pki.store.as_ref();
+    let Some(_lock) = crls.try_job_lock("crl-publish").await.map_err(internal)? else {
         return Ok(0);
     };
     let cfg = &pki.config.crl;
@@ -179,7 +181,7 @@ pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
         let name = ca.record.name.as_str();
         for &scope in &scopes {
             let now = unix(SystemTime::now());
-            let stored = pki.store.published_crl_head(name, &crl_name(scope, false)).await.map_err(internal)?;
+            let stored = crls.published_crl_head(name, &crl_name(scope, false)).await.map_err(internal)?;
             let base = match stored {
                 Some(b) if now - b.this_update < base_every && b.next_update - now > 2 * every => b,
                 _ => {
@@ -201,7 +203,7 @@ pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
     let audit = AuditEvent::success("system:crl-publisher", "crl.publish", "crls").with_details(serde_json::json!({
         "published": published.iter().map(|c| format!("{}/{} #{}", c.ca, c.name, c.number)).collect::<Vec<_>>(),
     }));
-    pki.store.publish_crls(&published, audit).await.map_err(internal)?;
+    crls.publish_crls(&published, audit).await.map_err(internal)?;
     Ok(published.len())
 }
 
@@ -243,7 +245,7 @@ pub struct CrlCache {
 }
 
 impl CrlCache {
-    async fn get(&self, pki: &Pki, ca: &str, name: &str) -> Result<Option<Arc<PublishedCrl>>, CrlServeError> {
+    async fn get(&self, crls: &dyn CrlStore, ca: &str, name: &str) -> Result<Option<Arc<PublishedCrl>>, CrlServeError> {
         let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
         let key = (ca.to_string(), name.to_string());
         let cached = self.served.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
@@ -254,10 +256,10 @@ impl CrlCache {
         }
         // Only the head is read to see whether a newer CRL exists; the bytes only when
         // one does.
-        let Some(head) = pki.store.published_crl_head(ca, name).await.map_err(internal)? else { return Ok(None) };
+        let Some(head) = crls.published_crl_head(ca, name).await.map_err(internal)? else { return Ok(None) };
         let crl = match cached {
             Some((_, crl)) if crl.number == head.number => crl,
-            _ => match pki.store.published_crl(ca, name).await.map_err(internal)? {
+            _ => match crls.published_crl(ca, name).await.map_err(internal)? {
                 Some(crl) => Arc::new(crl),
                 None => return Ok(None),
             },
@@ -314,7 +316,7 @@ pub async fn serve_crl(pki: web::Data<Pki>, cache: web::Data<CrlCache>, req: Htt
     if !published_here(&pki, ca_record, scope, delta) {
         return text(StatusCode::NOT_FOUND, format!("no such CRL is published for {ca}\n"));
     }
-    match cache.get(&pki, ca, &crl_name(scope, delta)).await {
+    match cache.get(pki.store.as_ref(), ca, &crl_name(scope, delta)).await {
         Ok(Some(crl)) => {
             let now = unix(SystemTime::now());
             let max_age = (crl.next_update - now).clamp(0, i64::try_from(pki.config.crl.regenerate_secs).unwrap_or(0));

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use revocation::ocsp::{self, CertId, CertStatus, ErrorStatus, HashAlgorithm, IssuerKeys};
-use revocation::Reason;
 
 use crate::hierarchy::ocsp_key_label;
 use crate::issuance::{IssueError, Pki};
 use crate::profile::Subject;
 use crate::store::CertStatus as StoredStatus;
+use crate::store::{CertificateReader, RevocationReader};
 
 /// How long a response is valid (nextUpdate − thisUpdate). Clients may cache it that
 /// long, so it also bounds how stale a cached "good" can be anywhere.
@@ -113,7 +113,8 @@ impl OcspService {
             let signer = tokio::task::spawn_blocking(move || keys.find(&store, &label))
                 .await
                 .map_err(|e| IssueError::Signing(e.to_string()))??;
-            let current = pki.store.latest_valid_certificate(&name, profile_name).await?;
+            let certificates: &dyn CertificateReader = pki.store.as_ref();
+            let current = certificates.latest_valid_certificate(&name, profile_name).await?;
             let now = crate::issuance::unix(SystemTime::now());
             let lifetime = i64::from(profile.validity_days) * 86_400;
             let cert_der = match current {
@@ -228,7 +229,7 @@ impl OcspService {
         let responder = &self.responders[index];
         let mut answers = Vec::with_capacity(ids.len());
         for id in ids {
-            answers.push((id.clone(), status_of(pki, &responder.ca, id).await?));
+            answers.push((id.clone(), status_of(pki.store.as_ref(), &responder.ca, id).await?));
         }
         // Whole seconds: producedAt/thisUpdate are GeneralizedTime without fractions.
         let now = UNIX_EPOCH + Duration::from_secs(crate::issuance::unix(SystemTime::now()).max(0) as u64);
@@ -274,13 +275,15 @@ impl OcspService {
     /// instances) and applies them to the pre-signed answers. Runs until the process
     /// ends.
     pub fn spawn_revocation_watch(self: Arc<Self>, pki: Arc<Pki>) {
+        // It only reads revocations; re-signing goes through `pki`.
+        let revocations: Arc<dyn RevocationReader> = pki.store.clone();
         tokio::spawn(async move {
             let mut newest = crate::issuance::unix(SystemTime::now());
             let mut seen: HashSet<(String, Vec<u8>)> = HashSet::new();
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             loop {
                 tick.tick().await;
-                let revoked = match pki.store.revoked_since(newest - WATCH_OVERLAP_SECS).await {
+                let revoked = match revocations.revoked_since(newest - WATCH_OVERLAP_SECS).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(error = %e, "OCSP revocation watch: store unavailable");
@@ -305,11 +308,11 @@ impl OcspService {
 
 /// A serial's status under `ca`, from the store. Superseded certificates are still
 /// good: they were replaced, not withdrawn.
-async fn status_of(pki: &Pki, ca: &str, id: &CertId) -> Result<CertStatus, ErrorStatus> {
+async fn status_of(certificates: &dyn CertificateReader, ca: &str, id: &CertId) -> Result<CertStatus, ErrorStatus> {
     if matches!(id.hash_algorithm(), HashAlgorithm::Unsupported(_)) {
         return Ok(CertStatus::Unknown);
     }
-    let record = pki.store.get_certificate(ca, id.serial()).await.map_err(|e| {
+    let record = certificates.get_certificate(ca, id.serial()).await.map_err(|e| {
         tracing::warn!(error = %e, "OCSP status lookup failed");
         ErrorStatus::TryLater
     })?;
@@ -319,7 +322,7 @@ async fn status_of(pki: &Pki, ca: &str, id: &CertId) -> Result<CertStatus, Error
             StoredStatus::Valid | StoredStatus::Superseded => CertStatus::Good,
             StoredStatus::Revoked => CertStatus::Revoked {
                 at: UNIX_EPOCH + Duration::from_secs(u64::try_from(r.revoked_at.unwrap_or(0)).unwrap_or(0)),
-                reason: r.revocation_reason.and_then(|c| u8::try_from(c).ok()).and_then(Reason::from_code),
+                reason: r.revocation_reason,
             },
         },
     })

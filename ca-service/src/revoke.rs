@@ -57,11 +57,6 @@ pub fn reason_name(reason: Reason) -> &'static str {
     REASONS.iter().find(|(_, r)| *r == reason).map_or("removeFromCRL", |(n, _)| *n)
 }
 
-/// A stored CRLReason code → its RFC 5280 name; `None` for codes one cannot revoke for.
-pub fn stored_reason_name(code: i32) -> Option<&'static str> {
-    REASONS.iter().find(|(_, r)| i32::from(r.code()) == code).map(|(n, _)| *n)
-}
-
 /// What to revoke.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -149,15 +144,12 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
     let audit =
         AuditEvent::success(order.actor, order.target.action(), order.target.audit_target()).with_details(details);
     let now = crate::issuance::unix(std::time::SystemTime::now());
-    // The store takes the reason as its i32 code: the one place that converts (it
-    // becomes `order.reason` once the store takes a `Reason`).
-    let store_reason = code;
     let revoked = match order.target {
         Target::Certificate { issuer, serial } => {
-            Revoked::Certificate(store.revoke_certificate(&issuer, &serial, store_reason, now, audit).await?)
+            Revoked::Certificate(store.revoke_certificate(&issuer, &serial, order.reason, now, audit).await?)
         }
         Target::Devices(which) => {
-            let (devices, certificates) = store.revoke_devices(&which, store_reason, now, audit).await?;
+            let (devices, certificates) = store.revoke_devices(&which, order.reason, now, audit).await?;
             Revoked::Devices { which, devices, certificates }
         }
     };
@@ -185,15 +177,13 @@ mod tests {
         for (name, reason) in REASONS {
             assert_eq!(parse_reason(name), Ok(reason));
             assert_eq!(reason_name(reason), name);
-            assert_eq!(stored_reason_name(i32::from(reason.code())), Some(name));
+            assert_eq!(reason_name(reason), name);
         }
         let err = parse_reason("removeFromCRL").unwrap_err();
         assert!(
             err.starts_with("unknown revocation reason 'removeFromCRL' (one of: unspecified, keyCompromise"),
             "{err}"
         );
-        assert_eq!(stored_reason_name(8), None);
-        assert_eq!(stored_reason_name(7), None);
     }
 
     async fn store_with_batch() -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {

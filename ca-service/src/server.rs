@@ -213,7 +213,8 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers and every loaded issuing key's store answers.
 async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
-    if let Err(e) = pki.store.ping().await {
+    let database: &dyn crate::store::Readiness = pki.store.as_ref();
+    if let Err(e) = database.ping().await {
         return HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"ready": false, "reason": format!("storage: {e}")}));
     }

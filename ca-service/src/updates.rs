@@ -22,7 +22,7 @@ use crate::config::ProfileConfig;
 use crate::est::Refusal;
 use crate::issuance::{check_policy, unix, IssueError, Issued, Pki};
 use crate::profile::Subject;
-use crate::store::{IssuanceEffect, RequestStatus, UpdateRequest};
+use crate::store::{IssuanceEffect, RequestStatus, UpdateRequest, UpdateRequestStore};
 
 /// What a release manager asks for.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ pub(crate) async fn submit(
             "subject_cn": csr.common_name,
             "public_key_sha256": crate::issuance::sha256_hex(&csr.public_key_der),
         }));
-    pki.store.submit_update_request(&request, audit).await.map_err(Refusal::from)?;
+    requests(pki).submit_update_request(&request, audit).await.map_err(Refusal::from)?;
     Ok(request)
 }
 
@@ -133,7 +133,7 @@ pub(crate) async fn approve(
     let required = pki.config.updates.approvals;
     let audit = AuditEvent::success(actor, "update-request.approve", format!("update-request:{id}"))
         .with_details(serde_json::json!({ "approver": approver }));
-    let request = pki.store.approve_update_request(id, approver, required, audit).await.map_err(Refusal::from)?;
+    let request = requests(pki).approve_update_request(id, approver, required, audit).await.map_err(Refusal::from)?;
     if request.status != RequestStatus::Approved {
         return Ok((request, None));
     }
@@ -141,7 +141,7 @@ pub(crate) async fn approve(
     if let Err(r) = &signed {
         crate::est::audit_refusal(pki, "update-request.sign", actor, &format!("update-request:{id}"), r).await;
     }
-    let request = pki.store.get_update_request(id).await.map_err(Refusal::from)?.unwrap_or(request);
+    let request = requests(pki).get_update_request(id).await.map_err(Refusal::from)?.unwrap_or(request);
     Ok((request, Some(signed)))
 }
 
@@ -178,7 +178,13 @@ pub(crate) async fn reject(pki: &Pki, by: &str, actor: &str, id: &str, reason: &
     }
     let audit = AuditEvent::success(actor, "update-request.reject", format!("update-request:{id}"))
         .with_details(serde_json::json!({ "rejected_by": by, "reason": reason }));
-    pki.store.reject_update_request(id, by, reason, audit).await.map_err(Refusal::from)
+    requests(pki).reject_update_request(id, by, reason, audit).await.map_err(Refusal::from)
+}
+
+/// The part of the store this workflow keeps its requests in (signing them is the
+/// issuance writer's, through `pki`).
+fn requests(pki: &Pki) -> &dyn UpdateRequestStore {
+    pki.store.as_ref()
 }
 
 /// Whether a stored request has passed its deadline without being issued.

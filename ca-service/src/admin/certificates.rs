@@ -19,7 +19,7 @@ pub fn certificate_json(c: &CertRecord) -> serde_json::Value {
         "not_after": c.not_after,
         "status": c.status.as_str(),
         "revoked_at": c.revoked_at,
-        "revocation_reason": c.revocation_reason.map(|r| crate::revoke::stored_reason_name(r).unwrap_or("unknown")),
+        "revocation_reason": c.revocation_reason.map(crate::revoke::reason_name),
         "fingerprint_sha256": c.fingerprint,
     })
 }

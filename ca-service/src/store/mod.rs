@@ -4,412 +4,44 @@
 //! Every write that matters is audited in the same transaction as the change it
 //! records, and the audit chain is extended inside that transaction, so a certificate,
 //! its record and its audit entry are durable together or not at all.
+//!
+//! The interface is one narrow trait per aggregate, so that a consumer names what it
+//! reads and writes: [`Readiness`], [`CaStore`], [`CertificateReader`] and
+//! [`RevocationReader`] (read-only; the OCSP responder and the CRL publisher need no
+//! more), [`CertificateStore`] (issuance and revocation), [`RegistryStore`],
+//! [`AuditStore`], [`CrlStore`] (with the publishing job's lock),
+//! [`UpdateRequestStore`] and [`TokenStore`]. [`Store`] is all of them; an
+//! `Arc<dyn Store>` upcasts to any one.
+//!
+//! Layout: `types.rs` holds the records, `rows.rs` the column lists and row mappers
+//! both dialects share, and `sqlite/` and `postgres/` one file per aggregate
+//! (`cas`, `certificates`, `registry`, `audit`, `crls`, `updates`, `tokens`), with the
+//! connections, migrations and transaction helpers in their `mod.rs`. The test
+//! `suite/` follows the same split and runs every test on both.
 
 use async_trait::async_trait;
 
 use crate::audit::{AuditEntry, AuditEvent};
 
-/// The registry's records are the registration authority's (`enrollment::ra`).
-pub use enrollment::ra::{DeviceRecord, DeviceState, StationRecord};
-
-impl From<enrollment::ra::UnknownDeviceState> for StoreError {
-    fn from(e: enrollment::ra::UnknownDeviceState) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
-}
-
 pub mod postgres;
+mod rows;
 pub mod sqlite;
+mod types;
 
-/// A CA of the hierarchy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CaRecord {
-    /// `identity-root`, `device`, `station`, `update-root`, `update-authority`.
-    pub name: String,
-    /// The CA's current certificate (DER).
-    pub cert_der: Vec<u8>,
-    /// The configured key store holding the CA key (a name from the config).
-    pub key_store: String,
-    /// The key's label inside that store.
-    pub key_label: String,
-    /// The issuing CA's name; `None` for roots and externally signed CAs.
-    pub parent: Option<String>,
-}
+pub use types::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CertStatus {
-    Valid,
-    Revoked,
-    /// Replaced by a renewal; still valid cryptographically until it expires.
-    Superseded,
-}
-
-impl CertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertStatus::Valid => "valid",
-            CertStatus::Revoked => "revoked",
-            CertStatus::Superseded => "superseded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "valid" => Ok(CertStatus::Valid),
-            "revoked" => Ok(CertStatus::Revoked),
-            "superseded" => Ok(CertStatus::Superseded),
-            other => Err(StoreError::Corrupt(format!("unknown certificate status '{other}'"))),
-        }
-    }
-}
-
-/// An issued certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertRecord {
-    /// The issuing CA's name.
-    pub issuer: String,
-    /// The serial number's content octets (positive, ≤ 20 octets).
-    pub serial: Vec<u8>,
-    /// The subject as an RFC 4514 string, for search and display.
-    pub subject: String,
-    pub device_id: Option<String>,
-    pub profile: String,
-    /// Unix seconds.
-    pub not_before: i64,
-    pub not_after: i64,
-    pub status: CertStatus,
-    /// Unix seconds.
-    pub revoked_at: Option<i64>,
-    /// RFC 5280 CRLReason code.
-    pub revocation_reason: Option<i32>,
-    /// SHA-256 of the certificate DER, lower-case hex.
-    pub fingerprint: String,
-    /// SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex (to refuse compromised keys).
-    pub public_key_sha256: String,
-    pub der: Vec<u8>,
-    /// The CRL shard its cRLDistributionPoints names (0 when CRLs are not sharded).
-    pub crl_shard: u32,
-}
-
-/// Where a stored certificate is, for walks over the whole table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertificateKey {
-    pub id: i64,
-    pub issuer: String,
-    pub serial: Vec<u8>,
-}
-
-/// A certificate and the audit event that records its issuance.
-#[derive(Clone, Debug)]
-pub struct Issuance {
-    pub cert: CertRecord,
-    pub audit: AuditEvent,
-    /// A state change that must happen in the same transaction, or the certificate
-    /// is not stored (and so never released).
-    pub effect: Option<IssuanceEffect>,
-    /// The approved enrollment request this certificate fulfils: `approved` → `issued`
-    /// in the same transaction (refused if it is no longer approved).
-    pub fulfils_request: Option<String>,
-    /// The station's request it answers, stored with it so that the same request
-    /// repeated is answered with this certificate again (see `enrollment::ra`).
-    pub delivery: Option<DeliveryKey>,
-}
-
-pub use enrollment::ra::{DeliveryKey, EarlierDelivery};
-
-impl Issuance {
-    pub fn new(cert: CertRecord, audit: AuditEvent) -> Self {
-        Self { cert, audit, effect: None, fulfils_request: None, delivery: None }
-    }
-}
-
-/// What an issuance changes besides adding the certificate. Each has a
-/// precondition checked inside the storing transaction, so two racing enrollments
-/// of one device, or a revocation racing a renewal, cannot both win.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IssuanceEffect {
-    /// First enrollment: device `expected` → `active` (also `active` → `active` when
-    /// the device may be re-provisioned).
-    ActivateDevice { device_id: String, allow_reprovision: bool },
-    /// Renewal: the current certificate `valid` → `superseded`.
-    Supersede { issuer: String, serial: Vec<u8> },
-    /// An update-signing certificate: its request `approved` (and not expired) →
-    /// `issued`, so a rejected or expired request can never be signed.
-    FulfilUpdateRequest { id: String },
-}
-
-/// What happened to one issuance of a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IssuanceOutcome {
-    /// Stored together with its audit entry (and its effect applied).
-    Stored,
-    /// The issuer already has a certificate with this serial: nothing was stored for
-    /// this item; re-sign with a fresh serial.
-    SerialTaken,
-    /// The effect's precondition no longer held (the device is not in a state that
-    /// may enroll, the certificate being renewed is no longer valid): nothing stored.
-    Refused(String),
-    /// The public key was revoked for keyCompromise: it is never certified again.
-    KeyCompromised,
-}
-
-/// A CRL as the scheduled job published it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PublishedCrl {
-    pub ca: String,
-    /// `full`, `delta`, `shard-N` or `shard-N-delta`.
-    pub name: String,
-    pub number: u64,
-    /// For a delta: the cRLNumber of the complete CRL it updates.
-    pub base_number: Option<u64>,
-    /// Unix seconds.
-    pub this_update: i64,
-    pub next_update: i64,
-    pub der: Vec<u8>,
-}
-
-/// Which CRL is published and when, without its bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CrlHead {
-    pub number: u64,
-    /// Unix seconds.
-    pub this_update: i64,
-    pub next_update: i64,
-}
-
-/// A held scheduled-job lock; released when dropped.
-pub struct JobLock {
-    _held: Option<Box<dyn Send + Sync>>,
-}
-
-impl JobLock {
-    /// A lock that needs no holding (one process owns the store).
-    pub fn exclusive() -> Self {
-        Self { _held: None }
-    }
-
-    pub fn holding(resource: impl Send + Sync + 'static) -> Self {
-        Self { _held: Some(Box::new(resource)) }
-    }
-}
-
-impl std::fmt::Debug for JobLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JobLock")
-    }
-}
-
-/// Which devices a revocation is for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeviceSelector {
-    Device(String),
-    /// Every device registered in a batch.
-    Batch(String),
-    /// Every device of a model.
-    Model(String),
-}
-
-impl DeviceSelector {
-    /// The `devices` column it matches on (a fixed name, never input) and the value.
-    fn column_and_value(&self) -> (&'static str, &str) {
-        match self {
-            DeviceSelector::Device(v) => ("device_id", v),
-            DeviceSelector::Batch(v) => ("batch", v),
-            DeviceSelector::Model(v) => ("model", v),
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceSelector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceSelector::Device(v) => write!(f, "device:{v}"),
-            DeviceSelector::Batch(v) => write!(f, "batch:{v}"),
-            DeviceSelector::Model(v) => write!(f, "model:{v}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestStatus {
-    Pending,
-    Approved,
-    Rejected,
-    /// Approved and the certificate issued (`issuer`, `serial` set).
-    Issued,
-}
-
-impl RequestStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestStatus::Pending => "pending",
-            RequestStatus::Approved => "approved",
-            RequestStatus::Rejected => "rejected",
-            RequestStatus::Issued => "issued",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "pending" => Ok(RequestStatus::Pending),
-            "approved" => Ok(RequestStatus::Approved),
-            "rejected" => Ok(RequestStatus::Rejected),
-            "issued" => Ok(RequestStatus::Issued),
-            other => Err(StoreError::Corrupt(format!("unknown request status '{other}'"))),
-        }
-    }
-}
-
-/// An enrollment waiting for (or past) an operator's decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnrollmentRequest {
-    /// SHA-256 of the CSR DER, lower-case hex.
-    pub id: String,
-    pub profile: String,
-    pub device_id: String,
-    /// Who asked (the station actor).
-    pub requester: String,
-    pub status: RequestStatus,
-    pub decided_by: Option<String>,
-    /// The certificate issued for it, once `Issued`.
-    pub issued: Option<(String, Vec<u8>)>,
-}
-
-/// What an EST request reads before deciding, each by its key; absent keys are not
-/// looked up.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EnrollmentLookup {
-    /// SHA-256 fingerprint (lower-case hex) of the TLS client certificate.
-    pub client_fingerprint: Option<String>,
-    pub station: Option<String>,
-    pub device_id: Option<String>,
-    /// An earlier answer to the same station request (see [`Issuance::delivery`]).
-    pub earlier: Option<EarlierDelivery>,
-}
-
-/// The records an [`EnrollmentLookup`] found.
-#[derive(Clone, Debug, Default)]
-pub struct EnrollmentContext {
-    pub client: Option<CertRecord>,
-    pub station: Option<StationRecord>,
-    pub device: Option<DeviceRecord>,
-    /// The newest certificate stored for [`EnrollmentLookup::earlier`].
-    pub earlier: Option<CertRecord>,
-}
-
-/// A request for an update-signing certificate (two-person rule).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpdateRequest {
-    /// 16 random bytes, lower-case hex.
-    pub id: String,
-    pub profile: String,
-    /// The release manager's PKCS#10 request (already checked when submitted).
-    pub csr_der: Vec<u8>,
-    /// Device classes the certificate is for (names from `[updates.classes]`).
-    pub classes: Vec<String>,
-    pub validity_days: u32,
-    /// The principal who submitted it (token name or certificate CN).
-    pub requester: String,
-    pub status: RequestStatus,
-    /// Distinct approvers so far, in order.
-    pub approvals: Vec<String>,
-    pub rejected_by: Option<String>,
-    pub reason: Option<String>,
-    /// The certificate issued for it, once `Issued`.
-    pub issued: Option<(String, Vec<u8>)>,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds; at and after it the request can be neither approved nor signed.
-    pub expires_at: i64,
-}
-
-/// A role an admin API principal carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    Admin,
-    Operator,
-    Auditor,
-    ProvisioningStation,
-    /// Submits update-signing certificate requests.
-    ReleaseManager,
-    /// Approves or rejects update-signing certificate requests.
-    UpdateApprover,
-}
-
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Admin,
-        Role::Operator,
-        Role::Auditor,
-        Role::ProvisioningStation,
-        Role::ReleaseManager,
-        Role::UpdateApprover,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Auditor => "auditor",
-            Role::ProvisioningStation => "provisioning-station",
-            Role::ReleaseManager => "release-manager",
-            Role::UpdateApprover => "update-approver",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown role '{s}'")))
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An admin API token (`pki_<id>.<secret>`); only the secret's hash is stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiToken {
-    /// 16 lower-case hex digits.
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    /// Argon2id PHC string of the secret.
-    pub secret_hash: String,
-    /// Unix microseconds.
-    pub created_at: i64,
-    /// Unix microseconds, once revoked.
-    pub revoked_at: Option<i64>,
-}
-
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} already exists")]
-    AlreadyExists(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("database unreachable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    /// The stored state does not allow the change (e.g. a decision already made).
-    #[error("{0}")]
-    Conflict(String),
-}
-
-/// The storage interface. Implementations must give the same behaviour (DESIGN
-/// invariant 5); `tests` in this module's `suite` run against both.
+/// Whether the database answers. Its own trait so that the readiness probe needs
+/// nothing else of the store.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Readiness: Send + Sync {
     /// Checks the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
+/// The CA hierarchy: the CAs' records, written by the ceremony (`init`, import,
+/// renewal) and read at startup. Nothing on a request path writes here.
+#[async_trait]
+pub trait CaStore: Send + Sync {
     /// Records a new CA. `AlreadyExists` if the name is taken.
     async fn create_ca(&self, ca: &CaRecord, audit: AuditEvent) -> Result<(), StoreError> {
         self.create_hierarchy(&[(ca.clone(), audit)], &[]).await
@@ -435,7 +67,57 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
     /// All CAs, in creation order.
     async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
+}
 
+/// Reading issued certificates, one by its key or a device's or a page of all.
+/// Read-only: the OCSP responder, the EST authenticator and the audit cross-check
+/// need no more, and cannot change a certificate through it.
+#[async_trait]
+pub trait CertificateReader: Send + Sync {
+    async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
+    /// The newest `valid` certificate of a profile from an issuer (e.g. the current
+    /// delegated OCSP signer).
+    async fn latest_valid_certificate(&self, issuer: &str, profile: &str) -> Result<Option<CertRecord>, StoreError>;
+    /// The certificate with this SHA-256 fingerprint (lower-case hex), if we issued it.
+    async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError>;
+    /// The newest certificate stored for this station request (its [`DeliveryKey`]),
+    /// issued (notBefore) at or after `since`: what a repeated request is answered with.
+    async fn delivered_certificate(&self, earlier: &EarlierDelivery) -> Result<Option<CertRecord>, StoreError>;
+    /// Issuer and serial of stored certificates with row id > `after_id`, in id order,
+    /// at most `limit` (the audit cross-check pages through all of them).
+    async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError>;
+    /// A device's certificates, newest first.
+    async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError>;
+    /// Whether a public key (SHA-256 of its SPKI, hex) was revoked for keyCompromise:
+    /// such a key is never certified again.
+    async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError>;
+}
+
+/// Reading what was revoked, set-wise: the CRL publisher builds CRLs from it and
+/// every instance's OCSP responder learns of revocations made elsewhere. Read-only.
+#[async_trait]
+pub trait RevocationReader: Send + Sync {
+    /// The issuer's revoked certificates that have not expired at `now` (unix
+    /// seconds), for its CRL: (serial, revoked_at, reason), in serial order. Only
+    /// those of one CRL shard when `shard` is given, and only those revoked at or
+    /// after `since` (a delta CRL) when it is given.
+    async fn revoked_for_crl(
+        &self,
+        issuer: &str,
+        now: i64,
+        shard: Option<u32>,
+        since: Option<i64>,
+    ) -> Result<Vec<(Vec<u8>, i64, Option<Reason>)>, StoreError>;
+    /// (issuer, serial, revoked_at) of certificates revoked at or after `since` (unix
+    /// seconds), oldest first: how every instance learns of revocations made elsewhere.
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError>;
+}
+
+/// Writing certificates: the issuance writer and revocation. Both change the
+/// certificates together with other aggregates' rows (device state, update requests,
+/// the audit chain) in one transaction, which is why they live together here.
+#[async_trait]
+pub trait CertificateStore: CertificateReader + RevocationReader {
     /// Stores a batch of certificates and their audit entries in ONE transaction,
     /// extending the audit chain in batch order. Items whose (issuer, serial) exists
     /// already are skipped (`SerialTaken`), and items whose public key was revoked for
@@ -445,24 +127,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// statement per batch and no certificate slips past a revocation made while it
     /// was being signed.
     async fn store_certificates(&self, batch: &[Issuance]) -> Result<Vec<IssuanceOutcome>, StoreError>;
-    async fn get_certificate(&self, issuer: &str, serial: &[u8]) -> Result<Option<CertRecord>, StoreError>;
-    /// The newest `valid` certificate of a profile from an issuer (e.g. the current
-    /// delegated OCSP signer).
-    async fn latest_valid_certificate(&self, issuer: &str, profile: &str) -> Result<Option<CertRecord>, StoreError>;
-    /// The certificate with this SHA-256 fingerprint (lower-case hex), if we issued it.
-    async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError>;
-    /// Issuer and serial of stored certificates with row id > `after_id`, in id order,
-    /// at most `limit` (the audit cross-check pages through all of them).
-    async fn certificate_keys(&self, after_id: i64, limit: i64) -> Result<Vec<CertificateKey>, StoreError>;
-    /// Revokes a certificate (`valid` or `superseded` → `revoked`, with time and RFC
-    /// 5280 reason code) and records the audit entry, in one transaction. `NotFound` if
-    /// we never issued it; `Conflict` if it is already revoked. Returns the record as
-    /// now stored.
+    /// Revokes a certificate (`valid` or `superseded` → `revoked`, with time and
+    /// reason) and records the audit entry, in one transaction. `NotFound` if we never
+    /// issued it; `Conflict` if it is already revoked. Returns the record as now
+    /// stored.
     async fn revoke_certificate(
         &self,
         issuer: &str,
         serial: &[u8],
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<CertRecord, StoreError>;
@@ -474,53 +147,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_devices(
         &self,
         which: &DeviceSelector,
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<(u64, Vec<CertRecord>), StoreError>;
-    /// [`Store::revoke_devices`] for one device.
+    /// [`CertificateStore::revoke_devices`] for one device.
     async fn revoke_device(
         &self,
         device_id: &str,
-        reason: i32,
+        reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
     ) -> Result<Vec<CertRecord>, StoreError> {
         let which = DeviceSelector::Device(device_id.to_string());
         Ok(self.revoke_devices(&which, reason, revoked_at, audit).await?.1)
     }
-    /// Whether a public key (SHA-256 of its SPKI, hex) was revoked for keyCompromise:
-    /// such a key is never certified again.
-    async fn public_key_compromised(&self, public_key_sha256: &str) -> Result<bool, StoreError>;
-    /// The issuer's revoked certificates that have not expired at `now` (unix
-    /// seconds), for its CRL: (serial, revoked_at, reason), in serial order. Only
-    /// those of one CRL shard when `shard` is given, and only those revoked at or
-    /// after `since` (a delta CRL) when it is given.
-    async fn revoked_for_crl(
-        &self,
-        issuer: &str,
-        now: i64,
-        shard: Option<u32>,
-        since: Option<i64>,
-    ) -> Result<Vec<(Vec<u8>, i64, Option<i32>)>, StoreError>;
-    /// Stores newly signed CRLs, replacing older ones of the same CA and name; a
-    /// CRL whose number is not above the stored one's is ignored (numbers only grow).
-    async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError>;
-    async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError>;
-    /// Number and times of the published CRL, without reading its bytes (a CRL of a
-    /// million entries is 46 MB; the publisher and the servers ask every second).
-    async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError>;
-    /// Takes the lock of a scheduled job, or `None` if another instance holds it.
-    /// Held until the returned value is dropped.
-    async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError>;
-    /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
-    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
-    /// (issuer, serial, revoked_at) of certificates revoked at or after `since` (unix
-    /// seconds), oldest first: how every instance learns of revocations made elsewhere.
-    async fn revoked_since(&self, since: i64) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError>;
-    /// A device's certificates, newest first.
-    async fn certificates_for_device(&self, device_id: &str) -> Result<Vec<CertRecord>, StoreError>;
+}
 
+/// The registration authority's registry: devices, provisioning stations and
+/// enrollment requests awaiting approval — what the enrollment pipeline authorizes
+/// against.
+#[async_trait]
+pub trait RegistryStore: Send + Sync {
     /// Adds devices (all or none); `AlreadyExists` names the first duplicate id.
     async fn add_devices(&self, devices: &[DeviceRecord], audit: AuditEvent) -> Result<(), StoreError>;
     async fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
@@ -533,28 +181,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// For each lookup, the client certificate, station and device it names, in
     /// order. EST reads everything it decides on this way, for all requests waiting
-    /// at that moment together: PostgreSQL answers a whole batch with one statement.
-    async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
-        let mut found = Vec::with_capacity(lookups.len());
-        for lookup in lookups {
-            found.push(EnrollmentContext {
-                client: match &lookup.client_fingerprint {
-                    Some(fp) => self.certificate_by_fingerprint(fp).await?,
-                    None => None,
-                },
-                station: match &lookup.station {
-                    Some(name) => self.get_station(name).await?,
-                    None => None,
-                },
-                device: match &lookup.device_id {
-                    Some(id) => self.get_device(id).await?,
-                    None => None,
-                },
-                earlier: None,
-            });
-        }
-        Ok(found)
-    }
+    /// at that moment together: PostgreSQL answers a whole batch with one statement;
+    /// SQLite asks `enrollment_contexts_one_by_one`.
+    async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError>;
 
     /// Records an enrollment request awaiting approval, or returns the stored one
     /// with the same id (the station's retry); audited only when new.
@@ -573,22 +202,81 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         decided_by: &str,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
-    /// approved → issued, recording the certificate.
-    async fn mark_enrollment_request_issued(&self, id: &str, issuer: &str, serial: &[u8]) -> Result<(), StoreError>;
     /// Requests in a status (all when `None`), oldest first.
     async fn list_enrollment_requests(
         &self,
         status: Option<RequestStatus>,
     ) -> Result<Vec<EnrollmentRequest>, StoreError>;
+}
 
-    /// Adds an API token; `AlreadyExists` if the id is taken.
-    async fn add_api_token(&self, token: &ApiToken, audit: AuditEvent) -> Result<(), StoreError>;
-    async fn get_api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
-    /// Marks a token revoked at `at`. `NotFound` if absent; `Conflict` if already revoked.
-    async fn revoke_api_token(&self, id: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError>;
-    /// All API tokens, oldest first.
-    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+/// [`RegistryStore::enrollment_contexts`] answered with one read per record, for a
+/// store whose reads are cheap enough on their own (SQLite, in process).
+pub(crate) async fn enrollment_contexts_one_by_one<S>(
+    store: &S,
+    lookups: &[EnrollmentLookup],
+) -> Result<Vec<EnrollmentContext>, StoreError>
+where
+    S: RegistryStore + CertificateReader + ?Sized,
+{
+    let mut found = Vec::with_capacity(lookups.len());
+    for lookup in lookups {
+        found.push(EnrollmentContext {
+            client: match &lookup.client_fingerprint {
+                Some(fp) => store.certificate_by_fingerprint(fp).await?,
+                None => None,
+            },
+            station: match &lookup.station {
+                Some(name) => store.get_station(name).await?,
+                None => None,
+            },
+            device: match &lookup.device_id {
+                Some(id) => store.get_device(id).await?,
+                None => None,
+            },
+            earlier: match &lookup.earlier {
+                Some(earlier) => store.delivered_certificate(earlier).await?,
+                None => None,
+            },
+        });
+    }
+    Ok(found)
+}
 
+/// The audit log: entries for actions that change nothing else, and reading the
+/// chain. (Every other write appends its own entries in its own transaction.)
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends audit entries (for actions that change nothing else, such as refusals).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Up to `limit` entries with `seq > after_seq`, in order.
+    async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Published CRLs, their numbers and the publishing job's lock: all the CRL
+/// publisher and the CRL server need besides [`RevocationReader`]. The job lock
+/// lives here because the CRL publisher is the only scheduled job that takes one;
+/// a second job would move it to a trait of its own.
+#[async_trait]
+pub trait CrlStore: Send + Sync {
+    /// Stores newly signed CRLs, replacing older ones of the same CA and name; a
+    /// CRL whose number is not above the stored one's is ignored (numbers only grow).
+    async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError>;
+    async fn published_crl(&self, ca: &str, name: &str) -> Result<Option<PublishedCrl>, StoreError>;
+    /// Number and times of the published CRL, without reading its bytes (a CRL of a
+    /// million entries is 46 MB; the publisher and the servers ask every second).
+    async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError>;
+    /// Takes the lock of a scheduled job, or `None` if another instance holds it.
+    /// Held until the returned value is dropped.
+    async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError>;
+    /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
+}
+
+/// Requests for update-signing certificates and their approvals (the two-person
+/// rule). Issuing the certificate is [`CertificateStore::store_certificates`] with
+/// [`IssuanceEffect::FulfilUpdateRequest`].
+#[async_trait]
+pub trait UpdateRequestStore: Send + Sync {
     /// Records a new update-signing request (status `pending`); `AlreadyExists` if the
     /// id is taken.
     async fn submit_update_request(&self, request: &UpdateRequest, audit: AuditEvent) -> Result<(), StoreError>;
@@ -614,11 +302,53 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: &str,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
+}
 
-    /// Appends audit entries (for actions that change nothing else, such as refusals).
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
-    /// Up to `limit` entries with `seq > after_seq`, in order.
-    async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+/// Admin API tokens (only their secrets' hashes).
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Adds an API token; `AlreadyExists` if the id is taken.
+    async fn add_api_token(&self, token: &ApiToken, audit: AuditEvent) -> Result<(), StoreError>;
+    async fn get_api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+    /// Marks a token revoked at `at`. `NotFound` if absent; `Conflict` if already revoked.
+    async fn revoke_api_token(&self, id: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError>;
+    /// All API tokens, oldest first.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+}
+
+/// The whole storage interface: every aggregate's trait. Implementations must give
+/// the same behaviour (DESIGN invariant 5); `tests` in this module's `suite` run
+/// against both. Code that needs one aggregate takes that trait; `Arc<dyn Store>`
+/// upcasts to any of them.
+pub trait Store:
+    Readiness
+    + CaStore
+    + CertificateStore
+    + RegistryStore
+    + AuditStore
+    + CrlStore
+    + UpdateRequestStore
+    + TokenStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+}
+
+impl<T> Store for T where
+    T: Readiness
+        + CaStore
+        + CertificateStore
+        + RegistryStore
+        + AuditStore
+        + CrlStore
+        + UpdateRequestStore
+        + TokenStore
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + ?Sized
+{
 }
 
 /// One answer per request of a batch served by one store call: the call's own
@@ -649,6 +379,11 @@ fn effect_refusal(effect: &IssuanceEffect) -> String {
             format!("update request '{id}' is no longer approved and unexpired")
         }
     }
+}
+
+/// Why an issuance that fulfils an enrollment request was refused, in words.
+fn fulfil_refusal(id: &str) -> String {
+    format!("enrollment request '{id}' is no longer approved")
 }
 
 /// Why `approver` may not approve `request` at `now` (unix seconds), if they may not.

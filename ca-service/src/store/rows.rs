@@ -1,0 +1,237 @@
+//! Row mapping, written once for both dialects: one column list and one function per
+//! record type. Each dialect's row type implements [`Columns`]; every query that reads
+//! a record selects its column list and maps the row here, so a column added to a
+//! record is added in one place, and SQLite and PostgreSQL cannot read it differently
+//! (DESIGN invariant 5).
+//!
+//! The mappers take the index of the record's first column, so a statement that
+//! joins several records in one row (PostgreSQL's batched `enrollment_contexts`) maps
+//! each from where its columns start.
+
+use super::*;
+use crate::audit::{AuditEntry, AuditEvent};
+
+/// A value both dialects can read from a column.
+pub(crate) trait Column: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+
+impl<T> Column for T where T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+
+/// A result row, read by column index.
+pub(crate) trait Columns {
+    /// Column `i`.
+    fn get<T: Column>(&self, i: usize) -> Result<T, StoreError>;
+    /// A small integer column (`INTEGER` in SQLite, `int4` in PostgreSQL), widened.
+    fn int4(&self, i: usize) -> Result<i64, StoreError>;
+}
+
+pub(crate) const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
+
+pub(crate) fn ca_at(row: &impl Columns, at: usize) -> Result<CaRecord, StoreError> {
+    Ok(CaRecord {
+        name: row.get(at)?,
+        cert_der: row.get(at + 1)?,
+        key_store: row.get(at + 2)?,
+        key_label: row.get(at + 3)?,
+        parent: row.get(at + 4)?,
+    })
+}
+
+pub(crate) const CERT_COLUMNS: &str =
+    "issuer, serial_hex, subject, device_id, profile, not_before, not_after, status, \
+                            revoked_at, revocation_reason, fingerprint, public_key_sha256, der, crl_shard";
+
+pub(crate) fn cert_at(row: &impl Columns, at: usize) -> Result<CertRecord, StoreError> {
+    let serial_hex: String = row.get(at + 1)?;
+    let status: String = row.get(at + 7)?;
+    Ok(CertRecord {
+        issuer: row.get(at)?,
+        serial: serial_from_hex(&serial_hex)?,
+        subject: row.get(at + 2)?,
+        device_id: row.get(at + 3)?,
+        profile: row.get(at + 4)?,
+        not_before: row.get(at + 5)?,
+        not_after: row.get(at + 6)?,
+        status: CertStatus::parse(&status)?,
+        revoked_at: row.get(at + 8)?,
+        revocation_reason: reason_from_code(row.get(at + 9)?)?,
+        fingerprint: row.get(at + 10)?,
+        public_key_sha256: row.get(at + 11)?,
+        der: row.get(at + 12)?,
+        crl_shard: u32::try_from(row.int4(at + 13)?).map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
+    })
+}
+
+pub(crate) const DEVICE_COLUMNS: &str = "device_id, model, class, batch, hardware_serial, state, reprovision";
+
+pub(crate) fn device_at(row: &impl Columns, at: usize) -> Result<DeviceRecord, StoreError> {
+    let state: String = row.get(at + 5)?;
+    Ok(DeviceRecord {
+        device_id: row.get(at)?,
+        model: row.get(at + 1)?,
+        class: row.get(at + 2)?,
+        batch: row.get(at + 3)?,
+        hardware_serial: row.get(at + 4)?,
+        state: DeviceState::parse(&state)?,
+        reprovision: row.get(at + 6)?,
+    })
+}
+
+pub(crate) const STATION_COLUMNS: &str = "name, enabled, models, batches, secret_hash";
+
+pub(crate) fn station_at(row: &impl Columns, at: usize) -> Result<StationRecord, StoreError> {
+    let models: String = row.get(at + 2)?;
+    let batches: String = row.get(at + 3)?;
+    Ok(StationRecord {
+        name: row.get(at)?,
+        enabled: row.get(at + 1)?,
+        models: split_list(&models),
+        batches: split_list(&batches),
+        secret_hash: row.get(at + 4)?,
+    })
+}
+
+pub(crate) const REQUEST_COLUMNS: &str = "id, profile, device_id, requester, status, decided_by, issuer, serial_hex";
+
+pub(crate) fn request_at(row: &impl Columns, at: usize) -> Result<EnrollmentRequest, StoreError> {
+    let status: String = row.get(at + 4)?;
+    Ok(EnrollmentRequest {
+        id: row.get(at)?,
+        profile: row.get(at + 1)?,
+        device_id: row.get(at + 2)?,
+        requester: row.get(at + 3)?,
+        status: RequestStatus::parse(&status)?,
+        decided_by: row.get(at + 5)?,
+        issued: issued_pair(row.get(at + 6)?, row.get(at + 7)?)?,
+    })
+}
+
+pub(crate) const UPDATE_COLUMNS: &str =
+    "id, profile, csr_der, classes, validity_days, requester, status, rejected_by, \
+                              reason, issuer, serial_hex, created_at, expires_at";
+
+/// An update request without its approvals (each dialect's `load_update_request`
+/// adds them).
+pub(crate) fn update_request_at(row: &impl Columns, at: usize) -> Result<UpdateRequest, StoreError> {
+    let status: String = row.get(at + 6)?;
+    let classes: String = row.get(at + 3)?;
+    let validity_days = row.int4(at + 4)?;
+    Ok(UpdateRequest {
+        id: row.get(at)?,
+        profile: row.get(at + 1)?,
+        csr_der: row.get(at + 2)?,
+        classes: split_list(&classes),
+        validity_days: u32::try_from(validity_days)
+            .map_err(|_| StoreError::Corrupt(format!("negative validity {validity_days}")))?,
+        requester: row.get(at + 5)?,
+        status: RequestStatus::parse(&status)?,
+        approvals: Vec::new(),
+        rejected_by: row.get(at + 7)?,
+        reason: row.get(at + 8)?,
+        issued: issued_pair(row.get(at + 9)?, row.get(at + 10)?)?,
+        created_at: row.get(at + 11)?,
+        expires_at: row.get(at + 12)?,
+    })
+}
+
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
+
+pub(crate) fn token_at(row: &impl Columns, at: usize) -> Result<ApiToken, StoreError> {
+    let role: String = row.get(at + 2)?;
+    Ok(ApiToken {
+        id: row.get(at)?,
+        name: row.get(at + 1)?,
+        role: Role::parse(&role)?,
+        secret_hash: row.get(at + 3)?,
+        created_at: row.get(at + 4)?,
+        revoked_at: row.get(at + 5)?,
+    })
+}
+
+pub(crate) const AUDIT_COLUMNS: &str = "seq, time_us, actor, action, target, outcome, details, prev_hash, hash";
+
+pub(crate) fn entry_at(row: &impl Columns, at: usize) -> Result<AuditEntry, StoreError> {
+    let seq: i64 = row.get(at)?;
+    let prev_hash: String = row.get(at + 7)?;
+    let hash: String = row.get(at + 8)?;
+    Ok(AuditEntry {
+        seq,
+        time_us: row.get(at + 1)?,
+        event: AuditEvent {
+            actor: row.get(at + 2)?,
+            action: row.get(at + 3)?,
+            target: row.get(at + 4)?,
+            outcome: row.get(at + 5)?,
+            details: row.get(at + 6)?,
+        },
+        prev_hash: hash_from_hex(seq, &prev_hash)?,
+        hash: hash_from_hex(seq, &hash)?,
+    })
+}
+
+pub(crate) const CRL_COLUMNS: &str = "ca, name, crl_number, base_number, this_update, next_update, der";
+
+pub(crate) fn crl_at(row: &impl Columns, at: usize) -> Result<PublishedCrl, StoreError> {
+    let number: i64 = row.get(at + 2)?;
+    let base: Option<i64> = row.get(at + 3)?;
+    Ok(PublishedCrl {
+        ca: row.get(at)?,
+        name: row.get(at + 1)?,
+        number: u64::try_from(number).unwrap_or(0),
+        base_number: base.and_then(|b| u64::try_from(b).ok()),
+        this_update: row.get(at + 4)?,
+        next_update: row.get(at + 5)?,
+        der: row.get(at + 6)?,
+    })
+}
+
+pub(crate) const CRL_HEAD_COLUMNS: &str = "crl_number, this_update, next_update";
+
+pub(crate) fn crl_head_at(row: &impl Columns, at: usize) -> Result<CrlHead, StoreError> {
+    let number: i64 = row.get(at)?;
+    Ok(CrlHead {
+        number: u64::try_from(number).unwrap_or(0),
+        this_update: row.get(at + 1)?,
+        next_update: row.get(at + 2)?,
+    })
+}
+
+/// A stored audit hash (hex) → its 32 octets.
+pub(crate) fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: bad hash '{s}': {e}")))?;
+    Ok(out)
+}
+
+/// The `*_from_row` forms: a record from a row that holds only its columns.
+pub(crate) fn ca_from_row(row: &impl Columns) -> Result<CaRecord, StoreError> {
+    ca_at(row, 0)
+}
+
+pub(crate) fn cert_from_row(row: &impl Columns) -> Result<CertRecord, StoreError> {
+    cert_at(row, 0)
+}
+
+pub(crate) fn device_from_row(row: &impl Columns) -> Result<DeviceRecord, StoreError> {
+    device_at(row, 0)
+}
+
+pub(crate) fn station_from_row(row: &impl Columns) -> Result<StationRecord, StoreError> {
+    station_at(row, 0)
+}
+
+pub(crate) fn request_from_row(row: &impl Columns) -> Result<EnrollmentRequest, StoreError> {
+    request_at(row, 0)
+}
+
+pub(crate) fn update_request_from_row(row: &impl Columns) -> Result<UpdateRequest, StoreError> {
+    update_request_at(row, 0)
+}
+
+pub(crate) fn token_from_row(row: &impl Columns) -> Result<ApiToken, StoreError> {
+    token_at(row, 0)
+}
+
+pub(crate) fn entry_from_row(row: &impl Columns) -> Result<AuditEntry, StoreError> {
+    entry_at(row, 0)
+}

@@ -1,0 +1,128 @@
+//! The audit chain ([`AuditStore`]): order, tampering, two instances.
+
+use super::*;
+
+pub(super) async fn audit_records_every_write_in_order(h: &Harness) {
+    let s = h.store();
+    let mut expected = Vec::new();
+
+    let e = event("ca.init", "ca:device");
+    s.create_ca(&ca("device", None), e.clone()).await.unwrap();
+    expected.push(e);
+    let e = event("ca.renew", "ca:device").with_details(serde_json::json!({ "reason": "external signing" }));
+    s.update_ca_certificate("device", b"new", None, e.clone()).await.unwrap();
+    expected.push(e);
+    let batch: Vec<Issuance> = (1..=3u8).map(|i| issue(cert("device", &[i], Some("d-1")))).collect();
+    s.store_certificates(&batch).await.unwrap();
+    expected.extend(batch.iter().map(|i| i.audit.clone()));
+    let e = event("device.register", "batch:b-1");
+    s.add_devices(&[device("d-1", "b-1"), device("d-2", "b-1")], e.clone()).await.unwrap();
+    expected.push(e);
+    let refusals = [
+        AuditEvent::success("station:ab12", "certificate.enroll", "device:d-9").with_outcome("denied: not registered"),
+        AuditEvent::success("cli:bob", "audit.read", "audit").with_outcome("failed: bad page"),
+    ];
+    s.append_audit(&refusals).await.unwrap();
+    expected.extend(refusals.iter().cloned());
+    // Refused writes add nothing.
+    assert!(s.create_ca(&ca("device", None), event("ca.init", "ca:device")).await.is_err());
+    assert!(s.update_ca_certificate("x", b"", None, event("ca.renew", "ca:x")).await.is_err());
+    assert!(s.add_devices(&[device("d-1", "b")], event("device.register", "batch:b")).await.is_err());
+    assert_eq!(s.store_certificates(&batch[..1]).await.unwrap(), [IssuanceOutcome::SerialTaken]);
+
+    let entries = all_entries(s, 3).await;
+    assert_eq!(events_of(&entries), expected);
+    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<i64>>());
+    assert_eq!(entries[0].prev_hash, GENESIS_HASH);
+    assert!(entries.windows(2).all(|w| w[1].prev_hash == w[0].hash && w[1].time_us >= w[0].time_us));
+    assert_eq!(verify_log(s, 3).await, Ok((8, entries[7].hash)));
+    assert_eq!(verify_log(s, 1).await, Ok((8, entries[7].hash)));
+    // Paging from the middle.
+    let tail = s.audit_entries(5, 2).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
+    assert!(s.audit_entries(8, 10).await.unwrap().is_empty());
+    assert!(s.audit_entries(0, 0).await.unwrap().is_empty());
+}
+
+/// Five entries: ca.init, three issuances, one refusal.
+pub(super) async fn write_five(s: &dyn Store) {
+    create_ca(s, "device").await;
+    let batch: Vec<Issuance> = (1..=3u8).map(|i| issue(cert("device", &[i], None))).collect();
+    s.store_certificates(&batch).await.unwrap();
+    s.append_audit(&[event("certificate.enroll", "device:x").with_outcome("denied: unknown")]).await.unwrap();
+    assert_eq!(verify_log(s, 2).await.map(|h| h.0), Ok(5));
+}
+
+pub(super) async fn tamper_edit_detected(h: &Harness) {
+    let s = h.store();
+    write_five(s).await;
+    h.backend.exec_sql("UPDATE audit_log SET outcome = 'denied' WHERE seq = 2").await;
+    for page in [1, 2, 100] {
+        let err = verify_log(s, page).await.unwrap_err();
+        assert_eq!(err.seq, 2, "{err}");
+        assert!(err.reason.contains("edited"), "{err}");
+    }
+    // A forged hash for the edited row moves the break to the next entry.
+    let forged = {
+        let entries = s.audit_entries(1, 1).await.unwrap();
+        let e = &entries[0];
+        hex::encode(crate::audit::entry_hash(&e.prev_hash, e.seq, e.time_us, &e.event))
+    };
+    h.backend.exec_sql(&format!("UPDATE audit_log SET hash = '{forged}' WHERE seq = 2")).await;
+    assert_eq!(verify_log(s, 100).await.unwrap_err().seq, 3);
+}
+
+pub(super) async fn tamper_delete_detected(h: &Harness) {
+    let s = h.store();
+    write_five(s).await;
+    h.backend.exec_sql("DELETE FROM audit_log WHERE seq = 3").await;
+    for page in [1, 2, 100] {
+        let err = verify_log(s, page).await.unwrap_err();
+        assert_eq!(err.seq, 3, "{err}");
+        assert!(err.reason.contains("missing"), "{err}");
+    }
+    // Deleting the newest entries is not visible in the chain alone, but a gap is:
+    // deleting the first one breaks at 1.
+    h.backend.exec_sql("DELETE FROM audit_log WHERE seq = 1").await;
+    assert_eq!(verify_log(s, 100).await.unwrap_err().seq, 1);
+}
+
+/// Two store instances on one database write at once and keep a single valid chain
+/// (DESIGN invariant 6; on SQLite, two opens of one file).
+pub(super) async fn two_instances_one_chain(h: &Harness) {
+    let a = Arc::clone(&h.store);
+    let b = h.backend.second_instance().await;
+    create_ca(&*a, "device").await;
+    assert!(b.get_ca("device").await.unwrap().is_some());
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        tasks.spawn(async move {
+            for i in 0..25u8 {
+                let n = u8::try_from(n).unwrap();
+                if i % 5 == 0 {
+                    store.append_audit(&[event("audit.read", &format!("audit:{n}/{i}"))]).await.unwrap();
+                }
+                let batch = [issue(cert("device", &[n, i, 1], None)), issue(cert("device", &[n, i, 2], None))];
+                store.store_certificates(&batch).await.unwrap();
+            }
+        });
+    }
+    // Both instances race for the same serials too: exactly one wins each.
+    for store in [a.clone(), b.clone()] {
+        tasks.spawn(async move {
+            for i in 0..20u8 {
+                store.store_certificates(&[issue(cert("device", &[0xee, i], None))]).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let entries = all_entries(&*b, 50).await;
+    // 1 ca.init + 4 × (5 reads + 50 certs) + 20 contested serials.
+    assert_eq!(entries.len(), 1 + 4 * 55 + 20);
+    assert_eq!(verify_log(&*a, 50).await.map(|h| h.0), Ok(241));
+    assert_eq!(verify_log(&*b, 7).await.map(|h| h.0), Ok(241));
+}
