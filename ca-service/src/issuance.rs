@@ -1,7 +1,9 @@
-//! Issuance: request → policy → profile → sign in the key store → store record and
+//! Issuance: a plan (from the registration authority, `enrollment::ra`, or the
+//! hierarchy's own certificates) → profile → sign in the key store → store record and
 //! audit entry → only then hand out the certificate (DESIGN invariant 1).
 //!
-//! Signing runs on the blocking pool, in parallel. Storing goes through one writer
+//! Software ECDSA/Ed25519 keys sign in place (microseconds); tokens and RSA sign on the
+//! blocking pool, in parallel. Storing goes through one writer
 //! task that commits whatever has queued up as one transaction (group commit): the
 //! audit hash chain is a serialization point, and committing many chained entries per
 //! transaction keeps it from capping issuance at one database round trip at a time.
@@ -386,7 +388,8 @@ pub struct EndEntity {
 
 impl EndEntity {
     /// Builds the certificate from the profile and signs it with `issuer`'s key.
-    /// Blocking (the key may be in an HSM): run it on the blocking pool.
+    /// Blocking when the key is in an HSM or RSA: the caller runs those on the
+    /// blocking pool (see `issue_with`).
     pub fn sign(
         &self,
         ca_name: &str,
