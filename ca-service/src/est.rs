@@ -75,21 +75,13 @@ impl Refusal {
 
 impl From<proto::EstError> for Refusal {
     fn from(e: proto::EstError) -> Self {
-        let status = match e {
-            proto::EstError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            proto::EstError::WrongContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            proto::EstError::Encoding(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self::new(status, e.to_string())
+        ra::Refusal::from(e).into()
     }
 }
 
 impl From<enrollment::CsrError> for Refusal {
     fn from(e: enrollment::CsrError) -> Self {
-        let status =
-            if e == enrollment::CsrError::TooLarge { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
-        Self::new(status, e.to_string())
+        ra::Refusal::from(e).into()
     }
 }
 
@@ -282,9 +274,15 @@ async fn station_enrollment(
         Ok((name, _)) => name.to_string(),
         Err(r) => return ("unauthenticated".into(), Err(r)),
     };
-    let caller = station_caller(req);
+    // The cheap part of authentication first: an unauthenticated caller costs no body
+    // read and no CSR check.
+    let claimed = ra.claim(profile, station_caller(req)).await;
+    let claim = match claimed.result {
+        Ok(claim) => claim,
+        Err(r) => return (claimed.actor, Err(r.into())),
+    };
     let csr = read_csr(req, payload).await;
-    let answer = ra.enroll(StationRequest { profile, caller, csr, key }).await;
+    let answer = ra.enroll(StationRequest { claim, csr, key }, claimed.actor).await;
     let result = match answer.result {
         Ok(Admission::Issue(plan)) => match ra.issue(plan).await {
             Ok(issued) => {
@@ -352,7 +350,10 @@ async fn simplereenroll(
         Ok((name, _)) => name.to_string(),
         Err(r) => return respond(&pki, "est.simplereenroll", "unauthenticated", Err(r)).await,
     };
-    let client_fingerprint = peer_certificate(&req).map(|p| p.fingerprint.clone());
+    let client_fingerprint = match ra::require_certificate(peer_certificate(&req).map(|p| p.fingerprint.clone())) {
+        Ok(fp) => fp,
+        Err(r) => return respond(&pki, "est.simplereenroll", "unauthenticated", Err(r.into())).await,
+    };
     let csr = read_csr(&req, payload).await;
     let answer = ra.renew(RenewalRequest { profile, client_fingerprint, csr }).await;
     let result = match answer.result {

@@ -261,13 +261,19 @@ impl Pki {
     /// operator stage plans it, then the plan is applied.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
         let policy = crate::ra::policy(&self.config);
-        let request = enrollment::ra::OperatorRequest {
+        let mut request = enrollment::ra::OperatorRequest {
             profile: req.profile,
             csr: req.csr,
             device_id: req.device_id,
             model: req.model,
             actor: req.actor,
+            registered: None,
         };
+        let is_device =
+            policy.profiles.get(&request.profile).map(|p| p.kind) == Some(enrollment::ra::ProfileKind::Device);
+        if let Some(id) = request.device_id().filter(|_| is_device) {
+            request.registered = self.store.get_device(id).await?;
+        }
         self.issue_plan(enrollment::ra::plan_for_operator(&policy, request)?).await
     }
 
@@ -300,8 +306,8 @@ impl Pki {
         Ok(Issued { private_key, ..issued })
     }
 
-    /// Issues for an already-checked subject and public key (used by `issue` and by
-    /// the hierarchy for OCSP-signer and server certificates).
+    /// Issues for an already-checked subject and public key (the hierarchy's OCSP-signer
+    /// and server certificates, and update-signing certificates).
     pub async fn issue_checked(
         &self,
         profile_name: &str,

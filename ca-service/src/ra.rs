@@ -89,13 +89,11 @@ pub fn issue_refusal(e: IssueError) -> Refusal {
     match e {
         IssueError::Ra(r) => r,
         IssueError::UnknownProfile(p) => Refusal::UnknownProfile(p),
-        IssueError::Csr(e) => Refusal::Csr(e),
+        IssueError::Csr(e) => Refusal::InvalidRequest(e),
         IssueError::Policy(m) => Refusal::Policy(m),
         IssueError::Profile(crate::profile::ProfileError::DeviceId(id)) => Refusal::InvalidDeviceId(id),
         IssueError::Profile(crate::profile::ProfileError::UnknownModel(m)) => Refusal::UnknownModelName(m),
-        IssueError::Profile(crate::profile::ProfileError::Subject(s, why)) => {
-            Refusal::Policy(format!("invalid subject '{s}': {why}"))
-        }
+        IssueError::Profile(e @ crate::profile::ProfileError::Subject(..)) => Refusal::BadSubject(e.to_string()),
         IssueError::Refused(reason) => Refusal::StateChanged(reason),
         e @ (IssueError::Store(StoreError::Unavailable(_)) | IssueError::CaUnavailable(_)) => {
             tracing::error!(error = %e, "issuance unavailable");
@@ -202,6 +200,16 @@ impl ra::Registry for StoreRegistry {
         let audit = AuditEvent::success(request.requester.as_str(), "est.request", format!("request:{}", request.id))
             .with_details(serde_json::json!({ "device_id": request.device_id, "profile": request.profile }));
         let stored = self.store.submit_enrollment_request(&record, audit).await.map_err(store_refusal)?;
+        // The id is the CSR's SHA-256: an approval is for one device under one profile,
+        // and the same CSR at another label or for another device is not that request.
+        if (stored.profile.as_str(), stored.device_id.as_str())
+            != (request.profile.as_str(), request.device_id.as_str())
+        {
+            return Err(Refusal::Conflict(format!(
+                "request {} was submitted for device '{}' under profile '{}'",
+                stored.id, stored.device_id, stored.profile
+            )));
+        }
         Ok(approval_state(stored))
     }
 

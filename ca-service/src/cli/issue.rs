@@ -1,6 +1,5 @@
 //! `ca-service issue`: one certificate from a CSR (batch/offline issuance); prints the
-//! PEM chain. Kept on its own so routing it through the enrollment pipeline is a
-//! change to this file only.
+//! PEM chain. Planned by the registration authority's operator stage (`Pki::issue`).
 
 use std::path::Path;
 

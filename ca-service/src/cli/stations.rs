@@ -1,6 +1,6 @@
 //! `ca-service stations add|list`: provisioning stations (EST simpleenroll clients).
-//! `add` registers a station and issues its certificate from its CSR (Station CA); kept
-//! on its own so routing it through the enrollment pipeline is a change to this file.
+//! `add` issues the station's certificate from its CSR (Station CA, planned by the
+//! registration authority's operator stage) and then registers the station.
 
 use std::path::Path;
 

@@ -126,6 +126,10 @@ pub struct EstConfig {
     pub retry_window_secs: u64,
 }
 
+/// The longest retry window accepted: a repeat is for an answer lost in transit, not
+/// a standing way to fetch a certificate again.
+pub const MAX_RETRY_WINDOW_SECS: u64 = 30 * 24 * 3600;
+
 fn default_retry_window_secs() -> u64 {
     24 * 3600
 }
@@ -275,6 +279,12 @@ impl Config {
     /// Cross-checks names so mistakes surface at start, not at first use.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.est.retry_window_secs > MAX_RETRY_WINDOW_SECS {
+            return bad(format!(
+                "est.retry_window_secs = {} is more than {MAX_RETRY_WINDOW_SECS} (30 days)",
+                self.est.retry_window_secs
+            ));
+        }
         for (name, ca) in &self.cas {
             if !self.key_stores.contains_key(&ca.key_store) {
                 return bad(format!("CA '{name}' uses unknown key store '{}'", ca.key_store));

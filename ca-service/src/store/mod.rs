@@ -179,8 +179,9 @@ pub trait RegistryStore: Send + Sync {
     /// All stations, by name.
     async fn list_stations(&self) -> Result<Vec<StationRecord>, StoreError>;
 
-    /// For each lookup, the client certificate, station and device it names, in
-    /// order. EST reads everything it decides on this way, for all requests waiting
+    /// For each lookup, the client certificate, station and device it names and the
+    /// certificate delivered earlier for the same station request, in order. EST reads
+    /// everything it decides on this way, for all requests waiting
     /// at that moment together: PostgreSQL answers a whole batch with one statement;
     /// SQLite asks `enrollment_contexts_one_by_one`.
     async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError>;

@@ -19,7 +19,8 @@ mod registry;
 pub use authenticate::{check_certificate, short, StationWindows};
 pub use operator::{plan as plan_for_operator, OperatorRequest};
 pub use pipeline::{
-    sha256_hex, unix_now, Answer, KeySource, RegistrationAuthority, RenewalRequest, StationCaller, StationRequest,
+    require_certificate, sha256_hex, unix_now, Answer, KeySource, RegistrationAuthority, RenewalRequest, StationCaller,
+    StationClaim, StationRequest,
 };
 pub use plan::{Admission, ApprovalRequest, DeliveryKey, Effect, Issuer, Plan, PlannedKey, Registry, Subject};
 pub use profile::{is_valid_device_id, Approval, KeyType, Policy, ProfileKind, ProfilePolicy};

@@ -1,9 +1,13 @@
 //! Issuance an operator asks for directly (the CLI's `issue` and `stations add`): the
-//! operator is the authority, so there is no registry check and no approval gate, but
-//! the same key rules and the same typed plan as EST.
+//! operator is the authority, so a device need not be registered and there is no
+//! approval gate; but the same key rules and the same typed plan as EST, and a device
+//! the registry knows as revoked or decommissioned is refused (revoking a device blocks
+//! every further certificate for it, DESIGN §3).
 
 use crate::csr::CheckedCsr;
-use crate::ra::{is_valid_device_id, Effect, Plan, PlannedKey, Policy, ProfileKind, Refusal, Subject};
+use crate::ra::{
+    is_valid_device_id, DeviceRecord, DeviceState, Effect, Plan, PlannedKey, Policy, ProfileKind, Refusal, Subject,
+};
 
 /// What an operator asks to have issued.
 #[derive(Clone, Debug)]
@@ -16,6 +20,15 @@ pub struct OperatorRequest {
     pub model: Option<String>,
     /// Who asks, for the audit log.
     pub actor: String,
+    /// The registry's record of the device the request is for, if it has one.
+    pub registered: Option<DeviceRecord>,
+}
+
+impl OperatorRequest {
+    /// The device id a device profile's certificate is for: the one given, or the CN.
+    pub fn device_id(&self) -> Option<&str> {
+        self.device_id.as_deref().or(self.csr.common_name.as_deref())
+    }
 }
 
 /// The plan for an operator's request, or why it cannot be issued.
@@ -33,6 +46,11 @@ pub fn plan(policy: &Policy, request: OperatorRequest) -> Result<Plan, Refusal> 
             };
             if !is_valid_device_id(&id) {
                 return Err(Refusal::InvalidDeviceId(id));
+            }
+            if let Some(d) = request.registered.as_ref().filter(|d| d.device_id == id) {
+                if matches!(d.state, DeviceState::Revoked | DeviceState::Decommissioned) {
+                    return Err(Refusal::DeviceNotEnrollable { id, state: d.state });
+                }
             }
             let model = request
                 .model

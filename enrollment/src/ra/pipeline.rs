@@ -16,12 +16,11 @@ use crate::est::check_renewal_identity;
 use crate::ra::authenticate::{check_certificate, short, StationWindows};
 use crate::ra::{
     is_valid_device_id, Admission, Approval, ApprovalRequest, ApprovalState, CertState, DeliveryKey, DeviceRecord,
-    DeviceState, EarlierDelivery, Effect, Issuer, KeyType, Lookup, Plan, PlannedKey, Policy, ProfileKind,
-    ProfilePolicy, Refusal, Registry, StationRecord, Subject,
+    DeviceState, EarlierDelivery, Effect, Issuer, KeyType, KnownCertificate, Lookup, Plan, PlannedKey, Policy,
+    ProfileKind, ProfilePolicy, Refusal, Registry, StationRecord, Subject,
 };
 
 /// Who a station request says it is, before the registry confirms it.
-#[derive(Debug)]
 pub enum StationCaller {
     /// A TLS client certificate: its SHA-256 (lower-case hex) and its CN, if any.
     Certificate { fingerprint: String, common_name: Option<String> },
@@ -33,6 +32,22 @@ pub enum StationCaller {
     Anonymous,
 }
 
+impl std::fmt::Debug for StationCaller {
+    // The secret is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StationCaller::Certificate { fingerprint, common_name } => {
+                f.debug_struct("Certificate").field("fingerprint", fingerprint).field("cn", common_name).finish()
+            }
+            StationCaller::Credential { station, .. } => {
+                f.debug_struct("Credential").field("station", station).finish()
+            }
+            StationCaller::MalformedCredential(why) => f.debug_tuple("MalformedCredential").field(why).finish(),
+            StationCaller::Anonymous => f.write_str("Anonymous"),
+        }
+    }
+}
+
 /// Where the device's key comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeySource {
@@ -42,25 +57,46 @@ pub enum KeySource {
     Server,
 }
 
-/// A station's enrollment request, decoded.
-#[derive(Debug)]
+/// A station's enrollment request, decoded: who it claims to be (already accepted by
+/// [`RegistrationAuthority::claim`]), its CSR, and where the key comes from.
 pub struct StationRequest {
-    /// The profile the request's path selects.
-    pub profile: String,
-    pub caller: StationCaller,
+    pub claim: StationClaim,
     /// The checked CSR, or why the body was refused (reported only once the station is
     /// authenticated, so an unauthenticated caller learns nothing from it).
     pub csr: Result<CheckedCsr, Refusal>,
     pub key: KeySource,
 }
 
+impl std::fmt::Debug for StationRequest {
+    // The CSR is not printed (DESIGN §7: never log full CSRs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StationRequest").field("claim", &self.claim).field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// What a station request claims, accepted by the first, cheap part of
+/// authentication: a client certificate was presented, or the station's credential is
+/// valid where the profile accepts credentials. Made only by
+/// [`RegistrationAuthority::claim`]; the registry confirms the rest.
+#[derive(Debug)]
+pub struct StationClaim {
+    profile: String,
+    claim: Claim,
+}
+
 /// A device's renewal request, decoded.
 #[derive(Debug)]
 pub struct RenewalRequest {
     pub profile: String,
-    /// SHA-256 of the TLS client certificate, if one was presented.
-    pub client_fingerprint: Option<String>,
+    /// SHA-256 of the TLS client certificate (see [`require_certificate`]).
+    pub client_fingerprint: String,
     pub csr: Result<CheckedCsr, Refusal>,
+}
+
+/// The first, cheap part of a device's authentication: it presented a client
+/// certificate (its SHA-256). Checked before the body is read.
+pub fn require_certificate(client_fingerprint: Option<String>) -> Result<String, Refusal> {
+    client_fingerprint.ok_or(Refusal::CertificateRequired)
 }
 
 /// A pipeline's verdict and who the caller turned out to be (for the audit entry of
@@ -126,21 +162,24 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         self.policy.profiles.get(name).ok_or_else(|| Refusal::UnknownEstProfile(name.to_string()))
     }
 
-    /// simpleenroll and serverkeygen: a provisioning station enrolls a registered device.
-    pub async fn enroll(&self, request: StationRequest) -> Answer<Admission> {
+    /// The first stage of simpleenroll and serverkeygen, before the body is read: a
+    /// client certificate was presented, or — where the profile accepts them — the
+    /// station's credential is valid. Cheap, so an unauthenticated caller costs no body
+    /// read and no CSR check.
+    pub async fn claim(&self, profile: String, caller: StationCaller) -> Answer<StationClaim> {
         let mut actor = "unauthenticated".to_string();
-        let result = self.enroll_stages(request, &mut actor).await;
+        let result = self.claim_stage(profile, caller, &mut actor).await;
         Answer { actor, result }
     }
 
-    async fn enroll_stages(&self, request: StationRequest, actor: &mut String) -> Result<Admission, Refusal> {
-        let now = (self.clock)();
-        let profile_name = request.profile;
+    async fn claim_stage(
+        &self,
+        profile_name: String,
+        caller: StationCaller,
+        actor: &mut String,
+    ) -> Result<StationClaim, Refusal> {
         let profile = self.profile(&profile_name)?;
-
-        // Authenticate: the claim first (a credential is checked before anything is
-        // read for it), then the records one lookup finds for it.
-        let claimed = match request.caller {
+        let claim = match caller {
             StationCaller::Certificate { fingerprint, common_name } => Claim::Certificate { fingerprint, common_name },
             _ if !profile.station_credentials => return Err(Refusal::CertificateRequired),
             StationCaller::Credential { station, secret } => {
@@ -153,13 +192,29 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
             StationCaller::MalformedCredential(why) => return Err(Refusal::BadCredentials(why)),
             StationCaller::Anonymous => return Err(Refusal::CredentialsRequired),
         };
+        Ok(StationClaim { profile: profile_name, claim })
+    }
+
+    /// simpleenroll and serverkeygen: a provisioning station enrolls a registered device.
+    /// `actor` is the claim's answer's actor.
+    pub async fn enroll(&self, request: StationRequest, actor: String) -> Answer<Admission> {
+        let mut actor = actor;
+        let result = self.enroll_stages(request, &mut actor).await;
+        Answer { actor, result }
+    }
+
+    async fn enroll_stages(&self, request: StationRequest, actor: &mut String) -> Result<Admission, Refusal> {
+        let now = (self.clock)();
+        let StationClaim { profile: profile_name, claim: claimed } = request.claim;
+        let profile = self.profile(&profile_name)?;
         let csr = request.csr;
         let request_sha256 = csr.as_ref().ok().map(|c| sha256_hex(&c.der));
         let earlier = match (&request_sha256, claimed.station_name()) {
             (Some(sha), Some(station)) => Some(EarlierDelivery {
                 request_sha256: sha.clone(),
                 station: station.to_string(),
-                since: now - (self.policy.retry_window_secs + self.policy.backdate_secs) as i64,
+                since: now
+                    .saturating_sub(self.policy.retry_window_secs.saturating_add(self.policy.backdate_secs) as i64),
             }),
             _ => None,
         };
@@ -190,34 +245,38 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         profile.check_request(&profile_name, &csr)?;
         let request_sha256 = request_sha256.unwrap_or_else(|| sha256_hex(&csr.der));
 
-        // A repeat of a request already answered: the same certificate again (a key
-        // generated here cannot be sent again: a new one replaces it).
-        let earlier = ctx.earlier.take().filter(|c| c.state == CertState::Valid && c.device_id == csr.common_name);
-        let earlier = match (earlier, profile.approval) {
-            (Some(c), _) => Some(c),
-            (None, Approval::Manual) => match self.registry.approval(&request_sha256).await? {
-                Some(ApprovalState::Issued { issuer, serial }) => Some(
-                    self.registry
-                        .certificate(&issuer, &serial)
-                        .await?
-                        .ok_or_else(|| Refusal::Conflict("the approved certificate is gone".into()))?,
-                ),
-                _ => None,
-            },
-            (None, Approval::Automatic) => None,
+        // A repeat of a request already answered (the station lost the answer): the
+        // certificate delivered for it — still valid, for this device and profile, and
+        // of the kind this endpoint hands out (the CSR's key for simpleenroll, a key
+        // made here for serverkeygen).
+        let own_key = sha256_hex(&csr.public_key_der);
+        let matches = |c: &KnownCertificate| {
+            c.state == CertState::Valid
+                && c.device_id == csr.common_name
+                && c.profile == profile_name
+                && (c.public_key_sha256 == own_key) == (request.key == KeySource::Request)
         };
+        let mut earlier = ctx.earlier.take().filter(&matches);
+        if earlier.is_none() && profile.approval == Approval::Manual && request.key == KeySource::Request {
+            // Approved and issued, delivered before the delivery key was recorded, or
+            // to another station of the device's scope: the same certificate again.
+            if let Some(ApprovalState::Issued { issuer, serial }) = self.registry.approval(&request_sha256).await? {
+                earlier = self.registry.certificate(&issuer, &serial).await?.filter(&matches);
+            }
+        }
+
+        // Authorize against the registry (an active device only for a repeat).
+        let device = self.enrollable_device(&station, ctx.device.take(), &csr, earlier.is_some())?;
+        let model_oid = self.model_oid(&device)?;
         let replaces = match (earlier, request.key) {
             (Some(c), KeySource::Request) => {
                 self.registry.redelivered(actor, &c).await?;
                 return Ok(Admission::Redeliver(c));
             }
-            (Some(c), KeySource::Server) if c.state == CertState::Valid => Some(c),
-            _ => None,
+            // A key made here cannot be sent again: a new one replaces the lost one.
+            (Some(c), KeySource::Server) => Some(c),
+            (None, _) => None,
         };
-
-        // Authorize against the registry.
-        let device = self.enrollable_device(&station, ctx.device.take(), &csr, replaces.is_some())?;
-        let model_oid = self.model_oid(&device)?;
 
         // The approval gate.
         let approved_request = match (profile.approval, &replaces) {
@@ -306,8 +365,7 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         let now = (self.clock)();
         self.profile(&request.profile)?;
         // Authenticate: the current certificate, as our records have it now.
-        let fingerprint = request.client_fingerprint.ok_or(Refusal::CertificateRequired)?;
-        let found = self.registry.certificate_by_fingerprint(&fingerprint).await?;
+        let found = self.registry.certificate_by_fingerprint(&request.client_fingerprint).await?;
         let current = check_certificate(found, "device", ProfileKind::Device, now)?;
         let id = current.device_id.clone().ok_or_else(|| Refusal::NotAnIdentity("device".into()))?;
         *actor = format!("device:{id}:{}", short(&current.fingerprint));
@@ -352,6 +410,7 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
 }
 
 /// What the caller claimed, before the lookup confirmed it.
+#[derive(Debug)]
 enum Claim {
     Certificate { fingerprint: String, common_name: Option<String> },
     Credential(String),

@@ -60,6 +60,12 @@ pub enum Refusal {
     Csr(#[from] CsrError),
     #[error("the request body could not be read")]
     UnreadableBody,
+    /// A CSR an operator or a release manager handed in that does not check out.
+    #[error("invalid request: {0}")]
+    InvalidRequest(CsrError),
+    /// A subject the profile cannot encode (too long, bad characters).
+    #[error("{0}")]
+    BadSubject(String),
     #[error("the CSR subject has no CN (device id)")]
     NoDeviceId,
     #[error("invalid device id '{0}': use 1-64 characters of A-Z a-z 0-9 . : - starting with a letter or digit")]
@@ -132,8 +138,8 @@ impl Refusal {
             Body(EstError::TooLarge) | Csr(CsrError::TooLarge) => 413,
             Body(EstError::WrongContentType { .. }) => 415,
             Body(EstError::Encoding(_)) | Internal | IssuanceFailed => 500,
-            Body(_) | Csr(_) | UnreadableBody | NoDeviceId | InvalidDeviceId(_) | Policy(_) | UnknownModelName(_)
-            | RenewalIdentity(_) | SameKey => 400,
+            Body(_) | Csr(_) | UnreadableBody | InvalidRequest(_) | BadSubject(_) | NoDeviceId | InvalidDeviceId(_)
+            | Policy(_) | UnknownModelName(_) | RenewalIdentity(_) | SameKey => 400,
             UnknownLabel(_) | UnknownEstProfile(_) | UnknownProfile(_) | NotFound(_) => 404,
             StateChanged(_) | Conflict(_) => 409,
             StationRateLimited { .. } | RenewalRateLimited { .. } => 429,

@@ -138,16 +138,39 @@ fn registry(state: DeviceState) -> FakeRegistry {
     }
 }
 
-fn ra(approval: Approval, registry: FakeRegistry) -> RegistrationAuthority<FakeRegistry, NoIssuer> {
+fn ra(approval: Approval, registry: FakeRegistry) -> Ra {
     RegistrationAuthority::new(policy(approval), registry, NoIssuer).with_clock(|| NOW)
 }
 
-fn station_request(csr: CheckedCsr, key: KeySource) -> StationRequest {
-    StationRequest {
-        profile: "device".into(),
-        caller: StationCaller::Certificate { fingerprint: "01".repeat(32), common_name: Some("line-1".into()) },
-        csr: Ok(csr),
-        key,
+type Ra = RegistrationAuthority<FakeRegistry, NoIssuer>;
+
+fn station_certificate() -> StationCaller {
+    StationCaller::Certificate { fingerprint: "01".repeat(32), common_name: Some("line-1".into()) }
+}
+
+/// Both stages, as the EST handlers run them: the claim, then the enrollment.
+async fn enroll_with(
+    ra: &Ra,
+    caller: StationCaller,
+    csr: Result<CheckedCsr, Refusal>,
+    key: KeySource,
+) -> Answer<Admission> {
+    let claimed = ra.claim("device".into(), caller).await;
+    match claimed.result {
+        Ok(claim) => ra.enroll(StationRequest { claim, csr, key }, claimed.actor).await,
+        Err(r) => Answer { actor: claimed.actor, result: Err(r) },
+    }
+}
+
+async fn enroll(ra: &Ra, csr: CheckedCsr, key: KeySource) -> Answer<Admission> {
+    enroll_with(ra, station_certificate(), Ok(csr), key).await
+}
+
+/// A certificate delivered earlier for `csr` (its own key).
+fn delivered_for(csr: &CheckedCsr, serial: u8) -> KnownCertificate {
+    KnownCertificate {
+        public_key_sha256: sha256_hex(&csr.public_key_der),
+        ..cert("device", ProfileKind::Device, Some("SN-1"), serial)
     }
 }
 
@@ -155,7 +178,7 @@ fn station_request(csr: CheckedCsr, key: KeySource) -> StationRequest {
 async fn a_registered_device_gets_a_plan_that_activates_it() {
     let ra = ra(Approval::Automatic, registry(DeviceState::Expected));
     let csr = csr("SN-1");
-    let answer = ra.enroll(station_request(csr.clone(), KeySource::Request)).await;
+    let answer = enroll(&ra, csr.clone(), KeySource::Request).await;
     assert_eq!(answer.actor, format!("station:line-1:{}", "01".repeat(8)));
     let Ok(Admission::Issue(plan)) = answer.result else { panic!("{:?}", answer.result) };
     assert_eq!(plan.key, PlannedKey::Request(csr.public_key_der.clone()));
@@ -170,10 +193,11 @@ async fn a_registered_device_gets_a_plan_that_activates_it() {
 
 #[tokio::test]
 async fn the_same_request_repeated_gets_the_stored_certificate_again() {
+    let csr = csr("SN-1");
     let mut reg = registry(DeviceState::Active);
-    reg.earlier = Some(cert("device", ProfileKind::Device, Some("SN-1"), 7));
+    reg.earlier = Some(delivered_for(&csr, 7));
     let ra = ra(Approval::Automatic, reg);
-    let answer = ra.enroll(station_request(csr("SN-1"), KeySource::Request)).await;
+    let answer = enroll(&ra, csr, KeySource::Request).await;
     let Ok(Admission::Redeliver(c)) = answer.result else { panic!("{:?}", answer.result) };
     assert_eq!(c.serial, vec![7]);
     assert_eq!(ra.registry().redelivered.lock().unwrap().len(), 1, "a re-delivery is audited");
@@ -184,7 +208,7 @@ async fn a_different_key_for_an_active_device_is_still_refused() {
     // No earlier delivery matches this CSR: the device is active, its batch does not
     // allow re-provisioning.
     let ra = ra(Approval::Automatic, registry(DeviceState::Active));
-    let answer = ra.enroll(station_request(csr("SN-1"), KeySource::Request)).await;
+    let answer = enroll(&ra, csr("SN-1"), KeySource::Request).await;
     assert_eq!(answer.result, Err(Refusal::AlreadyEnrolled("SN-1".into())));
 }
 
@@ -195,7 +219,7 @@ async fn an_earlier_certificate_no_longer_valid_is_not_sent_again() {
     revoked.state = CertState::Revoked;
     reg.earlier = Some(revoked);
     let ra = ra(Approval::Automatic, reg);
-    let answer = ra.enroll(station_request(csr("SN-1"), KeySource::Request)).await;
+    let answer = enroll(&ra, csr("SN-1"), KeySource::Request).await;
     assert_eq!(answer.result, Err(Refusal::AlreadyEnrolled("SN-1".into())));
 }
 
@@ -204,7 +228,7 @@ async fn a_repeated_serverkeygen_replaces_the_lost_key() {
     let mut reg = registry(DeviceState::Active);
     reg.earlier = Some(cert("device", ProfileKind::Device, Some("SN-1"), 7));
     let ra = ra(Approval::Automatic, reg);
-    let answer = ra.enroll(station_request(csr("SN-1"), KeySource::Server)).await;
+    let answer = enroll(&ra, csr("SN-1"), KeySource::Server).await;
     let Ok(Admission::Issue(plan)) = answer.result else { panic!("{:?}", answer.result) };
     assert_eq!(plan.key, PlannedKey::Generate(KeyType::EcdsaP256));
     assert_eq!(plan.effect, Some(Effect::Supersede { issuer: "device".into(), serial: vec![7] }));
@@ -215,11 +239,11 @@ async fn manual_approval_gates_serverkeygen_as_it_gates_simpleenroll() {
     for key in [KeySource::Request, KeySource::Server] {
         let ra = ra(Approval::Manual, registry(DeviceState::Expected));
         let csr = csr("SN-1");
-        let answer = ra.enroll(station_request(csr.clone(), key)).await;
+        let answer = enroll(&ra, csr.clone(), key).await;
         assert_eq!(answer.result, Ok(Admission::Pending { request_id: sha256_hex(&csr.der) }), "{key:?}");
         // Approved: the plan marks the request issued in the storing transaction.
         ra.registry().approvals.lock().unwrap().insert(sha256_hex(&csr.der), ApprovalState::Approved);
-        let Ok(Admission::Issue(plan)) = ra.enroll(station_request(csr.clone(), key)).await.result else {
+        let Ok(Admission::Issue(plan)) = enroll(&ra, csr.clone(), key).await.result else {
             panic!("approved request not planned")
         };
         let Some(Effect::ActivateDevice { approved_request, .. }) = plan.effect else { panic!("{:?}", plan.effect) };
@@ -232,73 +256,123 @@ async fn a_rejected_request_stays_rejected() {
     let ra = ra(Approval::Manual, registry(DeviceState::Expected));
     let csr = csr("SN-1");
     ra.registry().approvals.lock().unwrap().insert(sha256_hex(&csr.der), ApprovalState::Rejected);
-    let answer = ra.enroll(station_request(csr.clone(), KeySource::Request)).await;
+    let answer = enroll(&ra, csr.clone(), KeySource::Request).await;
     assert_eq!(answer.result, Err(Refusal::Rejected(sha256_hex(&csr.der))));
 }
 
 #[tokio::test]
 async fn an_issued_approval_is_answered_with_its_certificate_outside_the_window() {
-    let mut reg = registry(DeviceState::Active);
-    reg.certificates.push(cert("device", ProfileKind::Device, Some("SN-1"), 9));
-    let ra = ra(Approval::Manual, reg);
     let csr = csr("SN-1");
+    let mut reg = registry(DeviceState::Active);
+    reg.certificates.push(delivered_for(&csr, 9));
+    let ra = ra(Approval::Manual, reg);
     ra.registry()
         .approvals
         .lock()
         .unwrap()
         .insert(sha256_hex(&csr.der), ApprovalState::Issued { issuer: "device".into(), serial: vec![9] });
-    let answer = ra.enroll(station_request(csr, KeySource::Request)).await;
+    let answer = enroll(&ra, csr, KeySource::Request).await;
     let Ok(Admission::Redeliver(c)) = answer.result else { panic!("{:?}", answer.result) };
     assert_eq!(c.serial, vec![9]);
 }
 
 #[tokio::test]
 async fn stations_authenticate_in_order() {
+    let credential =
+        |secret: &[u8]| StationCaller::Credential { station: "line-1".into(), secret: secret.to_vec().into() };
     // Credentials only where the profile allows them.
     let mut p = policy(Approval::Automatic);
     p.profiles.get_mut("device").unwrap().station_credentials = false;
     let strict = RegistrationAuthority::new(p, registry(DeviceState::Expected), NoIssuer).with_clock(|| NOW);
-    let mut req = station_request(csr("SN-1"), KeySource::Request);
-    req.caller = StationCaller::Credential { station: "line-1".into(), secret: b"right".to_vec().into() };
-    assert_eq!(strict.enroll(req).await.result, Err(Refusal::CertificateRequired));
+    let answer = enroll_with(&strict, credential(b"right"), Ok(csr("SN-1")), KeySource::Request).await;
+    assert_eq!(answer.result, Err(Refusal::CertificateRequired));
 
     let ra = ra(Approval::Automatic, registry(DeviceState::Expected));
-    let mut req = station_request(csr("SN-1"), KeySource::Request);
-    req.caller = StationCaller::Credential { station: "line-1".into(), secret: b"wrong".to_vec().into() };
-    assert_eq!(ra.enroll(req).await.result, Err(Refusal::BadCredentials("station credentials are not valid")));
-    let mut req = station_request(csr("SN-1"), KeySource::Request);
-    req.caller = StationCaller::Credential { station: "line-1".into(), secret: b"right".to_vec().into() };
-    let answer = ra.enroll(req).await;
+    let answer = enroll_with(&ra, credential(b"wrong"), Ok(csr("SN-1")), KeySource::Request).await;
+    assert_eq!(answer.result, Err(Refusal::BadCredentials("station credentials are not valid")));
+    let answer = enroll_with(&ra, credential(b"right"), Ok(csr("SN-1")), KeySource::Request).await;
     assert_eq!(answer.actor, "station:line-1:credential");
     assert!(matches!(answer.result, Ok(Admission::Issue(_))), "{:?}", answer.result);
 
-    // A bad body is reported only after the station is known.
-    let mut req = station_request(csr("SN-1"), KeySource::Request);
-    req.caller = StationCaller::Anonymous;
-    req.csr = Err(Refusal::UnreadableBody);
-    assert_eq!(ra.enroll(req).await.result, Err(Refusal::CredentialsRequired));
-    let mut req = station_request(csr("SN-1"), KeySource::Request);
-    req.csr = Err(Refusal::UnreadableBody);
-    assert_eq!(ra.enroll(req).await.result, Err(Refusal::UnreadableBody));
+    // The claim comes before the body: an anonymous caller is refused by the claim
+    // alone; a bad body is reported only after the station is known.
+    assert_eq!(
+        ra.claim("device".into(), StationCaller::Anonymous).await.result.err(),
+        Some(Refusal::CredentialsRequired)
+    );
+    let answer = enroll_with(&ra, station_certificate(), Err(Refusal::UnreadableBody), KeySource::Request).await;
+    assert_eq!(answer.result, Err(Refusal::UnreadableBody));
+    assert_eq!(require_certificate(None), Err(Refusal::CertificateRequired));
 }
 
 #[tokio::test]
 async fn stations_are_held_to_their_scope_and_devices_to_their_state() {
     let mut reg = registry(DeviceState::Expected);
     reg.station.as_mut().unwrap().batches = vec!["B2".into()];
-    let answer = ra(Approval::Automatic, reg).enroll(station_request(csr("SN-1"), KeySource::Request)).await;
+    let answer = enroll(&ra(Approval::Automatic, reg), csr("SN-1"), KeySource::Request).await;
     assert_eq!(
         answer.result,
         Err(Refusal::OutOfScope { station: "line-1".into(), model: "generic".into(), batch: "B1".into() })
     );
-    let answer = ra(Approval::Automatic, registry(DeviceState::Revoked))
-        .enroll(station_request(csr("SN-1"), KeySource::Request))
-        .await;
+    let answer =
+        enroll(&ra(Approval::Automatic, registry(DeviceState::Revoked)), csr("SN-1"), KeySource::Request).await;
     assert_eq!(answer.result, Err(Refusal::DeviceNotEnrollable { id: "SN-1".into(), state: DeviceState::Revoked }));
-    let answer = ra(Approval::Automatic, registry(DeviceState::Expected))
-        .enroll(station_request(csr("SN-2"), KeySource::Request))
-        .await;
+    let answer =
+        enroll(&ra(Approval::Automatic, registry(DeviceState::Expected)), csr("SN-2"), KeySource::Request).await;
     assert_eq!(answer.result, Err(Refusal::UnknownDevice("SN-2".into())));
+}
+
+#[tokio::test]
+async fn a_repeat_is_answered_only_with_a_matching_certificate() {
+    let csr = csr("SN-1");
+    // A serverkeygen certificate (a key made here) is not what simpleenroll hands out,
+    // nor is another profile's, nor a revoked one; and a station out of the device's
+    // scope gets nothing.
+    let mut keygen = cert("device", ProfileKind::Device, Some("SN-1"), 7);
+    keygen.public_key_sha256 = "ab".repeat(32);
+    let mut other_profile = delivered_for(&csr, 8);
+    other_profile.profile = "gateway".into();
+    let mut revoked = delivered_for(&csr, 9);
+    revoked.state = CertState::Revoked;
+    for earlier in [keygen, other_profile, revoked] {
+        let mut reg = registry(DeviceState::Active);
+        reg.earlier = Some(earlier.clone());
+        let answer = enroll(&ra(Approval::Automatic, reg), csr.clone(), KeySource::Request).await;
+        assert_eq!(answer.result, Err(Refusal::AlreadyEnrolled("SN-1".into())), "{earlier:?}");
+    }
+    // The CSR's own key is not what serverkeygen hands out: no replacement for it.
+    let mut reg = registry(DeviceState::Active);
+    reg.earlier = Some(delivered_for(&csr, 10));
+    let answer = enroll(&ra(Approval::Automatic, reg), csr.clone(), KeySource::Server).await;
+    assert_eq!(answer.result, Err(Refusal::AlreadyEnrolled("SN-1".into())));
+    let mut reg = registry(DeviceState::Active);
+    reg.earlier = Some(delivered_for(&csr, 11));
+    reg.station.as_mut().unwrap().batches = vec!["B2".into()];
+    let answer = enroll(&ra(Approval::Automatic, reg), csr, KeySource::Request).await;
+    assert!(matches!(answer.result, Err(Refusal::OutOfScope { .. })), "{:?}", answer.result);
+}
+
+#[tokio::test]
+async fn an_issued_approval_is_never_issued_again_nor_a_revoked_one_sent() {
+    let csr = csr("SN-1");
+    let issued = ApprovalState::Issued { issuer: "device".into(), serial: vec![9] };
+    // serverkeygen of an approved-and-issued request: no second certificate without a
+    // new approval (the delivery key, bound to the station and window, is the only way).
+    let mut reg = registry(DeviceState::Active);
+    reg.certificates.push(delivered_for(&csr, 9));
+    let ra1 = ra(Approval::Manual, reg);
+    ra1.registry().approvals.lock().unwrap().insert(sha256_hex(&csr.der), issued.clone());
+    let answer = enroll(&ra1, csr.clone(), KeySource::Server).await;
+    assert_eq!(answer.result, Err(Refusal::AlreadyEnrolled("SN-1".into())));
+    // Its certificate revoked since: not sent again.
+    let mut reg = registry(DeviceState::Active);
+    let mut revoked = delivered_for(&csr, 9);
+    revoked.state = CertState::Revoked;
+    reg.certificates.push(revoked);
+    let ra2 = ra(Approval::Manual, reg);
+    ra2.registry().approvals.lock().unwrap().insert(sha256_hex(&csr.der), issued);
+    let answer = enroll(&ra2, csr, KeySource::Request).await;
+    assert_eq!(answer.result, Err(Refusal::AlreadyEnrolled("SN-1".into())));
 }
 
 #[tokio::test]
@@ -316,7 +390,7 @@ async fn a_renewal_keeps_the_identity_and_supersedes_the_current_certificate() {
     let ra = ra(Approval::Automatic, reg);
     let request = || RenewalRequest {
         profile: "device".into(),
-        client_fingerprint: Some(current.fingerprint.clone()),
+        client_fingerprint: current.fingerprint.clone(),
         csr: Ok(csr("SN-1")),
     };
     let answer = ra.renew(request()).await;
@@ -333,8 +407,8 @@ async fn a_renewal_keeps_the_identity_and_supersedes_the_current_certificate() {
     assert_eq!(plan.effect, Some(Effect::Supersede { issuer: "device".into(), serial: vec![5] }));
     let other = RenewalRequest { csr: Ok(csr("SN-9")), ..request() };
     assert!(matches!(ra.renew(other).await.result, Err(Refusal::RenewalIdentity(_))));
-    let none = RenewalRequest { client_fingerprint: None, ..request() };
-    assert_eq!(ra.renew(none).await.result, Err(Refusal::CertificateRequired));
+    let unknown = RenewalRequest { client_fingerprint: "ff".repeat(32), ..request() };
+    assert_eq!(ra.renew(unknown).await.result, Err(Refusal::ForeignCertificate("device".into())));
 }
 
 #[test]
@@ -346,11 +420,22 @@ fn operators_get_the_same_key_rules() {
         device_id: None,
         model: model.map(str::to_string),
         actor: "cli:op".into(),
+        registered: None,
     };
     let plan = plan_for_operator(&p, request("device", None)).unwrap();
     assert!(matches!(plan.subject, Subject::Device { ref id, .. } if id == "SN-1"));
     assert_eq!(plan_for_operator(&p, request("nope", None)), Err(Refusal::UnknownProfile("nope".into())));
     assert_eq!(plan_for_operator(&p, request("device", Some("x"))), Err(Refusal::UnknownModelName("x".into())));
+    // A registered device that was revoked gets nothing more, even from an operator.
+    let mut revoked = request("device", None);
+    revoked.registered = registry(DeviceState::Revoked).device;
+    assert_eq!(
+        plan_for_operator(&p, revoked),
+        Err(Refusal::DeviceNotEnrollable { id: "SN-1".into(), state: DeviceState::Revoked })
+    );
+    let mut active = request("device", None);
+    active.registered = registry(DeviceState::Active).device;
+    assert!(plan_for_operator(&p, active).is_ok(), "an operator may issue for an active device");
     let mut narrow = p.clone();
     narrow.profiles.get_mut("device").unwrap().key_types = vec![KeyType::Ed25519];
     assert_eq!(

@@ -7,9 +7,6 @@ use crate::audit;
 pub(super) const COMPROMISED_WHERE: &str = "SELECT public_key_sha256 FROM certificates \
                                  WHERE status = 'revoked' AND revocation_reason = 1 AND public_key_sha256";
 
-/// Applies the effects of the stored items of a batch, set-wise: one UPDATE per kind.
-/// Items whose precondition fails (or that repeat a device/certificate an earlier item
-/// of the batch already claimed) become `Refused` and their certificate rows, inserted
 /// Locks the approved enrollment requests that stored items of a batch fulfil (`FOR
 /// UPDATE`, so no other transaction can decide them until this one ends); an item
 /// whose request is not approved — or is claimed by an earlier item — is refused and
@@ -102,6 +99,9 @@ async fn delete_certificates(
     Ok(())
 }
 
+/// Applies the effects of the stored items of a batch, set-wise: one UPDATE per kind.
+/// Items whose precondition fails (or that repeat a device/certificate an earlier item
+/// of the batch already claimed) become `Refused` and their certificate rows, inserted
 /// moments ago in this transaction, are deleted again.
 pub(super) async fn apply_effects(
     tx: &impl GenericClient,
