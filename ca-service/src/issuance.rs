@@ -62,7 +62,22 @@ pub enum IssueError {
     Refused(String),
     /// The registration authority refused the request.
     #[error(transparent)]
-    Ra(#[from] enrollment::ra::Refusal),
+    Ra(enrollment::ra::Refusal),
+}
+
+/// The registration authority's refusals of an operator's request, as the issuance
+/// errors the CLI and library callers have always matched on.
+impl From<enrollment::ra::Refusal> for IssueError {
+    fn from(r: enrollment::ra::Refusal) -> Self {
+        use enrollment::ra::Refusal;
+        match r {
+            Refusal::Policy(why) => IssueError::Policy(why),
+            Refusal::UnknownProfile(p) => IssueError::UnknownProfile(p),
+            Refusal::InvalidDeviceId(id) => IssueError::Profile(ProfileError::DeviceId(id)),
+            Refusal::UnknownModelName(m) => IssueError::Profile(ProfileError::UnknownModel(m)),
+            other => IssueError::Ra(other),
+        }
+    }
 }
 
 /// A CA as loaded for service: its certificate, and its key if this process signs.
@@ -464,10 +479,7 @@ fn issuance_details(record: &CertRecord) -> serde_json::Value {
 /// Refuses what a profile does not grant (the registration authority's key rules).
 /// Requests never add extensions: they may only ask for what the profile gives anyway.
 pub fn check_policy(name: &str, profile: &ProfileConfig, csr: &CheckedCsr) -> Result<(), IssueError> {
-    profile.policy().check_request(name, csr).map_err(|r| match r {
-        enrollment::ra::Refusal::Policy(why) => IssueError::Policy(why),
-        other => IssueError::Ra(other),
-    })
+    Ok(profile.policy().check_request(name, csr)?)
 }
 
 /// A fresh P-256 key: its PKCS#8 (wiped on drop) and SPKI.
