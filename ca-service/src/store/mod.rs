@@ -234,11 +234,15 @@ where
                 Some(id) => store.get_device(id).await?,
                 None => None,
             },
-            earlier: match &lookup.earlier {
-                Some(earlier) => store.delivered_certificate(earlier).await?,
-                None => None,
-            },
+            earlier: None,
         });
+        // An earlier delivery can only be of an active device (a first enrollment,
+        // the common case, has none to look for).
+        if let (Some(ctx), Some(earlier)) = (found.last_mut(), &lookup.earlier) {
+            if ctx.device.as_ref().is_some_and(|d| d.state == DeviceState::Active && d.device_id == earlier.device_id) {
+                ctx.earlier = store.delivered_certificate(earlier).await?;
+            }
+        }
     }
     Ok(found)
 }

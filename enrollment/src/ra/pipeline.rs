@@ -129,8 +129,14 @@ pub fn unix_now() -> i64 {
 
 /// SHA-256, lower-case hex.
 pub fn sha256_hex(data: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
@@ -209,8 +215,10 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         let profile = self.profile(&profile_name)?;
         let csr = request.csr;
         let request_sha256 = csr.as_ref().ok().map(|c| sha256_hex(&c.der));
-        let earlier = match (&request_sha256, claimed.station_name()) {
-            (Some(sha), Some(station)) => Some(EarlierDelivery {
+        let device_id = csr.as_ref().ok().and_then(|c| c.common_name.clone());
+        let earlier = match (&request_sha256, claimed.station_name(), &device_id) {
+            (Some(sha), Some(station), Some(device_id)) => Some(EarlierDelivery {
+                device_id: device_id.clone(),
                 request_sha256: sha.clone(),
                 station: station.to_string(),
                 since: now
@@ -221,7 +229,7 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         let lookup = Lookup {
             client_fingerprint: claimed.fingerprint().map(str::to_string),
             station: claimed.station_name().map(str::to_string),
-            device_id: csr.as_ref().ok().and_then(|c| c.common_name.clone()),
+            device_id,
             earlier,
         };
         let mut ctx = self.registry.lookup(lookup).await?;
@@ -249,12 +257,11 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         // certificate delivered for it — still valid, for this device and profile, and
         // of the kind this endpoint hands out (the CSR's key for simpleenroll, a key
         // made here for serverkeygen).
-        let own_key = sha256_hex(&csr.public_key_der);
         let matches = |c: &KnownCertificate| {
             c.state == CertState::Valid
                 && c.device_id == csr.common_name
                 && c.profile == profile_name
-                && (c.public_key_sha256 == own_key) == (request.key == KeySource::Request)
+                && (c.public_key_sha256 == sha256_hex(&csr.public_key_der)) == (request.key == KeySource::Request)
         };
         let mut earlier = ctx.earlier.take().filter(&matches);
         if earlier.is_none() && profile.approval == Approval::Manual && request.key == KeySource::Request {

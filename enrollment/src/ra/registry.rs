@@ -139,6 +139,9 @@ pub struct Lookup {
 /// The key of a request that may have been answered before.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EarlierDelivery {
+    /// The device the CSR names (its CN): a delivery is looked up among that device's
+    /// certificates, through the index the registry already has.
+    pub device_id: String,
     /// SHA-256 of the CSR DER, lower-case hex.
     pub request_sha256: String,
     pub station: String,

@@ -223,8 +223,10 @@ pub(super) async fn apply_effects(
 }
 
 /// Where the newest certificate delivered for a station request is (see
-/// `CertificateReader::delivered_certificate`): $1 request SHA-256, $2 station, $3 since.
-pub(super) const DELIVERED_WHERE: &str = "WHERE request_sha256 = $1 AND requested_by = $2 AND not_before >= $3 \
+/// `CertificateReader::delivered_certificate`): among the device's certificates (its
+/// index), $1 device, $2 request SHA-256, $3 station, $4 since.
+pub(super) const DELIVERED_WHERE: &str =
+    "WHERE device_id = $1 AND request_sha256 = $2 AND requested_by = $3 AND not_before >= $4 \
      ORDER BY not_before DESC, id DESC LIMIT 1";
 
 #[async_trait]
@@ -520,7 +522,7 @@ impl CertificateReader for PostgresStore {
     async fn delivered_certificate(&self, earlier: &EarlierDelivery) -> Result<Option<CertRecord>, StoreError> {
         self.read_opt(
             &format!("SELECT {CERT_COLUMNS} FROM certificates {DELIVERED_WHERE}"),
-            &[&earlier.request_sha256, &earlier.station, &earlier.since],
+            &[&earlier.device_id, &earlier.request_sha256, &earlier.station, &earlier.since],
             cert_from_row,
         )
         .await

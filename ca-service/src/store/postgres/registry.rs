@@ -190,16 +190,20 @@ impl RegistryStore for PostgresStore {
     async fn enrollment_contexts(&self, lookups: &[EnrollmentLookup]) -> Result<Vec<EnrollmentContext>, StoreError> {
         // One row per lookup, in order: each record is a LEFT JOIN on its own key, so
         // an absent one reads as NULL columns (its first column is its NOT NULL key).
+        // An earlier delivery can only be of an active device: for the others (a first
+        // enrollment, the common case) that probe is skipped by a one-time filter.
         let sql = format!(
             "SELECT c.*, s.*, d.*, e.* \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
-                 WITH ORDINALITY AS t(fingerprint, station, device_id, request, requested_by, since, ord) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[]) \
+                 WITH ORDINALITY AS t(fingerprint, station, device_id, request, requested_by, since, earlier_device, ord) \
              LEFT JOIN LATERAL (SELECT {CERT_COLUMNS} FROM certificates \
                                 WHERE fingerprint = t.fingerprint LIMIT 1) AS c ON true \
              LEFT JOIN LATERAL (SELECT {STATION_COLUMNS} FROM stations WHERE name = t.station) AS s ON true \
              LEFT JOIN LATERAL (SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = t.device_id) AS d ON true \
              LEFT JOIN LATERAL (SELECT {CERT_COLUMNS} FROM certificates \
-                                WHERE request_sha256 = t.request AND requested_by = t.requested_by \
+                                WHERE d.state = 'active' AND d.device_id = t.earlier_device \
+                                  AND device_id = t.earlier_device AND request_sha256 = t.request \
+                                  AND requested_by = t.requested_by \
                                   AND not_before >= t.since \
                                 ORDER BY not_before DESC, id DESC LIMIT 1) AS e ON true \
              ORDER BY t.ord"
@@ -215,11 +219,12 @@ impl RegistryStore for PostgresStore {
         };
         let requests = earlier(|e| &e.request_sha256);
         let requested_by = earlier(|e| &e.station);
+        let earlier_device = earlier(|e| &e.device_id);
         let since: Vec<Option<i64>> = lookups.iter().map(|l| l.earlier.as_ref().map(|e| e.since)).collect();
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&fingerprints, &stations, &devices, &requests, &requested_by, &since];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+            [&fingerprints, &stations, &devices, &requests, &requested_by, &since, &earlier_device];
         let rows = client.query(&stmt, &params).await.map_err(pg_err)?;
         let columns = |list: &str| list.split(',').count();
         let station_at = columns(CERT_COLUMNS);

@@ -3,8 +3,10 @@
 use super::*;
 
 /// Where the newest certificate delivered for a station request is (see
-/// `CertificateReader::delivered_certificate`): ?1 request SHA-256, ?2 station, ?3 since.
-const DELIVERED_WHERE: &str = "WHERE request_sha256 = ?1 AND requested_by = ?2 AND not_before >= ?3 \
+/// `CertificateReader::delivered_certificate`): among the device's certificates (its
+/// index), ?1 device, ?2 request SHA-256, ?3 station, ?4 since.
+const DELIVERED_WHERE: &str =
+    "WHERE device_id = ?1 AND request_sha256 = ?2 AND requested_by = ?3 AND not_before >= ?4 \
      ORDER BY not_before DESC, id DESC LIMIT 1";
 
 /// Applies an issuance's effect; `Err(reason)` if its precondition no longer holds.
@@ -305,7 +307,7 @@ impl CertificateReader for SqliteStore {
         let earlier = earlier.clone();
         self.read(move |conn| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates {DELIVERED_WHERE}");
-            let params = params![earlier.request_sha256, earlier.station, earlier.since];
+            let params = params![earlier.device_id, earlier.request_sha256, earlier.station, earlier.since];
             Ok(query_all(conn, &sql, params, |row| cert_from_row(row))?.into_iter().next())
         })
         .await

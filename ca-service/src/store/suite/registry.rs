@@ -69,20 +69,23 @@ pub(super) async fn enrollment_requests_wait_for_one_final_decision(h: &Harness)
 pub(super) async fn deliveries_are_found_by_request_and_station(h: &Harness) {
     let s = h.store();
     create_ca(s, "device").await;
-    let delivered = |serial: u8, not_before: i64, request: &str, station: &str| {
-        let mut c = cert("device", &[serial], Some("d-1"));
+    let delivered_to = |device: &str, serial: u8, not_before: i64, request: &str, station: &str| {
+        let mut c = cert("device", &[serial], Some(device));
         c.not_before = not_before;
         let delivery = DeliveryKey { request_sha256: request.into(), station: station.into() };
         Issuance { delivery: Some(delivery), ..issue(c) }
     };
+    let delivered = |serial, not_before, request, station| delivered_to("d-1", serial, not_before, request, station);
     let batch = [
         delivered(1, 1_700_000_000, "req-1", "line-1"),
         delivered(2, 1_700_000_500, "req-1", "line-1"),
         delivered(3, 1_700_000_900, "req-1", "line-2"),
         issue(cert("device", &[4], Some("d-1"))),
+        delivered_to("d-2", 5, 1_700_000_000, "req-2", "line-1"),
     ];
     assert!(s.store_certificates(&batch).await.unwrap().iter().all(|o| *o == IssuanceOutcome::Stored));
     let earlier = |request: &str, station: &str, since: i64| EarlierDelivery {
+        device_id: "d-1".into(),
         request_sha256: request.into(),
         station: station.into(),
         since,
@@ -94,15 +97,28 @@ pub(super) async fn deliveries_are_found_by_request_and_station(h: &Harness) {
     assert_eq!(s.delivered_certificate(&earlier("req-1", "line-3", 0)).await.unwrap(), None);
     assert_eq!(s.delivered_certificate(&earlier("req-2", "line-1", 0)).await.unwrap(), None);
 
-    // The batched lookup finds the same, each lookup its own.
+    // The batched lookup finds the same, each lookup its own — for an active device
+    // only (a device never enrolled has no earlier delivery to look for).
+    let mut active = device("d-1", "b");
+    active.state = DeviceState::Active;
+    s.add_devices(&[active, device("d-2", "b")], event("device.register", "batch:b")).await.unwrap();
+    let lookup = |device: &str, earlier: Option<EarlierDelivery>| EnrollmentLookup {
+        device_id: Some(device.into()),
+        earlier,
+        ..EnrollmentLookup::default()
+    };
+    let mut expected_device = earlier("req-2", "line-1", 0);
+    expected_device.device_id = "d-2".into();
+    assert_eq!(serial(s.delivered_certificate(&expected_device).await.unwrap()), Some(vec![5]));
     let lookups = [
-        EnrollmentLookup { earlier: Some(earlier("req-1", "line-1", 0)), ..EnrollmentLookup::default() },
-        EnrollmentLookup::default(),
-        EnrollmentLookup { earlier: Some(earlier("req-1", "line-2", 1_700_000_901)), ..EnrollmentLookup::default() },
-        EnrollmentLookup { earlier: Some(earlier("req-1", "line-2", 0)), ..EnrollmentLookup::default() },
+        lookup("d-1", Some(earlier("req-1", "line-1", 0))),
+        lookup("d-1", None),
+        lookup("d-1", Some(earlier("req-1", "line-2", 1_700_000_901))),
+        lookup("d-1", Some(earlier("req-1", "line-2", 0))),
+        lookup("d-2", Some(expected_device)),
     ];
     let found: Vec<_> = s.enrollment_contexts(&lookups).await.unwrap().into_iter().map(|c| serial(c.earlier)).collect();
-    assert_eq!(found, [Some(vec![2]), None, None, Some(vec![3])]);
+    assert_eq!(found, [Some(vec![2]), None, None, Some(vec![3]), None]);
 }
 
 pub(super) async fn stations_add_get_list(h: &Harness) {
