@@ -381,6 +381,12 @@ impl Service {
         }
     }
 
+    /// Kills the server at once (SIGKILL, as `kill -9` or a power cut would) and reaps
+    /// it; start another with [`Service::start`].
+    pub fn kill_now(&mut self) {
+        self.child.kill();
+    }
+
     /// Stops this server and starts `cli`'s in its place (on new ports): never two
     /// servers on one deployment at once.
     pub fn restart(&mut self, cli: &Cli) -> Result<()> {
