@@ -73,7 +73,8 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     let revoked =
         cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serials[0], "--reason", "keyCompromise"])?;
     assert!(revoked.stdout.contains("SN-R1"), "{}", revoked.describe());
-    assert_eq!(cli.audit_entries()?, before + 1, "the revocation is audited");
+    // The revocation, and the CRLs it re-signed (crl.publish).
+    assert_eq!(cli.audit_entries()?, before + 2, "the revocation is audited");
     // Refusals, with the cause named and nothing changed.
     for (args, cause) in [
         (vec!["--serial", serials[0].as_str(), "--reason", "keyCompromise"], "already revoked"),
@@ -86,7 +87,7 @@ fn revocation_flow(cli: Cli) -> Result<()> {
         let out = cli.run(&full)?;
         assert!(!out.success() && out.stderr.contains(cause), "{cause}: {}", out.describe());
     }
-    assert_eq!(cli.audit_entries()?, before + 1);
+    assert_eq!(cli.audit_entries()?, before + 2);
 
     // keyCompromise: that public key is never certified again.
     let again = cli.run(&["issue", "--profile", "device", "--csr", "SN-R1.csr", "--out", "again.pem"])?;
