@@ -23,16 +23,6 @@ fn flow(cli: Cli, query: Query<'_>) -> Result<()> {
     };
     let (admin, approver, release) = (token("admin")?, token("update-approver")?, token("release-manager")?);
 
-    // Who ran the CLI: the operating-system user even with USER and LOGNAME unset.
-    let whoami = std::process::Command::new("id").arg("-un").output().context("id -un")?;
-    let whoami = String::from_utf8(whoami.stdout)?.trim().to_string();
-    let mut cmd = cli.command()?;
-    cmd.env_remove("USER").env_remove("LOGNAME").args(["tokens", "create", "--name", "anon", "--role", "auditor"]);
-    e2e_tests::run_with_timeout(&mut cmd, Duration::from_secs(60))?.ok()?;
-    let actors = query("SELECT actor FROM audit_log WHERE action = 'token.create' ORDER BY seq")?;
-    assert_eq!(actors.last().map(String::as_str), Some(format!("cli:{whoami}").as_str()), "{actors:?}");
-    assert!(!actors.iter().any(|a| a == "cli:unknown"), "{actors:?}");
-
     let svc = Service::start(&cli.clone().env("CA_LOG", "info"))?;
     curl(d, &["-f", "-o", "root.pem", &format!("{}/ca/identity-root.pem", svc.base_url())])?.ok()?;
     let call = |method: &str, path: &str, token: Option<&str>, body: Option<&str>| -> Result<HttpReply> {
@@ -105,6 +95,34 @@ fn flow(cli: Cli, query: Query<'_>) -> Result<()> {
     svc.stop();
     cli.run_ok(&["audit", "verify"])?;
     Ok(())
+}
+
+/// Who ran the CLI: the operating-system user, even with USER and LOGNAME unset.
+fn cli_actor(cli: Cli, query: Query<'_>) -> Result<()> {
+    cli.run_ok(&["init"])?;
+    let whoami = std::process::Command::new("id").arg("-un").output().context("id -un")?;
+    let whoami = String::from_utf8(whoami.stdout)?.trim().to_string();
+    let mut cmd = cli.command()?;
+    cmd.env_remove("USER").env_remove("LOGNAME").args(["tokens", "create", "--name", "anon", "--role", "auditor"]);
+    e2e_tests::run_with_timeout(&mut cmd, Duration::from_secs(60))?.ok()?;
+    let actors = query("SELECT actor FROM audit_log WHERE action IN ('token.create', 'ca.create') ORDER BY seq")?;
+    assert_eq!(actors.last().map(String::as_str), Some(format!("cli:{whoami}").as_str()), "{actors:?}");
+    assert!(!actors.iter().any(|a| a == "cli:unknown"), "{actors:?}");
+    Ok(())
+}
+
+#[test]
+fn cli_actions_name_the_os_user_on_sqlite() -> Result<()> {
+    let dir = e2e_tests::workdir("ctl-user-sqlite")?;
+    let d = dir.path().to_path_buf();
+    cli_actor(Cli::evaluation(dir.path()), &|sql| sqlite_strings(&d, sql))
+}
+
+#[test]
+fn cli_actions_name_the_os_user_on_postgres() -> Result<()> {
+    let db = TestDb::create()?;
+    let dir = e2e_tests::workdir("ctl-user-pg")?;
+    cli_actor(Cli::evaluation(dir.path()).env("CA_STORAGE__URL", &db.url), &|sql| db.query_strings(sql))
 }
 
 #[test]
