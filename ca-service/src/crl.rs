@@ -27,6 +27,7 @@
 //! here for publishing.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -207,8 +208,15 @@ async fn store_published(pki: &Pki, published: Vec<PublishedCrl>, trigger: &str)
     }));
     let crls: &dyn CrlStore = pki.store.as_ref();
     crls.publish_crls(&published, audit).await.map_err(|e| CrlServeError::Internal(e.to_string()))?;
+    // This process serves what it just published at once (other instances within
+    // their cache's second).
+    PUBLISHED_HERE.fetch_add(1, Ordering::Release);
     Ok(published.len())
 }
+
+/// How many times this process published CRLs: a served CRL cached before the last
+/// publication is read again.
+static PUBLISHED_HERE: AtomicU64 = AtomicU64::new(0);
 
 /// This process, as the audit names a publisher: `<host>:<pid>`.
 fn instance_name() -> String {
@@ -389,8 +397,8 @@ impl CrlPublisher {
     }
 }
 
-/// (CA, name) → when read from the store, the CRL.
-type Served = HashMap<(String, String), (Instant, Arc<PublishedCrl>)>;
+/// (CA, name) → when read from the store (and [`PUBLISHED_HERE`] then), the CRL.
+type Served = HashMap<(String, String), (Instant, u64, Arc<PublishedCrl>)>;
 
 /// Served CRLs, briefly kept in memory.
 #[derive(Debug, Default)]
@@ -402,9 +410,10 @@ impl CrlCache {
     async fn get(&self, crls: &dyn CrlStore, ca: &str, name: &str) -> Result<Option<Arc<PublishedCrl>>, CrlServeError> {
         let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
         let key = (ca.to_string(), name.to_string());
+        let generation = PUBLISHED_HERE.load(Ordering::Acquire);
         let cached = self.served.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-        if let Some((read, crl)) = &cached {
-            if read.elapsed() < SERVE_CACHE {
+        if let Some((read, seen, crl)) = &cached {
+            if read.elapsed() < SERVE_CACHE && *seen == generation {
                 return Ok(Some(crl.clone()));
             }
         }
@@ -412,13 +421,13 @@ impl CrlCache {
         // one does.
         let Some(head) = crls.published_crl_head(ca, name).await.map_err(internal)? else { return Ok(None) };
         let crl = match cached {
-            Some((_, crl)) if crl.number == head.number => crl,
+            Some((_, _, crl)) if crl.number == head.number => crl,
             _ => match crls.published_crl(ca, name).await.map_err(internal)? {
                 Some(crl) => Arc::new(crl),
                 None => return Ok(None),
             },
         };
-        self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), crl.clone()));
+        self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), generation, crl.clone()));
         Ok(Some(crl))
     }
 }
