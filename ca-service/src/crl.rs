@@ -1,10 +1,16 @@
 //! CRL publishing (RFC 5280 §5).
 //!
-//! A scheduled job signs each issuing CA's CRLs every `crl.regenerate_secs` (and at
-//! once when this instance revokes something) and stores them; every instance
-//! serves the newest stored one. On PostgreSQL the job runs under an advisory lock,
-//! so with several instances exactly one signs per round, and CRL numbers come from
-//! the database: monotonic across restarts and instances.
+//! A scheduled job signs each issuing CA's CRLs every `crl.regenerate_secs` and stores
+//! them; every instance serves the newest stored one. On PostgreSQL the job runs under
+//! an advisory lock that the instance which takes it keeps across rounds, so with
+//! several instances exactly one signs per round ([`CrlPublisher`]), and CRL numbers
+//! come from the database: monotonic across restarts and instances.
+//!
+//! A revocation re-signs at once, in the process that made it, the complete CRLs it
+//! changes (the full CRL and the certificate's shard) and their deltas
+//! ([`publish_revoked`]): a relying party that reads only complete CRLs sees it as
+//! soon as one that applies deltas. Should that fail, the next scheduled round
+//! re-signs any complete CRL that misses a revocation made since it was signed.
 //!
 //! What is published, per issuing CA:
 //! * `/crl/{ca}.crl` — the complete CRL, re-signed every `crl.base_regenerate_secs`;
@@ -16,10 +22,12 @@
 //!   cRLDistributionPoints of exactly the certificates assigned to shard n) and its
 //!   delta.
 //!
-//! Roots keep their keys offline: `ca-service crl --ca <root>` signs their CRL in a
-//! ceremony and stores it here for publishing.
+//! Roots keep their keys offline: `ca-service init` signs their first CRLs as part of
+//! the ceremony, and `ca-service crl --ca <root>` signs the next ones; both store them
+//! here for publishing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +40,7 @@ use x509_parser::prelude::FromDer;
 use crate::audit::AuditEvent;
 use crate::issuance::{unix, Pki};
 use crate::profile::CrlScope;
-use crate::store::{CrlHead, CrlStore, PublishedCrl, RevocationReader};
+use crate::store::{CrlStore, JobLock, PublishedCrl, RevocationReader};
 
 /// Deltas also list revocations this long before their base was signed: a
 /// revocation committed while the base was being built is then in one or the other.
@@ -98,9 +106,12 @@ pub async fn sign_crl(
     };
     // A CRL is built from what was revoked (read-only) and numbered by the CRL store.
     let (revocations, crls): (&dyn RevocationReader, &dyn CrlStore) = (pki.store.as_ref(), pki.store.as_ref());
+    // The number first, then the revocations: a CRL numbered above another was read
+    // after that one's number was taken, so it lists everything committed before —
+    // above all, the revocation whose instance signs the lower-numbered CRL.
+    let number = crls.next_crl_number(ca_name).await.map_err(|e| internal(e.to_string()))?;
     let revoked =
         revocations.revoked_for_crl(ca_name, now_secs, shard, since).await.map_err(|e| internal(e.to_string()))?;
-    let number = crls.next_crl_number(ca_name).await.map_err(|e| internal(e.to_string()))?;
     let (scope_url, delta_url) = pki.urls.crl_of(ca_name, scope);
     // Deltas only for CAs the service signs for online; roots publish complete CRLs.
     let freshest = (pki.urls.delta_crls && ca.issuer().is_some() && matches!(kind, CrlKind::Full)).then_some(delta_url);
@@ -156,87 +167,238 @@ pub async fn sign_crl(
     })
 }
 
-/// One round of the scheduled job: for every issuing CA and scope, a new base when
-/// the last one is older than `crl.base_regenerate_secs` (or nears its nextUpdate),
-/// and a new delta. Does nothing if another instance holds the job lock. Returns
-/// how many CRLs it published.
-pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
-    let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
-    let crls: &dyn CrlStore = pki.store.as_ref();
-    let Some(_lock) = crls.try_job_lock("crl-publish").await.map_err(internal)? else {
-        return Ok(0);
-    };
-    let cfg = &pki.config.crl;
-    let validity = Duration::from_secs(cfg.validity_secs);
-    let every = i64::try_from(cfg.regenerate_secs.max(1)).unwrap_or(i64::MAX);
-    let base_every = i64::try_from(cfg.base_regenerate_secs.unwrap_or(cfg.regenerate_secs).max(1)).unwrap_or(i64::MAX);
-    let urls = &pki.urls;
+/// The scopes every online CA publishes: the complete CRL and, with `crl.shards` > 1,
+/// each shard's.
+fn scopes(pki: &Pki) -> Vec<CrlScope> {
     let mut scopes = vec![CrlScope::Full];
-    if urls.crl_shards > 1 {
-        scopes.extend((0..urls.crl_shards).map(CrlScope::Shard));
+    if pki.urls.crl_shards > 1 {
+        scopes.extend((0..pki.urls.crl_shards).map(CrlScope::Shard));
     }
-    let mut published = Vec::new();
-    for ca in pki.cas() {
-        let Some(signer) = ca.issuer().map(|i| i.key().signer().clone()) else { continue };
-        let name = ca.record.name.as_str();
-        for &scope in &scopes {
-            let now = unix(SystemTime::now());
-            let stored = crls.published_crl_head(name, &crl_name(scope, false)).await.map_err(internal)?;
-            let base = match stored {
-                Some(b) if now - b.this_update < base_every && b.next_update - now > 2 * every => b,
-                _ => {
-                    let b = sign_crl(pki, name, signer.clone(), validity, CrlRequest::Base(scope)).await?;
-                    let head = CrlHead { number: b.number, this_update: b.this_update, next_update: b.next_update };
-                    published.push(b);
-                    head
-                }
-            };
-            if urls.delta_crls {
-                let delta = CrlRequest::Delta { scope, base_number: base.number, base_time: base.this_update };
-                published.push(sign_crl(pki, name, signer.clone(), validity, delta).await?);
-            }
-        }
+    scopes
+}
+
+/// Signs the complete CRL of `scope` and, with `crl.delta_crls`, a delta on it.
+async fn sign_base_and_delta(
+    pki: &Pki,
+    name: &str,
+    signer: &Arc<dyn hsm::Signer>,
+    scope: CrlScope,
+    out: &mut Vec<PublishedCrl>,
+) -> Result<(), CrlServeError> {
+    let validity = Duration::from_secs(pki.config.crl.validity_secs);
+    let base = sign_crl(pki, name, signer.clone(), validity, CrlRequest::Base(scope)).await?;
+    let delta = CrlRequest::Delta { scope, base_number: base.number, base_time: base.this_update };
+    out.push(base);
+    if pki.urls.delta_crls {
+        out.push(sign_crl(pki, name, signer.clone(), validity, delta).await?);
     }
+    Ok(())
+}
+
+/// Stores what was signed, with one `crl.publish` audit entry naming this process
+/// (`instance`: host and process id) and why (`trigger`).
+async fn store_published(pki: &Pki, published: Vec<PublishedCrl>, trigger: &str) -> Result<usize, CrlServeError> {
     if published.is_empty() {
         return Ok(0);
     }
     let audit = AuditEvent::success("system:crl-publisher", "crl.publish", "crls").with_details(serde_json::json!({
         "published": published.iter().map(|c| format!("{}/{} #{}", c.ca, c.name, c.number)).collect::<Vec<_>>(),
+        "trigger": trigger,
+        "instance": instance_name(),
     }));
-    crls.publish_crls(&published, audit).await.map_err(internal)?;
+    let crls: &dyn CrlStore = pki.store.as_ref();
+    crls.publish_crls(&published, audit).await.map_err(|e| CrlServeError::Internal(e.to_string()))?;
+    // This process serves what it just published at once (other instances within
+    // their cache's second).
+    PUBLISHED_HERE.fetch_add(1, Ordering::Release);
     Ok(published.len())
 }
 
-/// Wakes the publisher early (after a revocation in this process).
+/// How many times this process published CRLs: a served CRL cached before the last
+/// publication is read again.
+static PUBLISHED_HERE: AtomicU64 = AtomicU64::new(0);
+
+/// This process, as the audit names a publisher: `<host>:<pid>`.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// One round of the scheduled job, under a job lock taken for this round only (the
+/// start of `serve`: CRLs exist before the first request). Does nothing if another
+/// instance holds the lock. Returns how many CRLs it published.
+pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
+    let crls: &dyn CrlStore = pki.store.as_ref();
+    let Some(_lock) = crls.try_job_lock(JOB).await.map_err(|e| CrlServeError::Internal(e.to_string()))? else {
+        return Ok(0);
+    };
+    scheduled_round(pki).await
+}
+
+/// The scheduled job's lock name.
+const JOB: &str = "crl-publish";
+
+/// One scheduled round, run by the instance holding the job lock: for every online
+/// CA and scope, a new base when the last one is older than `crl.base_regenerate_secs`,
+/// nears its nextUpdate, or misses a revocation made since it was signed (one whose
+/// revoking process could not re-sign it), and a new delta.
+async fn scheduled_round(pki: &Pki) -> Result<usize, CrlServeError> {
+    let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
+    let (crls, revocations): (&dyn CrlStore, &dyn RevocationReader) = (pki.store.as_ref(), pki.store.as_ref());
+    let cfg = &pki.config.crl;
+    let validity = Duration::from_secs(cfg.validity_secs);
+    let every = i64::try_from(cfg.regenerate_secs.max(1)).unwrap_or(i64::MAX);
+    let base_every = i64::try_from(cfg.base_regenerate_secs.unwrap_or(cfg.regenerate_secs).max(1)).unwrap_or(i64::MAX);
+    let mut published = Vec::new();
+    for ca in pki.cas() {
+        let Some(signer) = ca.issuer().map(|i| i.key().signer().clone()) else { continue };
+        let name = ca.record.name.as_str();
+        for scope in scopes(pki) {
+            let now = unix(SystemTime::now());
+            let stored = crls.published_crl_head(name, &crl_name(scope, false)).await.map_err(internal)?;
+            let current = match stored {
+                Some(b) if now - b.this_update < base_every && b.next_update - now > 2 * every => {
+                    let shard = match scope {
+                        CrlScope::Full => None,
+                        CrlScope::Shard(n) => Some(n),
+                    };
+                    // Revoked after the second it was signed in (a revocation in that
+                    // second was re-signed by its own process, or waits for base_every).
+                    let missed = revocations
+                        .revoked_for_crl(name, now, shard, Some(b.this_update + 1))
+                        .await
+                        .map_err(internal)?;
+                    missed.is_empty().then_some(b)
+                }
+                _ => None,
+            };
+            match current {
+                Some(base) if pki.urls.delta_crls => {
+                    let delta = CrlRequest::Delta { scope, base_number: base.number, base_time: base.this_update };
+                    published.push(sign_crl(pki, name, signer.clone(), validity, delta).await?);
+                }
+                Some(_) => {}
+                None => sign_base_and_delta(pki, name, &signer, scope, &mut published).await?,
+            }
+        }
+    }
+    store_published(pki, published, "schedule").await
+}
+
+/// Re-signs at once every CRL a revocation changed: for each (CA, shard) of a revoked
+/// certificate whose CA this process signs for, the complete CRL and the shard's CRL,
+/// and their deltas. Not under the job lock: CRL numbers come from the database and
+/// are taken before the revocations are read, so a CRL numbered above this one was
+/// read after this revocation committed, and a store never replaces a CRL with a
+/// lower-numbered one; whichever instance signs last, the published CRL lists it.
+pub async fn publish_revoked(pki: &Pki, changed: &BTreeSet<(String, u32)>) -> Result<usize, CrlServeError> {
+    let mut published = Vec::new();
+    let cas: BTreeSet<&str> = changed.iter().map(|(ca, _)| ca.as_str()).collect();
+    for name in cas {
+        let Some(signer) = pki.ca(name).and_then(|c| c.issuer()).map(|i| i.key().signer().clone()) else { continue };
+        let mut scopes = vec![CrlScope::Full];
+        if pki.urls.crl_shards > 1 {
+            scopes.extend(
+                changed
+                    .iter()
+                    .filter(|(ca, s)| ca == name && *s < pki.urls.crl_shards)
+                    .map(|(_, s)| CrlScope::Shard(*s)),
+            );
+        }
+        for scope in scopes {
+            sign_base_and_delta(pki, name, &signer, scope, &mut published).await?;
+        }
+    }
+    store_published(pki, published, "revocation").await
+}
+
+/// What a revocation changed: (issuer, CRL shard) of each certificate.
+pub fn changed_by(certificates: &[crate::store::CertRecord]) -> BTreeSet<(String, u32)> {
+    certificates.iter().map(|c| (c.issuer.clone(), c.crl_shard)).collect()
+}
+
+/// The CRL job of a serving instance: the scheduled rounds, and re-signing at once
+/// what a revocation in this process changed.
+///
+/// With several instances on one PostgreSQL, the instance that gets the job lock
+/// keeps it — the lock lives on a connection taken out of the pool, held across
+/// rounds — and runs every scheduled round; the others only check, each round,
+/// whether it became free (its holder died or lost its connection). A lock taken
+/// and released per round would let every instance whose timer fires while the
+/// lock is free sign its own round.
 #[derive(Debug, Default)]
 pub struct CrlPublisher {
     wake: Notify,
+    /// (CA, shard) changed by revocations here and not yet re-signed.
+    changed: Mutex<BTreeSet<(String, u32)>>,
 }
 
 impl CrlPublisher {
-    pub fn revoked(&self) {
+    /// A revocation here changed these certificates' CRLs: re-sign them now.
+    pub fn revoked(&self, certificates: &[crate::store::CertRecord]) {
+        if certificates.is_empty() {
+            return;
+        }
+        self.changed.lock().unwrap_or_else(|p| p.into_inner()).extend(changed_by(certificates));
         self.wake.notify_one();
     }
 
-    /// Runs the job every `crl.regenerate_secs`, and soon after a revocation here.
+    /// Runs the job: a scheduled round every `crl.regenerate_secs` (when this
+    /// instance holds the job lock), and the CRLs revocations changed at once.
     pub fn spawn(self: Arc<Self>, pki: Arc<Pki>) {
         let every = Duration::from_secs(pki.config.crl.regenerate_secs.max(1));
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut lease: Option<JobLock> = None;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = self.wake.notified() => {}
-                }
-                if let Err(e) = publish_due(&pki).await {
-                    tracing::error!(error = %e, "publishing CRLs failed");
+                    _ = tick.tick() => {
+                        if let Err(e) = self.scheduled(&pki, &mut lease).await {
+                            tracing::error!(error = %e, "publishing CRLs failed");
+                        }
+                    }
+                    _ = self.wake.notified() => {
+                        let changed = std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()));
+                        if let Err(e) = publish_revoked(&pki, &changed).await {
+                            tracing::error!(error = %e, "re-signing CRLs after a revocation failed");
+                            // The next scheduled round carries it (it re-signs a base that misses one).
+                        }
+                    }
                 }
             }
         });
     }
+
+    /// A scheduled round if this instance holds (or now gets) the job lock.
+    async fn scheduled(&self, pki: &Pki, lease: &mut Option<JobLock>) -> Result<usize, CrlServeError> {
+        if let Some(held) = lease.as_ref() {
+            if !held.still_held().await {
+                tracing::warn!("lost the CRL job lock (its database connection closed); trying to take it again");
+                *lease = None;
+            }
+        }
+        if lease.is_none() {
+            let crls: &dyn CrlStore = pki.store.as_ref();
+            *lease = crls.try_job_lock(JOB).await.map_err(|e| CrlServeError::Internal(e.to_string()))?;
+            if lease.is_some() {
+                tracing::info!("this instance runs the CRL job");
+            }
+        }
+        if lease.is_none() {
+            return Ok(0);
+        }
+        let round = scheduled_round(pki).await;
+        if round.is_err() {
+            // Let another instance try.
+            *lease = None;
+        }
+        round
+    }
 }
 
-/// (CA, name) → when read from the store, the CRL.
-type Served = HashMap<(String, String), (Instant, Arc<PublishedCrl>)>;
+/// (CA, name) → when read from the store (and [`PUBLISHED_HERE`] then), the CRL.
+type Served = HashMap<(String, String), (Instant, u64, Arc<PublishedCrl>)>;
 
 /// Served CRLs, briefly kept in memory.
 #[derive(Debug, Default)]
@@ -248,9 +410,10 @@ impl CrlCache {
     async fn get(&self, crls: &dyn CrlStore, ca: &str, name: &str) -> Result<Option<Arc<PublishedCrl>>, CrlServeError> {
         let internal = |e: crate::store::StoreError| CrlServeError::Internal(e.to_string());
         let key = (ca.to_string(), name.to_string());
+        let generation = PUBLISHED_HERE.load(Ordering::Acquire);
         let cached = self.served.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-        if let Some((read, crl)) = &cached {
-            if read.elapsed() < SERVE_CACHE {
+        if let Some((read, seen, crl)) = &cached {
+            if read.elapsed() < SERVE_CACHE && *seen == generation {
                 return Ok(Some(crl.clone()));
             }
         }
@@ -258,13 +421,13 @@ impl CrlCache {
         // one does.
         let Some(head) = crls.published_crl_head(ca, name).await.map_err(internal)? else { return Ok(None) };
         let crl = match cached {
-            Some((_, crl)) if crl.number == head.number => crl,
+            Some((_, _, crl)) if crl.number == head.number => crl,
             _ => match crls.published_crl(ca, name).await.map_err(internal)? {
                 Some(crl) => Arc::new(crl),
                 None => return Ok(None),
             },
         };
-        self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), crl.clone()));
+        self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), generation, crl.clone()));
         Ok(Some(crl))
     }
 }

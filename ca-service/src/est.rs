@@ -131,6 +131,8 @@ fn profile_for<'a>(pki: &'a Pki, req: &HttpRequest) -> Result<(&'a str, &'a crat
     let name = match req.match_info().get("label") {
         None => est.profile.as_str(),
         Some(label) => {
+            // Checked first: the refusal (and its audit entry) never carries control bytes.
+            crate::admin::check_identifier("EST label", label).map_err(Refusal::bad_request)?;
             est.labels.get(label).map(String::as_str).ok_or_else(|| ra::Refusal::UnknownLabel(label.to_string()))?
         }
     };

@@ -356,9 +356,17 @@ pub async fn post(
 }
 
 /// `GET /ocsp/{url-encoded base64 DER}` (RFC 6960 Appendix A), with RFC 5019 caching
-/// headers on successful answers.
+/// headers on successful answers. It is the `/ocsp` scope's default service, so every
+/// method but `POST /ocsp` arrives here: `GET`/`HEAD` are answered, anything else is
+/// 405 with `Allow: GET, POST` (RFC 9110 §15.5.6).
 pub async fn get(pki: web::Data<Pki>, ocsp: web::Data<OcspService>, req: HttpRequest) -> HttpResponse {
     use base64::Engine as _;
+    if !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD) {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET, POST"))
+            .content_type("text/plain")
+            .body(format!("{} is not an OCSP method: use GET /ocsp/{{base64}} or POST /ocsp\n", req.method()));
+    }
     // The raw (still percent-encoded) tail of the path: base64 may contain '/'.
     let raw = req.uri().path().strip_prefix("/ocsp/").unwrap_or("");
     let decode = || {

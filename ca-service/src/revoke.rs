@@ -7,13 +7,18 @@
 //!
 //! Publication depends on the process, not on the caller. A serving instance holds the
 //! pre-signed OCSP cache and the CRL publisher: it re-signs the OCSP answers of what it
-//! just revoked and wakes the CRL job before it answers ([`Publish::Here`]), so the
-//! caller never learns of a revocation that OCSP clients cannot see yet. The CLI
-//! process has neither ([`Publish::Elsewhere`]): the serving instances pick the change
-//! up from the store — their OCSP revocation watch polls it every
-//! [`crate::ocsp::WATCH_INTERVAL`] and re-signs the answers, and the CRL job carries
-//! it within `crl.regenerate_secs` — while EST refuses the certificates at once (it
-//! checks the store). Other serving instances learn of an API revocation the same way.
+//! just revoked before it answers, and has its CRL publisher re-sign at once the
+//! complete and delta CRLs the revocation changed ([`Publish::Here`]), so the caller
+//! never learns of a revocation that OCSP clients cannot see yet, and every CRL lists
+//! it moments later. The CLI process has no OCSP cache: it re-signs the changed CRLs
+//! itself before it returns ([`Publish::Here`] without a publisher), and the serving
+//! instances pick the change up from the store for OCSP — their revocation watch polls
+//! it every [`crate::ocsp::WATCH_INTERVAL`] and re-signs the answers — while EST refuses
+//! the certificates at once (it checks the store). Every instance serves the newest
+//! stored CRLs, so other instances serve an API revocation's CRLs as soon as the
+//! revoking one stored them; and should a revoking process fail to re-sign them, the
+//! scheduled CRL job re-signs a complete CRL that misses a revocation within
+//! `crl.regenerate_secs`.
 
 use revocation::Reason;
 
@@ -122,10 +127,12 @@ impl Revoked {
 /// What happens after the commit, as far as this process can (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub enum Publish<'a> {
-    /// This process has no OCSP cache or CRL publisher (the CLI): serving instances
-    /// pick the revocation up from the store.
+    /// This process cannot sign (a CLI whose CA keys could not be loaded): serving
+    /// instances pick the revocation up from the store.
     Elsewhere,
-    /// A serving instance: re-sign the OCSP answers now, wake the CRL publisher.
+    /// Re-sign the OCSP answers now (with an OCSP cache) and the CRLs the revocation
+    /// changed: through the CRL publisher of a serving instance, which signs them at
+    /// once in the background, or without one (the CLI) here, before returning.
     Here { pki: &'a Pki, ocsp: Option<&'a OcspService>, crls: Option<&'a CrlPublisher> },
 }
 
@@ -159,8 +166,16 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
                 ocsp.revoked(pki, &c.issuer, &c.serial).await;
             }
         }
-        if let Some(crls) = crls {
-            crls.revoked();
+        match crls {
+            Some(crls) => crls.revoked(revoked.certificates()),
+            None if !revoked.certificates().is_empty() => {
+                let changed = crate::crl::changed_by(revoked.certificates());
+                if let Err(e) = crate::crl::publish_revoked(pki, &changed).await {
+                    // Committed all the same: the serving instances' CRL job carries it.
+                    tracing::warn!(error = %e, "revoked, but re-signing the CRLs failed; the CRL job will");
+                }
+            }
+            None => {}
         }
     }
     Ok(revoked)

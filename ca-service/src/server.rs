@@ -185,7 +185,9 @@ where
     S: Service<actix_web::dev::ServiceRequest, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::Error>,
 {
     let id = hex::encode(rand::random::<[u8; 8]>());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // The path with control characters escaped: it is the client's (DESIGN §7, logs).
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %crate::LogSafe(req.path()));
     let started = Instant::now();
     let bulk = req.path().starts_with("/ocsp") || req.path().starts_with("/crl/");
     let fut = srv.call(req);

@@ -284,7 +284,8 @@ fn operator_certificates_authenticate_people() -> Result<()> {
     let alice = openssl(d, &["x509", "-in", "alice-chain.pem", "-noout", "-serial"])?.ok()?;
     let alice = alice.stdout.trim().trim_start_matches("serial=").to_string();
     cli.run_ok(&["revoke", "--issuer", "station", "--serial", &alice, "--reason", "affiliationChanged"])?;
-    expect(&call("alice", "GET", &cert_path, None)?, 403, "revoked")?;
+    // A revoked credential: 401, like a revoked token (README), not 403.
+    expect(&call("alice", "GET", &cert_path, None)?, 401, "revoked")?;
     svc.stop();
     cli.run_ok(&["audit", "verify"])?;
     Ok(())

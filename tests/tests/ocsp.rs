@@ -2,7 +2,7 @@
 //! revoked (time + reason) and unknown; POST with a nonce and GET with RFC 5019
 //! caching headers; the delegated signer's response verifies against our root; a
 //! revocation made while the service runs is visible in OCSP and in the CRL; bad
-//! requests get the RFC 6960 error statuses.
+//! requests get the RFC 6960 error statuses, and methods OCSP has not 405.
 
 use anyhow::{Context, Result};
 use e2e_tests::{curl, make_csr, openssl, path_str, Cli, Output, Service, TestDb, P256};
@@ -135,6 +135,13 @@ fn responder_flow(cli: Cli) -> Result<()> {
     // An issuer we do not serve.
     ocsp(d, &["-issuer", "root.pem", "-cert", "device-ca.pem", "-reqout", "foreign.der"])?.ok()?;
     assert!(error_status("foreign.der", "application/ocsp-request")?.contains("unauthorized"));
+    // Methods OCSP does not have: 405 naming the ones it has.
+    for (method, path) in [("PUT", "/ocsp"), ("DELETE", "/ocsp"), ("PATCH", "/ocsp/MAA="), ("PUT", "/ocsp/MAA=")] {
+        let target = format!("{}{path}", svc.base_url());
+        let reply = e2e_tests::curl_reply(d, &["-X", method, "--data-binary", "@req.der", &target])?;
+        assert_eq!(reply.status, 405, "{method} {path}: {}", reply.describe());
+        assert_eq!(reply.header("allow"), Some("GET, POST"), "{}", reply.describe());
+    }
 
     // Pre-signed answers (no nonce) learn of a revocation made by another process (the
     // CLI here) through the store watch, not after the response's validity.

@@ -1,9 +1,11 @@
 //! Revocation from the command line, and the CRLs relying parties fetch, checked with
 //! openssl on both stores: the revoked certificate fails `openssl verify -crl_check`
-//! (and `-crl_check_all` with the root's ceremony CRL), the good one passes, the CRL
-//! verifies against the issuing CA, its number only grows (also across a restart),
-//! a revocation after the base CRL shows in the delta (`-use_deltas -extended_crl`),
-//! sharded CRLs carry their IDP, and every revocation is audited once.
+//! (and `-crl_check_all` with the root's CRL, which `init` signs), the good one passes,
+//! the CRL verifies against the issuing CA, its number only grows (also across a
+//! restart), a revocation after the base CRL shows at once in a re-signed base and in
+//! the delta (`-use_deltas -extended_crl`) even with hourly bases — from the CLI and
+//! from the admin API —, sharded CRLs carry their IDP, and every revocation is audited
+//! once.
 
 use anyhow::{Context, Result};
 use e2e_tests::{curl, make_csr, openssl, path_str, Cli, Service, TestDb, P256};
@@ -38,6 +40,14 @@ fn fetch_newer(dir: &std::path::Path, svc: &Service, path: &str, out: &str, afte
     }
 }
 
+/// The base CRL number a delta names (`openssl crl -text`: the line after "Delta CRL
+/// Indicator").
+fn delta_base(text: &str) -> Option<u64> {
+    let mut lines = text.lines().skip_while(|l| !l.contains("Delta CRL Indicator"));
+    lines.next()?;
+    lines.next()?.trim().parse().ok()
+}
+
 fn to_pem(dir: &std::path::Path, der: &str, pem: &str) -> Result<()> {
     openssl(dir, &["crl", "-inform", "DER", "-in", der, "-out", pem])?.ok()?;
     Ok(())
@@ -63,7 +73,8 @@ fn revocation_flow(cli: Cli) -> Result<()> {
     let revoked =
         cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serials[0], "--reason", "keyCompromise"])?;
     assert!(revoked.stdout.contains("SN-R1"), "{}", revoked.describe());
-    assert_eq!(cli.audit_entries()?, before + 1, "the revocation is audited");
+    // The revocation, and the CRLs it re-signed (crl.publish).
+    assert_eq!(cli.audit_entries()?, before + 2, "the revocation is audited");
     // Refusals, with the cause named and nothing changed.
     for (args, cause) in [
         (vec!["--serial", serials[0].as_str(), "--reason", "keyCompromise"], "already revoked"),
@@ -76,7 +87,7 @@ fn revocation_flow(cli: Cli) -> Result<()> {
         let out = cli.run(&full)?;
         assert!(!out.success() && out.stderr.contains(cause), "{cause}: {}", out.describe());
     }
-    assert_eq!(cli.audit_entries()?, before + 1);
+    assert_eq!(cli.audit_entries()?, before + 2);
 
     // keyCompromise: that public key is never certified again.
     let again = cli.run(&["issue", "--profile", "device", "--csr", "SN-R1.csr", "--out", "again.pem"])?;
@@ -118,25 +129,40 @@ fn revocation_flow(cli: Cli) -> Result<()> {
 
     assert!(text.contains("Freshest CRL") && text.contains("/crl/device/delta.crl"), "base names its delta: {text}");
 
-    // Revoked after the base was published: only the delta knows.
+    // Revoked after the base was published: the CLI re-signs the complete CRL and its
+    // delta before it returns, so even with complete CRLs re-signed hourly every CRL
+    // lists it as soon as the service's CRL cache (1 s) lets it through.
+    let before = crl_number(d, "device-1.crl")?;
     cli.run_ok(&["revoke", "--issuer", "device", "--serial", &serials[1], "--reason", "superseded"])?;
-    let base_number = crl_number(d, "device-1.crl")?;
     let start = std::time::Instant::now();
-    loop {
+    let base_number = loop {
+        let n = fetch(d, &svc, "device.crl", "device-r.crl")?;
+        let t = openssl(d, &["crl", "-inform", "DER", "-in", "device-r.crl", "-noout", "-text"])?.ok()?.stdout;
+        if n > before && t.contains(&serials[1].to_uppercase()) {
+            break n;
+        }
+        anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(3), "the complete CRL never listed it: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    eprintln!("CLI revoke -> complete CRL lists it after {:?}", start.elapsed());
+    let t = loop {
         fetch(d, &svc, "device/delta.crl", "delta.crl")?;
         let t = openssl(d, &["crl", "-inform", "DER", "-in", "delta.crl", "-noout", "-text"])?.ok()?.stdout;
-        if t.contains(&serials[1].to_uppercase()) {
-            assert!(t.contains("Delta CRL Indicator") && t.contains(&format!("{base_number}")), "{t}");
-            break;
+        if t.contains(&serials[1].to_uppercase()) && delta_base(&t) == Some(base_number) {
+            break t;
         }
         anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(10), "the delta never listed it: {t}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    eprintln!("CLI revoke -> delta CRL lists it after {:?}", start.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(t.contains("Delta CRL Indicator"), "{t}");
     to_pem(d, "delta.crl", "delta.crl.pem")?;
-    let base_only =
+    to_pem(d, "device-r.crl", "device-r.crl.pem")?;
+    let old_base =
         openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "device.crl.pem", "SN-R2.pem"])?;
-    assert!(base_only.success(), "the base alone does not know yet: {}", base_only.describe());
+    assert!(old_base.success(), "the base from before does not know: {}", old_base.describe());
+    let new_base =
+        openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "device-r.crl.pem", "SN-R2.pem"])?;
+    assert!(!new_base.success() && says_revoked(&new_base), "{}", new_base.describe());
     let with_delta = openssl(
         d,
         &[
@@ -147,7 +173,7 @@ fn revocation_flow(cli: Cli) -> Result<()> {
             "-CAfile",
             "chain.pem",
             "-CRLfile",
-            "device.crl.pem",
+            "device-r.crl.pem",
             "-CRLfile",
             "delta.crl.pem",
             "SN-R2.pem",
@@ -157,10 +183,14 @@ fn revocation_flow(cli: Cli) -> Result<()> {
 
     // The whole chain (-crl_check_all) needs the root's CRL: signed in a ceremony
     // with its offline key, then published by the service.
-    let root = curl(d, &["-w", "\n%{http_code}", &format!("{}/crl/identity-root.crl", svc.base_url())])?.ok()?;
-    assert!(root.stdout.ends_with("404") && root.stdout.contains("offline"), "{}", root.stdout);
+    // `init` signed the first one; `ca-service crl` signs the next.
+    let first_root = fetch(d, &svc, "identity-root.crl", "root.crl")?;
     cli.run_ok(&["crl", "--ca", "identity-root", "--days", "30"])?;
-    fetch(d, &svc, "identity-root.crl", "root.crl")?;
+    let start = std::time::Instant::now();
+    while fetch(d, &svc, "identity-root.crl", "root.crl")? <= first_root {
+        anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(5), "the new root CRL is not served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     to_pem(d, "root.crl", "root.crl.pem")?;
     let verified = openssl(d, &["crl", "-in", "root.crl.pem", "-noout", "-CAfile", "root.pem", "-verify"])?;
     assert!(verified.stderr.contains("verify OK") || verified.stdout.contains("verify OK"), "{}", verified.describe());
@@ -291,4 +321,96 @@ fn sharded_crls_carry_their_distribution_point() -> Result<()> {
     assert!(full.contains(&serial.to_uppercase()) && !full.contains("Issuing Distribution Point"), "{full}");
     svc.stop();
     Ok(())
+}
+
+/// An admin API revocation re-signs the complete CRL at once: with complete CRLs due
+/// only hourly and the job's period a minute, `openssl crl` of `/crl/device.crl` from
+/// the revoking instance lists the serial within a second. And `init` signed the roots'
+/// first CRLs: they are served from the start and verify against their roots.
+fn api_revocation_flow(cli: Cli) -> Result<()> {
+    let d = cli.workdir.clone();
+    let d = d.as_path();
+    cli.run_ok(&["init"])?;
+    let csr = make_csr(d, "SN-API1", P256, "/CN=SN-API1", &[])?;
+    cli.run_ok(&["issue", "--profile", "device", "--csr", path_str(&csr)?, "--out", "SN-API1-chain.pem"])?;
+    let serial = openssl(d, &["x509", "-in", "SN-API1-chain.pem", "-noout", "-serial"])?.ok()?;
+    let serial = serial.stdout.trim().trim_start_matches("serial=").to_string();
+    let token = cli.run_ok(&["tokens", "create", "--name", "ops", "--role", "operator"])?.stdout.trim().to_string();
+    let svc_cli = cli.clone().env("CA_CRL__REGENERATE_SECS", "60").env("CA_CRL__BASE_REGENERATE_SECS", "3600");
+    let svc = Service::start(&svc_cli)?;
+    e2e_tests::save_device_chain(d, &svc)?;
+
+    for root in ["identity-root", "update-root"] {
+        curl(d, &["-f", "-o", &format!("{root}.pem"), &format!("{}/ca/{root}.pem", svc.base_url())])?.ok()?;
+        fetch(d, &svc, &format!("{root}.crl"), &format!("{root}.crl"))?;
+        to_pem(d, &format!("{root}.crl"), &format!("{root}.crl.pem"))?;
+        let verified = openssl(
+            d,
+            &["crl", "-in", &format!("{root}.crl.pem"), "-noout", "-CAfile", &format!("{root}.pem"), "-verify"],
+        )?;
+        let said = format!("{}{}", verified.stdout, verified.stderr);
+        assert!(verified.success() && said.contains("verify OK"), "{root}: {}", verified.describe());
+    }
+
+    let before = fetch(d, &svc, "device.crl", "before.crl")?;
+    let url = format!("https://127.0.0.1:{}/api/v1/certificates/device/{serial}/revoke", svc.https.port());
+    let auth = format!("Authorization: Bearer {token}");
+    let start = std::time::Instant::now();
+    let reply = e2e_tests::curl_reply(
+        d,
+        &[
+            "--cacert",
+            "root.pem",
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data-raw",
+            r#"{"reason":"keyCompromise"}"#,
+            &url,
+        ],
+    )?;
+    assert_eq!(reply.status, 200, "{}", reply.describe());
+    let text = loop {
+        let n = fetch(d, &svc, "device.crl", "after.crl")?;
+        let text = openssl(d, &["crl", "-inform", "DER", "-in", "after.crl", "-noout", "-text"])?.ok()?.stdout;
+        if n > before && text.contains(&serial.to_uppercase()) {
+            break text;
+        }
+        anyhow::ensure!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "the complete CRL did not list the revocation within 1 s: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    eprintln!("API revoke -> complete CRL lists it after {:?}", start.elapsed());
+    assert!(text.contains("Key Compromise") && !text.contains("Delta CRL Indicator"), "{text}");
+    to_pem(d, "after.crl", "after.crl.pem")?;
+    let chain = format!("{}-chain.pem", "SN-API1");
+    openssl(d, &["x509", "-in", &chain, "-out", "SN-API1.pem"])?.ok()?;
+    let bad =
+        openssl(d, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "after.crl.pem", "SN-API1.pem"])?;
+    assert!(!bad.success() && says_revoked(&bad), "{}", bad.describe());
+    // The delta was re-signed with it, naming the new base.
+    fetch(d, &svc, "device/delta.crl", "delta.crl")?;
+    let delta = openssl(d, &["crl", "-inform", "DER", "-in", "delta.crl", "-noout", "-text"])?.ok()?.stdout;
+    assert!(delta.contains(&serial.to_uppercase()), "{delta}");
+    svc.stop();
+    cli.run_ok(&["audit", "verify"])?;
+    Ok(())
+}
+
+#[test]
+fn api_revocation_reaches_complete_crls_on_sqlite() -> Result<()> {
+    let dir = e2e_tests::workdir("api-revoke-sqlite")?;
+    api_revocation_flow(Cli::evaluation(dir.path()))
+}
+
+#[test]
+fn api_revocation_reaches_complete_crls_on_postgres() -> Result<()> {
+    let db = TestDb::create()?;
+    let dir = e2e_tests::workdir("api-revoke-pg")?;
+    api_revocation_flow(Cli::evaluation(dir.path()).env("CA_STORAGE__URL", &db.url))
 }

@@ -160,13 +160,25 @@ async fn operator_certificate(pki: &Pki, req: &HttpRequest, actor: &mut String) 
             "operator certificates are not configured; use an API token",
         ));
     };
-    let cert = crate::est::client_certificate(pki, req, &profile.issuer, ProfileKind::Operator).await?;
+    let cert = crate::est::client_certificate(pki, req, &profile.issuer, ProfileKind::Operator)
+        .await
+        .map_err(revoked_is_unauthorized)?;
     let (name, role) = crate::profile::operator_identity(&cert.der)
         .ok_or_else(|| Refusal::forbidden("the operator certificate names no person or role"))?;
     *actor = format!("operator:{name}:{}", &cert.fingerprint[..16]);
     let role =
         Role::parse(&role).map_err(|_| Refusal::forbidden(format!("unknown role '{role}' in the certificate")))?;
     Ok(Principal { name, role })
+}
+
+/// A revoked operator certificate is a withdrawn credential: 401, like a revoked token
+/// (the registration authority answers a revoked device certificate with 403).
+fn revoked_is_unauthorized(r: Refusal) -> Refusal {
+    if r.reason == enrollment::ra::Refusal::CertificateRevoked.to_string() {
+        Refusal { status: StatusCode::UNAUTHORIZED, ..r }
+    } else {
+        r
+    }
 }
 
 /// Authenticates the bearer token; sets `actor`.
@@ -222,6 +234,17 @@ mod tests {
         assert_eq!(id, token.id);
         assert!(crate::credentials::verify(&token.secret_hash, secret.as_bytes()));
         assert_eq!(actor_of(&token), format!("token:{id}:ops"));
+    }
+
+    #[test]
+    fn a_revoked_operator_certificate_is_unauthorized() {
+        let revoked = revoked_is_unauthorized(enrollment::ra::Refusal::CertificateRevoked.into());
+        assert_eq!(
+            (revoked.status, revoked.reason.as_str()),
+            (StatusCode::UNAUTHORIZED, "the client certificate is revoked")
+        );
+        let expired = revoked_is_unauthorized(enrollment::ra::Refusal::CertificateOutOfValidity.into());
+        assert_ne!(expired.status, StatusCode::UNAUTHORIZED, "only revocation changes");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{handle, not_found, path_param, revoke_endpoint, Operation};
+use super::params::PathId;
+use super::{handle, not_found, revoke_endpoint, Operation};
 use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::store::CertRecord;
@@ -24,37 +25,50 @@ pub fn certificate_json(c: &CertRecord) -> serde_json::Value {
     })
 }
 
-fn parse_serial(serial: &str) -> Result<Vec<u8>, Refusal> {
-    crate::crl::parse_serial(serial).map_err(Refusal::bad_request)
+/// The `{issuer}` and `{serial}` of the path, checked, and the audit target they
+/// name (escaped, so it is safe to store even when they are refused).
+struct CertificatePath {
+    issuer: PathId,
+    serial: PathId,
+    target: String,
 }
 
-/// The `{issuer}` and `{serial}` of the path, and the audit target they name.
-fn certificate_path(req: &HttpRequest) -> (String, String, String) {
-    let (issuer, serial) = (path_param(req, "issuer"), path_param(req, "serial"));
-    let target = format!("certificate:{issuer}/{serial}");
-    (issuer, serial, target)
+impl CertificatePath {
+    fn of(req: &HttpRequest) -> Self {
+        let (issuer, serial) = (PathId::from_path(req, "issuer", "issuer"), PathId::from_path(req, "serial", "serial"));
+        let target = format!("certificate:{}/{}", issuer.shown(), serial.shown());
+        Self { issuer, serial, target }
+    }
+
+    /// (issuer, serial octets), or a 400 saying which is malformed.
+    fn get(&self) -> Result<(String, Vec<u8>), Refusal> {
+        let issuer = self.issuer.get()?.to_string();
+        let serial = crate::crl::parse_serial(self.serial.get()?).map_err(Refusal::bad_request)?;
+        Ok((issuer, serial))
+    }
 }
 
 /// `POST /api/v1/certificates/{issuer}/{serial}/revoke` `{"reason": "keyCompromise"}`.
 pub(super) async fn revoke_certificate(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let (issuer, serial, target) = certificate_path(&req);
-    revoke_endpoint(&pki, &req, payload, Operation::RevokeCertificate, &target, || {
-        Ok(crate::revoke::Target::Certificate { issuer, serial: parse_serial(&serial)? })
+    let path = CertificatePath::of(&req);
+    revoke_endpoint(&pki, &req, payload, Operation::RevokeCertificate, &path.target, || {
+        let (issuer, serial) = path.get()?;
+        Ok(crate::revoke::Target::Certificate { issuer, serial })
     })
     .await
 }
 
 /// `GET /api/v1/certificates/{issuer}/{serial}`.
 pub(super) async fn get_certificate(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
-    let (issuer, serial, target) = certificate_path(&req);
-    handle(&pki, &req, Operation::ReadCertificate, &target, async |_| {
-        let serial = parse_serial(&serial)?;
+    let path = CertificatePath::of(&req);
+    handle(&pki, &req, Operation::ReadCertificate, &path.target, async |_| {
+        let (issuer, serial) = path.get()?;
         let record = pki
             .store
             .get_certificate(&issuer, &serial)
             .await
             .map_err(Refusal::from)?
-            .ok_or_else(|| not_found(format!("certificate {target} not found")))?;
+            .ok_or_else(|| not_found(format!("certificate {} not found", path.target)))?;
         Ok(HttpResponse::Ok().json(certificate_json(&record)))
     })
     .await

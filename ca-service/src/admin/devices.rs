@@ -3,7 +3,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{certificate_json, handle, not_found, path_param, revoke_endpoint, Operation};
+use super::params::PathId;
+use super::{certificate_json, handle, not_found, revoke_endpoint, Operation};
 use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::revoke::{Revoked, Target};
@@ -31,36 +32,47 @@ pub(super) fn revoked_json(revoked: &Revoked) -> serde_json::Value {
 
 /// `POST /api/v1/devices/{device_id}/revoke` `{"reason": …}`: all its certificates.
 pub(super) async fn revoke_device(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let which = DeviceSelector::Device(path_param(&req, "device_id"));
-    revoke_devices(&pki, &req, payload, which).await
+    let id = PathId::from_path(&req, "device_id", "device id");
+    revoke_devices(&pki, &req, payload, id, DeviceSelector::Device).await
 }
 
 /// `POST /api/v1/batches/{batch}/revoke`: every device of a batch.
 pub(super) async fn revoke_batch(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let which = DeviceSelector::Batch(path_param(&req, "batch"));
-    revoke_devices(&pki, &req, payload, which).await
+    let id = PathId::from_path(&req, "batch", "batch");
+    revoke_devices(&pki, &req, payload, id, DeviceSelector::Batch).await
 }
 
 /// `POST /api/v1/models/{model}/revoke`: every device of a model.
 pub(super) async fn revoke_model(pki: web::Data<Pki>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let which = DeviceSelector::Model(path_param(&req, "model"));
-    revoke_devices(&pki, &req, payload, which).await
+    let id = PathId::from_path(&req, "model", "model");
+    revoke_devices(&pki, &req, payload, id, DeviceSelector::Model).await
 }
 
-async fn revoke_devices(pki: &Pki, req: &HttpRequest, payload: web::Payload, which: DeviceSelector) -> HttpResponse {
-    let target = which.to_string();
-    revoke_endpoint(pki, req, payload, Operation::RevokeDevice, &target, || Ok(Target::Devices(which))).await
+async fn revoke_devices(
+    pki: &Pki,
+    req: &HttpRequest,
+    payload: web::Payload,
+    id: PathId,
+    which: fn(String) -> DeviceSelector,
+) -> HttpResponse {
+    // The audit target in the selector's own form, from the escaped parameter.
+    let target = which(id.shown().to_string()).to_string();
+    revoke_endpoint(pki, req, payload, Operation::RevokeDevice, &target, || {
+        Ok(Target::Devices(which(id.get()?.to_string())))
+    })
+    .await
 }
 
 /// `GET /api/v1/devices/{device_id}/certificates`, newest first.
 pub(super) async fn device_certificates(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
-    let device = path_param(&req, "device_id");
-    let target = format!("device:{device}");
+    let id = PathId::from_path(&req, "device_id", "device id");
+    let target = format!("device:{}", id.shown());
     handle(&pki, &req, Operation::ListDeviceCertificates, &target, async |_| {
-        if pki.store.get_device(&device).await.map_err(Refusal::from)?.is_none() {
+        let device = id.get()?;
+        if pki.store.get_device(device).await.map_err(Refusal::from)?.is_none() {
             return Err(not_found(format!("device '{device}' not found")));
         }
-        let certs = pki.store.certificates_for_device(&device).await.map_err(Refusal::from)?;
+        let certs = pki.store.certificates_for_device(device).await.map_err(Refusal::from)?;
         Ok(HttpResponse::Ok().json(serde_json::json!({
             "device_id": device,
             "certificates": certs.iter().map(certificate_json).collect::<Vec<_>>(),

@@ -12,13 +12,16 @@
 //! shares. Each endpoint names its [`Operation`] and its audit target and hands an
 //! action to `handle`, the one place that authenticates, authorizes (by the role
 //! table), audits and turns refusals into JSON errors — so handlers only decode, call
-//! and map the result.
+//! and map the result. Path parameters are read with one parser (`params`), which
+//! refuses control characters and oversized values with a 400 before any store sees
+//! them, and gives the escaped form for audit targets.
 
 mod audit;
 mod auth;
 mod certificates;
 mod devices;
 mod openapi;
+mod params;
 mod updates;
 
 use actix_web::http::{header, StatusCode};
@@ -33,6 +36,8 @@ use crate::revoke;
 pub use auth::{actor_of, allowed, new_token, parse_token, Operation, Principal, TOKEN_PREFIX};
 pub use certificates::certificate_json;
 pub use openapi::openapi_document;
+pub(crate) use params::check_identifier;
+pub use params::MAX_IDENTIFIER_BYTES;
 
 /// Largest JSON body the admin API accepts.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -129,10 +134,6 @@ fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Refusal
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| Refusal::bad_request(format!("bad query: {e}")))
-}
-
-fn path_param(req: &HttpRequest, name: &str) -> String {
-    req.match_info().get(name).unwrap_or_default().to_string()
 }
 
 fn not_found(what: String) -> Refusal {

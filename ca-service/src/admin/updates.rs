@@ -6,7 +6,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{handle, not_found, path_param, query, read_json, Operation};
+use super::params::PathId;
+use super::{handle, not_found, query, read_json, Operation};
 use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::store::{RequestStatus, UpdateRequest};
@@ -80,10 +81,10 @@ async fn answer(pki: &Pki, id: &str) -> Result<HttpResponse, Refusal> {
     Ok(HttpResponse::Ok().json(update_request_json(pki, &request).await?))
 }
 
-/// The `{id}` of the path and the audit target it names.
-fn request_path(req: &HttpRequest) -> (String, String) {
-    let id = path_param(req, "id");
-    let target = format!("update-request:{id}");
+/// The `{id}` of the path and the audit target it names (escaped).
+fn request_path(req: &HttpRequest) -> (PathId, String) {
+    let id = PathId::from_path(req, "id", "update request id");
+    let target = format!("update-request:{}", id.shown());
     (id, target)
 }
 
@@ -129,7 +130,7 @@ pub(super) async fn list_update_requests(pki: web::Data<Pki>, req: HttpRequest) 
 /// `GET /api/v1/update-requests/{id}`.
 pub(super) async fn get_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
     let (id, target) = request_path(&req);
-    handle(&pki, &req, Operation::ReadUpdateRequests, &target, async |_| answer(&pki, &id).await).await
+    handle(&pki, &req, Operation::ReadUpdateRequests, &target, async |_| answer(&pki, id.get()?).await).await
 }
 
 /// `POST /api/v1/update-requests/{id}/approve`: the approval that completes the
@@ -137,7 +138,7 @@ pub(super) async fn get_update_request(pki: web::Data<Pki>, req: HttpRequest) ->
 pub(super) async fn approve_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
     let (id, target) = request_path(&req);
     handle(&pki, &req, Operation::ApproveUpdateRequest, &target, async |caller| {
-        let (request, signed) = crate::updates::approve(&pki, &caller.name, &caller.actor, &id).await?;
+        let (request, signed) = crate::updates::approve(&pki, &caller.name, &caller.actor, id.get()?).await?;
         let mut body = update_request_json(&pki, &request).await?;
         if let Some(Err(r)) = signed {
             // The approval is recorded; signing was refused (and audited) — say why.
@@ -156,9 +157,10 @@ pub(super) async fn reject_update_request(
 ) -> HttpResponse {
     let (id, target) = request_path(&req);
     handle(&pki, &req, Operation::RejectUpdateRequest, &target, async |caller| {
+        let id = id.get()?;
         let body: RejectBody = read_json(payload).await?;
-        crate::updates::reject(&pki, &caller.name, &caller.actor, &id, &body.reason).await?;
-        answer(&pki, &id).await
+        crate::updates::reject(&pki, &caller.name, &caller.actor, id, &body.reason).await?;
+        answer(&pki, id).await
     })
     .await
 }
@@ -168,9 +170,10 @@ pub(super) async fn reject_update_request(
 pub(super) async fn sign_update_request(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
     let (id, target) = request_path(&req);
     handle(&pki, &req, Operation::SignUpdateRequest, &target, async |caller| {
-        let request = stored_update_request(&pki, &id).await?;
+        let id = id.get()?;
+        let request = stored_update_request(&pki, id).await?;
         crate::updates::sign(&pki, &request, &caller.actor).await?;
-        answer(&pki, &id).await
+        answer(&pki, id).await
     })
     .await
 }

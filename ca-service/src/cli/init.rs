@@ -1,14 +1,27 @@
 //! `ca-service init`: create the CA hierarchy (keys in the configured key stores);
-//! refuses to overwrite an existing one.
+//! refuses to overwrite an existing one. The ceremony ends by signing each offline
+//! root's first CRL with its key (what `ca-service crl` renews), so that every CRL a
+//! relying party needs, `/crl/{root}.crl` included, is published from the start.
 
 use super::Ctx;
 use crate::hierarchy;
+use crate::issuance::Pki;
 
 pub(super) async fn run(ctx: Ctx) -> anyhow::Result<()> {
-    let cas = hierarchy::init(ctx.config, ctx.store, ctx.keys, &ctx.actor).await?;
+    let Ctx { config, store, keys, actor, .. } = ctx;
+    let cas = hierarchy::init(config.clone(), store.clone(), keys.clone(), &actor).await?;
     println!("Created the CA hierarchy:");
     for ca in cas {
         println!("{ca}");
+    }
+    let pki = Pki::load(config, store, keys.clone()).await?;
+    let roots: Vec<String> = pki.cas().filter(|c| c.issuer().is_none()).map(|c| c.record.name.clone()).collect();
+    for root in roots {
+        super::crl::sign_and_store(&pki, &keys, &root, super::crl::FIRST_ROOT_CRL_DAYS, &actor).await?;
+        println!(
+            "Signed the first CRL of {root} (valid {} days; renew it with `ca-service crl --ca {root}`)",
+            super::crl::FIRST_ROOT_CRL_DAYS
+        );
     }
     Ok(())
 }

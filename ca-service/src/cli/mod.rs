@@ -63,7 +63,7 @@ impl Ctx {
             .await
             .with_context(|| format!("opening storage {}", store::redact_url(&config.storage.url)))?;
         let keys = Arc::new(KeyStores::new(&config));
-        let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+        let actor = format!("cli:{}", os_user());
         Ok(Self { config, store, keys, actor, evaluation })
     }
 
@@ -97,6 +97,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The operating-system user running this command (the audit actor is `cli:<user>`):
+/// the name of the process's real uid in `/etc/passwd`; without an entry there (a
+/// container's arbitrary uid), `$USER` or `$LOGNAME`; else `uid<N>`.
+pub(crate) fn os_user() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(str::to_string)))
+        .and_then(|ids| ids.split_whitespace().next().and_then(|u| u.parse::<u32>().ok()));
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let env = ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok());
+    user_name(uid, &passwd, env)
+}
+
+/// [`os_user`] from what it read: the uid, `/etc/passwd`'s text, `$USER`/`$LOGNAME`.
+fn user_name(uid: Option<u32>, passwd: &str, env: Option<String>) -> String {
+    let printable = |n: &str| !n.is_empty() && n.len() <= 64 && !n.chars().any(|c| c.is_control() || c == ':');
+    let from_passwd = uid.and_then(|uid| {
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let (name, _, id) = (fields.next()?, fields.next()?, fields.next()?);
+            (id.parse::<u32>().ok() == Some(uid) && printable(name)).then(|| name.to_string())
+        })
+    });
+    from_passwd
+        .or_else(|| env.filter(|n| printable(n)))
+        .or_else(|| uid.map(|u| format!("uid{u}")))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Refuses commands that need the CA hierarchy before `init` made it.
 async fn ensure_hierarchy(store: &dyn Store) -> anyhow::Result<()> {
     if store.list_cas().await?.is_empty() {
@@ -121,5 +150,23 @@ fn write_out(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
     match path {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
         None => std::io::stdout().write_all(text.as_bytes()).context("writing to standard output"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_actor_is_the_operating_system_user() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(user_name(Some(1000), passwd, Some("mallory".into())), "alice", "the uid decides");
+        assert_eq!(user_name(Some(0), passwd, None), "root");
+        assert_eq!(user_name(Some(4242), passwd, Some("bob".into())), "bob", "no passwd entry: the environment");
+        assert_eq!(user_name(Some(4242), passwd, Some("a\nb".into())), "uid4242", "never a control character");
+        assert_eq!(user_name(Some(4242), passwd, None), "uid4242");
+        assert_eq!(user_name(None, "", None), "unknown");
+        // This process: never `unknown` on Linux, whatever the environment says.
+        assert_ne!(os_user(), "unknown");
     }
 }

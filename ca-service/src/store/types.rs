@@ -168,19 +168,36 @@ pub struct CrlHead {
     pub next_update: i64,
 }
 
+/// What holds a scheduled-job lock (for PostgreSQL, the connection whose session
+/// took the advisory lock).
+#[async_trait::async_trait]
+pub trait LockHolder: Send + Sync {
+    /// Whether the lock is still held: the session that took it still answers.
+    async fn still_held(&self) -> bool;
+}
+
 /// A held scheduled-job lock; released when dropped.
 pub struct JobLock {
-    _held: Option<Box<dyn Send + Sync>>,
+    held: Option<Box<dyn LockHolder>>,
 }
 
 impl JobLock {
     /// A lock that needs no holding (one process owns the store).
     pub fn exclusive() -> Self {
-        Self { _held: None }
+        Self { held: None }
     }
 
-    pub fn holding(resource: impl Send + Sync + 'static) -> Self {
-        Self { _held: Some(Box::new(resource)) }
+    pub fn holding(holder: impl LockHolder + 'static) -> Self {
+        Self { held: Some(Box::new(holder)) }
+    }
+
+    /// Whether the lock is still held (a job that keeps it across rounds asks before
+    /// each round: a lost connection released it, and another instance may hold it now).
+    pub async fn still_held(&self) -> bool {
+        match &self.held {
+            None => true,
+            Some(h) => h.still_held().await,
+        }
     }
 }
 

@@ -63,7 +63,7 @@ impl CrlStore for PostgresStore {
             .map_err(pg_err)?
             .try_get(0)
             .map_err(pg_err)?;
-        Ok(held.then(|| JobLock::holding(client)))
+        Ok(held.then(|| JobLock::holding(SessionLock(client))))
     }
 
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
@@ -77,5 +77,18 @@ impl CrlStore for PostgresStore {
             .map_err(pg_err)?;
         let n: i64 = client.query_one(&stmt, &[&issuer]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)?;
         u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
+    }
+}
+
+/// The connection (out of the pool) whose session holds an advisory lock.
+struct SessionLock(deadpool_postgres::ClientWrapper);
+
+#[async_trait]
+impl LockHolder for SessionLock {
+    async fn still_held(&self) -> bool {
+        // A session-level lock lasts as long as the session: the session answering
+        // means the lock is still ours.
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(5), self.0.simple_query("SELECT 1")).await;
+        !self.0.is_closed() && matches!(answered, Ok(Ok(_)))
     }
 }

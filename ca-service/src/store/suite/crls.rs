@@ -48,6 +48,8 @@ pub(super) async fn crl_shards_deltas_and_published_crls(h: &Harness) {
     // The job lock: while held, a second instance does not get it.
     let lock = s.try_job_lock("test-job").await.unwrap();
     assert!(lock.is_some());
+    // Kept across rounds, it answers whether its session still holds it.
+    assert!(lock.as_ref().unwrap().still_held().await, "a fresh lock is held");
     let other = h.backend.second_instance().await;
     let exclusive = other.try_job_lock("test-job").await.unwrap();
     if h.backend.shared_by_processes() {
