@@ -220,12 +220,12 @@ pub(crate) async fn client_certificate(
     req: &HttpRequest,
     ca: &str,
     kind: ProfileKind,
-) -> Result<CertRecord, Refusal> {
+) -> Result<CertRecord, ra::Refusal> {
     let peer = peer_certificate(req).ok_or(ra::Refusal::CertificateRequired)?;
-    let record = pki.store.certificate_by_fingerprint(&peer.fingerprint).await?;
+    let record = pki.store.certificate_by_fingerprint(&peer.fingerprint).await.map_err(crate::ra::store_refusal)?;
     let known = record.clone().map(|r| crate::ra::known(&pki.config, r));
     ra::check_certificate(known, ca, kind, ra::unix_now())?;
-    record.ok_or_else(|| ra::Refusal::ForeignCertificate(ca.to_string()).into())
+    record.ok_or_else(|| ra::Refusal::ForeignCertificate(ca.to_string()))
 }
 
 /// Who a station request says it is: its TLS client certificate, or else its

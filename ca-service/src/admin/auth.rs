@@ -162,7 +162,7 @@ async fn operator_certificate(pki: &Pki, req: &HttpRequest, actor: &mut String) 
     };
     let cert = crate::est::client_certificate(pki, req, &profile.issuer, ProfileKind::Operator)
         .await
-        .map_err(revoked_is_unauthorized)?;
+        .map_err(operator_refusal)?;
     let (name, role) = crate::profile::operator_identity(&cert.der)
         .ok_or_else(|| Refusal::forbidden("the operator certificate names no person or role"))?;
     *actor = format!("operator:{name}:{}", &cert.fingerprint[..16]);
@@ -171,14 +171,21 @@ async fn operator_certificate(pki: &Pki, req: &HttpRequest, actor: &mut String) 
     Ok(Principal { name, role })
 }
 
-/// A revoked operator certificate is a withdrawn credential: 401, like a revoked token
-/// (the registration authority answers a revoked device certificate with 403).
-fn revoked_is_unauthorized(r: Refusal) -> Refusal {
-    if r.reason == enrollment::ra::Refusal::CertificateRevoked.to_string() {
-        Refusal { status: StatusCode::UNAUTHORIZED, ..r }
-    } else {
-        r
+/// An operator certificate that is not a valid credential — not ours, expired, revoked
+/// or replaced — gets 401, as a wrong or revoked token does (README: missing, wrong or
+/// revoked credentials alike). A valid certificate of another kind (a device's, a
+/// station's) authenticates someone who is no operator: 403.
+fn operator_refusal(r: enrollment::ra::Refusal) -> Refusal {
+    use enrollment::ra::Refusal as Ra;
+    let unauthorized = matches!(
+        r,
+        Ra::ForeignCertificate(_) | Ra::CertificateOutOfValidity | Ra::CertificateRevoked | Ra::CertificateSuperseded
+    );
+    let mut refusal = Refusal::from(r);
+    if unauthorized {
+        refusal.status = StatusCode::UNAUTHORIZED;
     }
+    refusal
 }
 
 /// Authenticates the bearer token; sets `actor`.
@@ -237,14 +244,15 @@ mod tests {
     }
 
     #[test]
-    fn a_revoked_operator_certificate_is_unauthorized() {
-        let revoked = revoked_is_unauthorized(enrollment::ra::Refusal::CertificateRevoked.into());
-        assert_eq!(
-            (revoked.status, revoked.reason.as_str()),
-            (StatusCode::UNAUTHORIZED, "the client certificate is revoked")
-        );
-        let expired = revoked_is_unauthorized(enrollment::ra::Refusal::CertificateOutOfValidity.into());
-        assert_ne!(expired.status, StatusCode::UNAUTHORIZED, "only revocation changes");
+    fn an_invalid_operator_certificate_is_unauthorized() {
+        use enrollment::ra::Refusal as Ra;
+        for r in [Ra::CertificateRevoked, Ra::CertificateOutOfValidity, Ra::ForeignCertificate("station".into())] {
+            let reason = r.to_string();
+            let refusal = operator_refusal(r);
+            assert_eq!((refusal.status, refusal.reason), (StatusCode::UNAUTHORIZED, reason));
+        }
+        let other_kind = operator_refusal(Ra::NotAnIdentity("station".into()));
+        assert_eq!(other_kind.status, StatusCode::FORBIDDEN, "a valid certificate of another kind is no operator");
     }
 
     #[test]
