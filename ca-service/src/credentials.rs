@@ -79,6 +79,9 @@ pub struct CredentialKey {
     key: hmac::Key,
     /// Short public identifier of the key, stored with each hash.
     id: String,
+    /// A well-formed hash under this key that no secret has: what is parsed and
+    /// compared when nothing is stored, so that costs the same as a wrong secret.
+    nothing: String,
 }
 
 impl std::fmt::Debug for CredentialKey {
@@ -92,7 +95,8 @@ impl CredentialKey {
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
         let key = hmac::Key::new(hmac::HMAC_SHA256, bytes);
         let id = hex::encode(&hmac::sign(&key, b"pki credential key id").as_ref()[..4]);
-        Self { key, id }
+        let nothing = format!("{SCHEME}${id}${}", base64::engine::general_purpose::STANDARD_NO_PAD.encode([0u8; 32]));
+        Self { key, id, nothing }
     }
 
     /// A fresh random key (tests; files are made by [`CredentialKey::load_or_create`]).
@@ -172,18 +176,18 @@ impl CredentialKey {
     }
 
     /// Checks `secret` against the stored hash (`None`: no such token or station, or
-    /// no secret). The HMAC is computed and compared in constant time in every case,
-    /// so what is stored does not show in the time taken.
+    /// no secret). The same work is done in every case — a stored form parsed (a
+    /// placeholder when nothing is stored), one HMAC, one constant-time comparison —
+    /// so whether anything is stored does not show in the time taken.
     pub fn verify(&self, stored: Option<&str>, subject: Subject<'_>, secret: &[u8]) -> Verdict {
         let tag = self.tag(subject, secret);
-        let (expected, verdict) = match stored.map(|s| self.parse(s)) {
-            Some(Ok(expected)) => (Some(expected), Verdict::Valid),
-            Some(Err(v)) => (None, v),
-            None => (None, Verdict::Invalid),
+        let (expected, verdict) = match self.parse(stored.unwrap_or(&self.nothing)) {
+            Ok(expected) if stored.is_some() => (expected, Verdict::Valid),
+            Ok(expected) => (expected, Verdict::Invalid),
+            // Compared against zeros when there is nothing to compare with.
+            Err(v) => ([0u8; 32], v),
         };
-        // Compared against an all-zero tag when there is nothing to compare with.
-        let against = expected.unwrap_or([0u8; 32]);
-        let equal = constant_time::verify_slices_are_equal(tag.as_ref(), &against).is_ok();
+        let equal = constant_time::verify_slices_are_equal(tag.as_ref(), &expected).is_ok();
         match verdict {
             Verdict::Valid if equal => Verdict::Valid,
             Verdict::Valid => Verdict::Invalid,
