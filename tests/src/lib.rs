@@ -410,6 +410,11 @@ impl Service {
         format!("http://{}", self.http)
     }
 
+    /// The server's process id (`None` once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the server (SIGKILL: nothing in flight) and waits for it.
     pub fn stop(mut self) {
         self.child.kill();
