@@ -7,7 +7,7 @@
 //!   used them up gets 429 with `Retry-After` before any credential is looked at. At
 //!   most [`MAX_TRACKED_ADDRESSES`] addresses are tracked.
 //! - [`RefusalAudit`]: a refusal whose actor is not authenticated ([`unauthenticated`])
-//!   is audited at once the first time its kind — client address, action, actor,
+//!   and who presented no TLS client certificate is audited at once the first time its kind — client address, action, actor,
 //!   claimed identity, reason, status — is seen in a window of [`REFUSAL_WINDOW`];
 //!   repeats within the window are counted and written as one entry (`details.repeated`)
 //!   when the window ends. Authenticated callers' refusals are one entry each. At most
@@ -161,6 +161,11 @@ pub struct Refused<'a> {
     pub actor: &'a str,
     pub target: &'a str,
     pub client: Option<IpAddr>,
+    /// The caller presented a TLS client certificate (one of our CAs' issuing: the
+    /// handshake checked it). Such refusals are never aggregated: the caller holds a
+    /// key we certified, and its refusals (superseded, revoked, not a station) are
+    /// each worth an entry.
+    pub certified: bool,
     /// An identity claimed but not proved, when the actor does not name it (an EST
     /// station credential's station name).
     pub claim: Option<&'a str>,
@@ -248,7 +253,9 @@ impl RefusalAudit {
 
     /// Whether `r` was counted rather than to be written now.
     fn counted(&self, r: &Refused<'_>) -> bool {
-        let Some(client) = r.client.map(client_key).filter(|_| unauthenticated(r.actor)) else { return false };
+        let Some(client) = r.client.map(client_key).filter(|_| !r.certified && unauthenticated(r.actor)) else {
+            return false;
+        };
         let kind = Kind {
             client,
             action: r.action,
@@ -388,6 +395,7 @@ mod tests {
             actor,
             target: "audit",
             client: ip(client),
+            certified: false,
             claim: None,
             status: 401,
             reason,
@@ -422,25 +430,31 @@ mod tests {
         audit.record(&claimed).await;
         audit.record(&claimed).await;
         assert_eq!(entries(&store).await.len(), 6, "the first of each kind at once");
+        // A caller with a TLS client certificate (a superseded device, say): every one.
+        let mut device = refused("unauthenticated", "192.0.2.1", "the certificate is no longer valid");
+        device.certified = true;
+        audit.record(&device).await;
+        audit.record(&device).await;
+        assert_eq!(entries(&store).await.len(), 8);
         // Authenticated callers' refusals: every one.
         for _ in 0..3 {
             audit.record(&refused("token:0123456789abcdef:ops", "192.0.2.1", "role operator may not")).await;
         }
-        assert_eq!(entries(&store).await.len(), 9);
+        assert_eq!(entries(&store).await.len(), 11);
 
         assert_eq!(audit.flush().await, 500);
         let all = entries(&store).await;
-        assert_eq!(all.len(), 11, "one entry per kind that repeated");
+        assert_eq!(all.len(), 13, "one entry per kind that repeated");
         let details: Vec<serde_json::Value> =
-            all[9..].iter().map(|e| serde_json::from_str(&e.event.details).unwrap()).collect();
+            all[11..].iter().map(|e| serde_json::from_str(&e.event.details).unwrap()).collect();
         let flood = details.iter().find(|d| d["repeated"] == 499).expect("the flood's count");
         assert_eq!((flood["client"].as_str(), flood["status"].as_u64()), (Some("192.0.2.1"), Some(401)));
         assert!(details.iter().any(|d| d["repeated"] == 1 && d["claimed"] == "line-404"));
         // A new window starts with a first again; an empty window writes nothing.
         audit.record(&refused("token:0123456789abcdef:?", "192.0.2.1", "invalid or revoked API token")).await;
-        assert_eq!(entries(&store).await.len(), 12);
+        assert_eq!(entries(&store).await.len(), 14);
         assert_eq!(audit.flush().await, 0);
-        assert_eq!(entries(&store).await.len(), 12);
+        assert_eq!(entries(&store).await.len(), 14);
         // Chained as every entry is.
         let head = (0, crate::audit::GENESIS_HASH);
         crate::audit::verify(head, &entries(&store).await).unwrap();

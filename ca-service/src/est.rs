@@ -13,7 +13,6 @@
 //! is refused with 429 before it is checked.
 
 use std::any::Any;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -167,8 +166,7 @@ async fn respond(
     match result {
         Ok(res) => res,
         Err(r) => {
-            let client = req.peer_addr().map(|a| a.ip());
-            audit_refusal_from(&gate.refusals, action, actor, "est", client, claim, &r).await;
+            audit_refusal_from(&gate.refusals, req, action, actor, "est", claim, &r).await;
             let mut res = HttpResponse::build(r.status);
             res.content_type("text/plain; charset=utf-8");
             if let Some(secs) = r.retry_after {
@@ -191,20 +189,24 @@ pub(crate) async fn audit_refusal(pki: &Pki, action: &str, actor: &str, target: 
     tracing::info!(action, actor = %actor, status = r.status.as_u16(), reason = %r.reason, "request refused");
 }
 
-/// Audits a refusal of a request from `client` (EST and the admin API) and logs it:
-/// an unauthenticated caller's repeats of one kind within a window are counted and
-/// written as one entry (see [`RefusalAudit`]).
+/// Audits a refusal of `req` (EST and the admin API) and logs it: an unauthenticated
+/// caller's repeats of one kind within a window are counted and written as one entry
+/// (see [`RefusalAudit`]); a caller that presented a TLS client certificate is not
+/// counted so.
 pub(crate) async fn audit_refusal_from(
     refusals: &RefusalAudit,
+    req: &HttpRequest,
     action: &'static str,
     actor: &str,
     target: &str,
-    client: Option<IpAddr>,
     claim: Option<&str>,
     r: &Refusal,
 ) {
     let status = r.status.as_u16();
-    refusals.record(&Refused { action, actor, target, client, claim, status, reason: &r.reason }).await;
+    let client = req.peer_addr().map(|a| a.ip());
+    let certified = peer_certificate(req).is_some();
+    let refused = Refused { action, actor, target, client, certified, claim, status, reason: &r.reason };
+    refusals.record(&refused).await;
     tracing::info!(action, actor = %actor, status, reason = %r.reason, "request refused");
 }
 

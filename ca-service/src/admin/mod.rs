@@ -107,8 +107,7 @@ pub(crate) async fn handle(
     match result {
         Ok(res) => res,
         Err(r) => {
-            let client = req.peer_addr().map(|a| a.ip());
-            crate::est::audit_refusal_from(&gate.refusals, op.action(), &actor, target, client, None, &r).await;
+            crate::est::audit_refusal_from(&gate.refusals, req, op.action(), &actor, target, None, &r).await;
             let mut res = HttpResponse::build(r.status);
             if r.status == StatusCode::UNAUTHORIZED {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
