@@ -7,10 +7,14 @@
 //! (`enrollment::ra`, wired up in `crate::ra`), and map its typed answer to a response.
 //! Every decision — who the caller is, whether the registry lets them, approval, rate
 //! limits, re-delivery of a lost answer — is the pipeline's. Every refusal is answered
-//! with a 4xx and a short reason, and audited with the actor the pipeline established.
+//! with a 4xx and a short reason, and audited with the actor the pipeline established
+//! (an unauthenticated caller's once per kind and window, with a count:
+//! `crate::abuse`). A station credential from an address with too many failed attempts
+//! is refused with 429 before it is checked.
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::dev::Extensions;
 use actix_web::http::{header, StatusCode};
@@ -20,6 +24,7 @@ use enrollment::est as proto;
 use enrollment::ra::{self, Admission, KeySource, RenewalRequest, StationCaller, StationRequest};
 use x509_parser::prelude::FromDer;
 
+use crate::abuse::{Gate, RefusalAudit, Refused};
 use crate::audit::AuditEvent;
 use crate::config::ProfileKind;
 use crate::issuance::{sha256_hex, IssueError, Issued, Pki};
@@ -70,6 +75,15 @@ impl Refusal {
     }
     pub(crate) fn forbidden(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, reason)
+    }
+    /// The answer to an address that has used up its failed authentication attempts
+    /// (`crate::abuse::FailureLimiter`). The wait is in Retry-After, so the reason
+    /// stays one kind for the refusal audit.
+    pub(crate) fn too_many_failures(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too many failed authentication attempts from this address")
+        }
     }
 }
 
@@ -141,12 +155,20 @@ fn profile_for<'a>(pki: &'a Pki, req: &HttpRequest) -> Result<(&'a str, &'a crat
 }
 
 /// Answers an endpoint: a refusal becomes a 4xx response with the reason, audited
-/// with `actor` (who the request turned out to be).
-async fn respond(pki: &Pki, action: &str, actor: &str, result: Result<HttpResponse, Refusal>) -> HttpResponse {
+/// with `actor` (who the request turned out to be) and `claim` (a station credential's
+/// station name, when it did not verify).
+async fn respond(
+    gate: &Gate,
+    req: &HttpRequest,
+    action: &'static str,
+    actor: &str,
+    claim: Option<&str>,
+    result: Result<HttpResponse, Refusal>,
+) -> HttpResponse {
     match result {
         Ok(res) => res,
         Err(r) => {
-            audit_refusal(pki, action, actor, "est", &r).await;
+            audit_refusal_from(&gate.refusals, req, action, actor, "est", claim, &r).await;
             let mut res = HttpResponse::build(r.status);
             res.content_type("text/plain; charset=utf-8");
             if let Some(secs) = r.retry_after {
@@ -157,8 +179,8 @@ async fn respond(pki: &Pki, action: &str, actor: &str, result: Result<HttpRespon
     }
 }
 
-/// Audits a refusal (`denied: <reason>`, with the HTTP status) and logs it. Used by
-/// every authenticated endpoint (EST and the admin API).
+/// Audits a refusal of an authenticated caller (`denied: <reason>`, with the HTTP
+/// status) and logs it.
 pub(crate) async fn audit_refusal(pki: &Pki, action: &str, actor: &str, target: &str, r: &Refusal) {
     let event = AuditEvent::success(actor, action, target)
         .with_outcome(format!("denied: {}", r.reason))
@@ -167,6 +189,27 @@ pub(crate) async fn audit_refusal(pki: &Pki, action: &str, actor: &str, target: 
         tracing::error!(error = %e, action, "could not audit a refusal");
     }
     tracing::info!(action, actor = %actor, status = r.status.as_u16(), reason = %r.reason, "request refused");
+}
+
+/// Audits a refusal of `req` (EST and the admin API) and logs it: an unauthenticated
+/// caller's repeats of one kind within a window are counted and written as one entry
+/// (see [`RefusalAudit`]); a caller that presented a TLS client certificate is not
+/// counted so.
+pub(crate) async fn audit_refusal_from(
+    refusals: &RefusalAudit,
+    req: &HttpRequest,
+    action: &'static str,
+    actor: &str,
+    target: &str,
+    claim: Option<&str>,
+    r: &Refusal,
+) {
+    let status = r.status.as_u16();
+    let client = req.peer_addr().map(|a| a.ip());
+    let certified = peer_certificate(req).is_some();
+    let refused = Refused { action, actor, target, client, certified, claim, status, reason: &r.reason };
+    refusals.record(&refused).await;
+    tracing::info!(action, actor = %actor, status, reason = %r.reason, "request refused");
 }
 
 /// A base64 body on one line (RFC 8951).
@@ -184,7 +227,7 @@ fn enrolled(der: &[u8]) -> Result<HttpResponse, Refusal> {
 
 /// `GET cacerts`: the issuing CA of the selected profile and everything above it,
 /// root included (RFC 7030 §4.1.3).
-async fn cacerts(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+async fn cacerts(pki: web::Data<Pki>, gate: web::Data<Gate>, req: HttpRequest) -> HttpResponse {
     let result = profile_for(&pki, &req).and_then(|(_, profile)| {
         let mut chain = Vec::new();
         let mut next = pki.ca(&profile.issuer);
@@ -194,17 +237,17 @@ async fn cacerts(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
         }
         Ok(base64_response("application/pkcs7-mime", &proto::certs_only(&chain)?))
     });
-    respond(&pki, "est.cacerts", "anonymous", result).await
+    respond(&gate, &req, "est.cacerts", "anonymous", None, result).await
 }
 
 /// `GET csrattrs`: what the profile accepts.
-async fn csrattrs(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
+async fn csrattrs(pki: web::Data<Pki>, gate: web::Data<Gate>, req: HttpRequest) -> HttpResponse {
     let result = profile_for(&pki, &req).and_then(|(_, profile)| {
         const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
         let der = proto::csr_attrs(&profile.key_types, &[ECDSA_WITH_SHA256])?;
         Ok(base64_response("application/csrattrs", &der))
     });
-    respond(&pki, "est.csrattrs", "anonymous", result).await
+    respond(&gate, &req, "est.csrattrs", "anonymous", None, result).await
 }
 
 /// The TLS client's leaf certificate, as presented in the handshake.
@@ -264,25 +307,55 @@ async fn read_csr(req: &HttpRequest, payload: web::Payload) -> Result<enrollment
 /// awaits approval.
 const APPROVAL_RETRY_AFTER_SECS: u64 = 60;
 
+/// Who answered a station request, and the station a credential claimed (for the
+/// audit of a refusal).
+struct Outcome {
+    actor: String,
+    claim: Option<String>,
+    result: Result<HttpResponse, Refusal>,
+}
+
 /// simpleenroll and serverkeygen: decode, ask the pipeline, issue what it planned.
 async fn station_enrollment(
     pki: &Pki,
     ra: &Authority,
+    gate: &Gate,
     req: &HttpRequest,
     payload: web::Payload,
     key: KeySource,
-) -> (String, Result<HttpResponse, Refusal>) {
+) -> Outcome {
     let profile = match profile_for(pki, req) {
         Ok((name, _)) => name.to_string(),
-        Err(r) => return ("unauthenticated".into(), Err(r)),
+        Err(r) => return Outcome { actor: "unauthenticated".into(), claim: None, result: Err(r) },
     };
     // The cheap part of authentication first: an unauthenticated caller costs no body
-    // read and no CSR check.
-    let claimed = ra.claim(profile, station_caller(req)).await;
-    let claim = match claimed.result {
-        Ok(claim) => claim,
-        Err(r) => return (claimed.actor, Err(r.into())),
+    // read and no CSR check. Without a certificate, an address out of failed attempts
+    // costs not even the credential check.
+    let caller = station_caller(req);
+    let claim = match &caller {
+        StationCaller::Credential { station, .. } => Some(station.clone()),
+        _ => None,
     };
+    let limited = !matches!(caller, StationCaller::Certificate { .. });
+    let client = req.peer_addr().map(|a| a.ip());
+    if limited {
+        if let Err(secs) = gate.failures.check(client, Instant::now()) {
+            let result = Err(Refusal::too_many_failures(secs));
+            return Outcome { actor: "unauthenticated".into(), claim, result };
+        }
+    }
+    let claimed = ra.claim(profile, caller).await;
+    let claimed_station = match claimed.result {
+        Ok(claim) => claim,
+        Err(r) => {
+            let r = Refusal::from(r);
+            if limited && r.status == StatusCode::UNAUTHORIZED {
+                gate.failures.failed(client, Instant::now());
+            }
+            return Outcome { actor: claimed.actor, claim, result: Err(r) };
+        }
+    };
+    let claim = claimed_station;
     let csr = read_csr(req, payload).await;
     let answer = ra.enroll(StationRequest { claim, csr, key }, claimed.actor).await;
     let result = match answer.result {
@@ -301,7 +374,7 @@ async fn station_enrollment(
             .body(format!("request {request_id} awaits an operator's approval\n"))),
         Err(r) => Err(r.into()),
     };
-    (answer.actor, result)
+    Outcome { actor: answer.actor, claim: None, result }
 }
 
 /// The answer to an issued enrollment: the certificate (certs-only), with the key
@@ -321,11 +394,12 @@ fn certificate_response(issued: &Issued) -> Result<HttpResponse, Refusal> {
 async fn simpleenroll(
     pki: web::Data<Pki>,
     ra: web::Data<Authority>,
+    gate: web::Data<Gate>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (actor, result) = station_enrollment(&pki, &ra, &req, payload, KeySource::Request).await;
-    respond(&pki, "est.simpleenroll", &actor, result).await
+    let out = station_enrollment(&pki, &ra, &gate, &req, payload, KeySource::Request).await;
+    respond(&gate, &req, "est.simpleenroll", &out.actor, out.claim.as_deref(), out.result).await
 }
 
 /// `POST serverkeygen` (RFC 7030 §4.4): for devices that cannot make keys. The station
@@ -334,27 +408,30 @@ async fn simpleenroll(
 async fn serverkeygen(
     pki: web::Data<Pki>,
     ra: web::Data<Authority>,
+    gate: web::Data<Gate>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (actor, result) = station_enrollment(&pki, &ra, &req, payload, KeySource::Server).await;
-    respond(&pki, "est.serverkeygen", &actor, result).await
+    let out = station_enrollment(&pki, &ra, &gate, &req, payload, KeySource::Server).await;
+    respond(&gate, &req, "est.serverkeygen", &out.actor, out.claim.as_deref(), out.result).await
 }
 
 /// `POST simplereenroll`: a device renews its own identity with its current certificate.
 async fn simplereenroll(
     pki: web::Data<Pki>,
     ra: web::Data<Authority>,
+    gate: web::Data<Gate>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
+    const ACTION: &str = "est.simplereenroll";
     let profile = match profile_for(&pki, &req) {
         Ok((name, _)) => name.to_string(),
-        Err(r) => return respond(&pki, "est.simplereenroll", "unauthenticated", Err(r)).await,
+        Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r)).await,
     };
     let client_fingerprint = match ra::require_certificate(peer_certificate(&req).map(|p| p.fingerprint.clone())) {
         Ok(fp) => fp,
-        Err(r) => return respond(&pki, "est.simplereenroll", "unauthenticated", Err(r.into())).await,
+        Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r.into())).await,
     };
     let csr = read_csr(&req, payload).await;
     let answer = ra.renew(RenewalRequest { profile, client_fingerprint, csr }).await;
@@ -365,7 +442,7 @@ async fn simplereenroll(
         },
         Err(r) => Err(r.into()),
     };
-    respond(&pki, "est.simplereenroll", &answer.actor, result).await
+    respond(&gate, &req, ACTION, &answer.actor, None, result).await
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
@@ -374,8 +451,8 @@ fn common_name(der: &[u8]) -> Option<String> {
     Some(cn)
 }
 
-/// The registration authority shared by all workers. Must run inside the tokio
-/// runtime that serves the store.
-pub fn state(pki: Arc<Pki>) -> web::Data<Authority> {
-    web::Data::new(crate::ra::authority(pki))
+/// The registration authority shared by all workers, checking station credentials
+/// with `key`. Must run inside the tokio runtime that serves the store.
+pub fn state(pki: Arc<Pki>, key: Arc<crate::credentials::CredentialKey>) -> web::Data<Authority> {
+    web::Data::new(crate::ra::authority(pki, key))
 }

@@ -8,6 +8,7 @@
 //! storage or configuration; this crate wires them to both. The decisions behind the
 //! main parts are recorded in the repository's `docs/`.
 
+pub mod abuse;
 pub mod admin;
 pub mod audit;
 pub mod batch;

@@ -11,6 +11,7 @@ use enrollment::ra::{
 use crate::audit::AuditEvent;
 use crate::batch::Batcher;
 use crate::config::Config;
+use crate::credentials::{CredentialKey, Subject, Verdict};
 use crate::issuance::{IssueError, Issued, Pki};
 use crate::store::{
     CertRecord, CertStatus, EnrollmentContext, EnrollmentLookup, EnrollmentRequest, RequestStatus, Store, StoreError,
@@ -19,10 +20,11 @@ use crate::store::{
 /// The registration authority as the service runs it.
 pub type Authority = ra::RegistrationAuthority<StoreRegistry, PkiIssuer>;
 
-/// Builds the registration authority. Must run inside the tokio runtime that serves
-/// the store (the registry's batched reads are a task on it).
-pub fn authority(pki: Arc<Pki>) -> Authority {
-    let registry = StoreRegistry::new(pki.store.clone(), pki.config.clone());
+/// Builds the registration authority; station credentials are checked with `key`.
+/// Must run inside the tokio runtime that serves the store (the registry's batched
+/// reads are a task on it).
+pub fn authority(pki: Arc<Pki>, key: Arc<CredentialKey>) -> Authority {
+    let registry = StoreRegistry::new(pki.store.clone(), pki.config.clone(), key);
     ra::RegistrationAuthority::new(policy(&pki.config), registry, PkiIssuer(pki))
 }
 
@@ -116,17 +118,18 @@ const LOOKUPS_IN_FLIGHT: usize = 1;
 pub struct StoreRegistry {
     store: Arc<dyn Store>,
     config: Arc<Config>,
+    key: Arc<CredentialKey>,
     lookups: Batcher<EnrollmentLookup, Result<EnrollmentContext, StoreError>>,
 }
 
 impl StoreRegistry {
-    pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: Arc<Config>, key: Arc<CredentialKey>) -> Self {
         let reader = store.clone();
         let lookups = Batcher::spawn(LOOKUP_BATCH, LOOKUPS_IN_FLIGHT, move |batch: Vec<EnrollmentLookup>| {
             let store = reader.clone();
             async move { crate::store::answer_each(batch.len(), store.enrollment_contexts(&batch).await) }
         });
-        Self { store, config, lookups }
+        Self { store, config, key, lookups }
     }
 
     fn known(&self, r: CertRecord) -> KnownCertificate {
@@ -155,12 +158,29 @@ impl ra::Registry for StoreRegistry {
         })
     }
 
-    async fn station_credential_valid(&self, station: &str, secret: &[u8]) -> Result<bool, Refusal> {
-        let station = self.store.get_station(station).await.map_err(store_refusal)?;
-        // The hash check runs only when there is a hash to check.
-        let Some(phc) = station.and_then(|s| s.secret_hash) else { return Ok(false) };
-        let secret = zeroize::Zeroizing::new(secret.to_vec());
-        Ok(tokio::task::spawn_blocking(move || crate::credentials::verify(&phc, &secret)).await.unwrap_or(false))
+    /// One HMAC on this thread whether or not the station exists or has a secret
+    /// (`crate::credentials`): an unknown station looks like a wrong secret.
+    async fn station_credential_valid(&self, name: &str, secret: &[u8]) -> Result<bool, Refusal> {
+        let station = self.store.get_station(name).await.map_err(store_refusal)?;
+        let stored = station.as_ref().and_then(|s| s.secret_hash.as_deref());
+        let verdict = self.key.verify(stored, Subject::Station(name), secret);
+        match verdict {
+            Verdict::Valid | Verdict::Invalid => {}
+            Verdict::Legacy => tracing::warn!(
+                station = name,
+                "station {name}'s HTTP secret has an Argon2id hash from an earlier version, which is no longer \
+                 checked: the station authenticates with its certificate until its secret is made anew"
+            ),
+            Verdict::OtherKey => tracing::warn!(
+                station = name,
+                key = self.key.id(),
+                "station {name}'s HTTP secret was hashed under another credential key: instances sharing a \
+                 database must share {}",
+                crate::credentials::KEY_FILE
+            ),
+            Verdict::Malformed => tracing::error!(station = name, "station {name} has a malformed stored secret hash"),
+        }
+        Ok(verdict == Verdict::Valid)
     }
 
     async fn certificate_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KnownCertificate>, Refusal> {

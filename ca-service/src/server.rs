@@ -37,6 +37,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("OCSP responder: {0}")]
     Ocsp(String),
+    #[error(transparent)]
+    CredentialKey(#[from] crate::credentials::KeyError),
 }
 
 /// Issues the HTTPS server certificate afresh at each start (a process that runs
@@ -105,6 +107,7 @@ fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
 
 /// Runs both listeners until a shutdown signal.
 pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
+    let key = Arc::new(credential_key(&pki)?);
     let tls = https_config(&pki).await?;
     let ocsp = web::Data::new(crate::ocsp::OcspService::load(&pki).await.map_err(|e| ServeError::Ocsp(e.to_string()))?);
     ocsp.clone().into_inner().spawn_revocation_watch(pki.clone());
@@ -115,7 +118,9 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let crl_publisher = web::Data::new(crate::crl::CrlPublisher::default());
     crl_publisher.clone().into_inner().spawn(pki.clone());
     let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
-    let est = crate::est::state(pki.clone());
+    let gate = web::Data::new(crate::abuse::Gate::new(key, pki.store.clone()));
+    gate.spawn_flush();
+    let est = crate::est::state(pki.clone(), gate.key.clone());
     let state = web::Data::from(pki);
 
     let public = {
@@ -133,12 +138,13 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         .run()
     };
     let private = {
-        let (state, est, ocsp) = (state.clone(), est.clone(), ocsp.clone());
+        let (state, est, ocsp, gate) = (state.clone(), est.clone(), ocsp.clone(), gate.clone());
         let crl_publisher = crl_publisher.clone();
         HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(est.clone())
+                .app_data(gate.clone())
                 .app_data(ocsp.clone())
                 .app_data(crl_publisher.clone())
                 .wrap_fn(request_span)
@@ -150,8 +156,25 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         .run()
     };
     tracing::info!(%http_addr, %https_addr, "serving");
-    tokio::try_join!(public, private)?;
+    let served = tokio::try_join!(public, private);
+    // The refusals counted since the last window are audited before exit.
+    gate.refusals.flush().await;
+    served?;
     Ok(())
+}
+
+/// The credential key (`crate::credentials`), made on first start if there is none.
+fn credential_key(pki: &Pki) -> Result<crate::credentials::CredentialKey, ServeError> {
+    let (key, created) = crate::credentials::CredentialKey::load_or_create(&pki.config.data_dir)?;
+    if created {
+        tracing::warn!(
+            path = %crate::credentials::CredentialKey::path(&pki.config.data_dir).display(),
+            key = key.id(),
+            "created the credential key for API tokens and station secrets; every instance sharing this \
+             database needs the same file"
+        );
+    }
+    Ok(key)
 }
 
 /// Routes of the public listener.

@@ -410,7 +410,7 @@ impl Service {
         format!("http://{}", self.http)
     }
 
-    /// The server's process id (while it runs).
+    /// The server's process id (`None` once it has been reaped).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

@@ -3,7 +3,7 @@
 //! refused alike (401) and audited, and the secret never stored in clear.
 
 use anyhow::{Context, Result};
-use e2e_tests::{curl, make_csr, openssl, path_str, sqlite_i64, Cli, Service, P256};
+use e2e_tests::{curl, make_csr, openssl, path_str, sqlite_execute, sqlite_i64, Cli, Service, P256};
 
 fn post(dir: &std::path::Path, port: u16, auth: &[&str], body_file: &str) -> Result<(u16, String)> {
     let url = format!("https://127.0.0.1:{port}/.well-known/est/simpleenroll");
@@ -51,10 +51,12 @@ fn station_credentials_work_only_where_the_profile_allows_them() -> Result<()> {
         .trim()
         .to_string();
     assert_eq!(secret.len(), 32, "{}", added.stderr);
-    // Only the Argon2id hash is stored.
+    // Only its HMAC under the credential key is stored; the key is private to its owner.
     let db = std::fs::read(e2e_tests::sqlite_path(d))?;
     assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is stored in clear");
-    assert_eq!(sqlite_i64(d, "SELECT count(*) FROM stations WHERE secret_hash LIKE '$argon2id$%'")?, 1);
+    assert_eq!(sqlite_i64(d, "SELECT count(*) FROM stations WHERE secret_hash LIKE 'hmac-sha256$%'")?, 1);
+    let key = std::fs::metadata(d.join("pki-data/credential-hmac.key")).context("the credential key")?;
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
 
     let svc = Service::start(&cli)?;
     let root = curl(d, &["-f", &format!("{}/ca/identity-root.pem", svc.base_url())])?.ok()?;
@@ -102,6 +104,15 @@ fn station_credentials_work_only_where_the_profile_allows_them() -> Result<()> {
     .ok()?;
     assert!(out.stdout.ends_with("401"), "{}", out.stdout);
     assert!(out.stdout.contains("client certificate is required"), "{}", out.stdout);
+    assert_eq!(issued()?, 2);
+
+    // A secret hashed by an earlier version (Argon2id) is refused unchecked, and the log
+    // tells the operator why.
+    let legacy = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    sqlite_execute(d, &format!("UPDATE stations SET secret_hash = '{legacy}' WHERE name = 'line-9'"))?;
+    let (code, body) = post(d, port, &["-u", &basic], &c3)?;
+    assert_eq!(code, 401, "{body}");
+    assert!(svc.log_text().contains("Argon2id hash from an earlier version"), "{}", svc.log_text());
     assert_eq!(issued()?, 2);
     svc.stop();
     Ok(())

@@ -4,14 +4,19 @@
 //! [`allowed`] is the only place that decides which role may perform which
 //! [`Operation`]; [`super::handle`] consults it for every endpoint, so no handler holds
 //! a rule of its own. Unknown, wrong and revoked tokens all get the same 401, and an
-//! unknown token id costs as much to check as a wrong secret.
+//! unknown token id costs what a wrong secret does: one store read and one HMAC
+//! (`crate::credentials`), no password hash. Failed attempts are limited per client
+//! address (`crate::abuse`): an address out of failures gets 429 before its
+//! credential is looked at.
 
-use std::sync::OnceLock;
+use std::time::Instant;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
 
+use crate::abuse::Gate;
 use crate::config::ProfileKind;
+use crate::credentials::{CredentialKey, Subject, Verdict};
 use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::store::{ApiToken, Role};
@@ -95,12 +100,18 @@ pub fn allowed(op: Operation) -> &'static [Role] {
     }
 }
 
-/// A new token: the string to show once (`pki_<id>.<secret>`) and the record to store.
-pub fn new_token(name: &str, role: Role, created_at_us: i64) -> Result<(zeroize::Zeroizing<String>, ApiToken), String> {
+/// A new token: the string to show once (`pki_<id>.<secret>`) and the record to store
+/// (the secret's HMAC under `key`).
+pub fn new_token(
+    key: &CredentialKey,
+    name: &str,
+    role: Role,
+    created_at_us: i64,
+) -> (zeroize::Zeroizing<String>, ApiToken) {
     let id = hex::encode(rand::random::<[u8; 8]>());
-    let (secret, secret_hash) = crate::credentials::new_secret()?;
+    let (secret, secret_hash) = crate::credentials::new_secret(key, Subject::Token(&id));
     let shown = zeroize::Zeroizing::new(format!("{TOKEN_PREFIX}{id}.{}", secret.as_str()));
-    Ok((shown, ApiToken { id, name: name.to_string(), role, secret_hash, created_at: created_at_us, revoked_at: None }))
+    (shown, ApiToken { id, name: name.to_string(), role, secret_hash, created_at: created_at_us, revoked_at: None })
 }
 
 /// `pki_<id>.<secret>` → (id, secret); `None` if it is not of that shape.
@@ -114,13 +125,6 @@ pub fn actor_of(token: &ApiToken) -> String {
     format!("token:{}:{}", token.id, token.name)
 }
 
-/// A hash to verify against when the token id is unknown, so that an unknown id costs
-/// as much as a wrong secret.
-fn dummy_hash() -> Option<&'static str> {
-    static DUMMY: OnceLock<Option<String>> = OnceLock::new();
-    DUMMY.get_or_init(|| crate::credentials::new_secret().ok().map(|(_, phc)| phc)).as_deref()
-}
-
 /// Who is calling: a person (operator certificate) or an API token, and its role.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -132,8 +136,11 @@ pub struct Principal {
 /// Authenticates the caller — an operator client certificate presented in the TLS
 /// handshake, or else a bearer token — and checks its role may perform `op`. Sets
 /// `actor` as soon as the caller is known, so a refusal is audited against who asked.
+/// A bearer token (or no credential) from an address that has used up its failed
+/// attempts is refused with 429 unchecked; a 401 counts as a failed attempt.
 pub(super) async fn authorize(
     pki: &Pki,
+    gate: &Gate,
     req: &HttpRequest,
     op: Operation,
     actor: &mut String,
@@ -142,7 +149,15 @@ pub(super) async fn authorize(
     let principal = if req.headers().get(header::AUTHORIZATION).is_none() && has_certificate {
         operator_certificate(pki, req, actor).await?
     } else {
-        let token = bearer_token(pki, req, actor).await?;
+        let client = req.peer_addr().map(|a| a.ip());
+        if let Err(secs) = gate.failures.check(client, Instant::now()) {
+            return Err(Refusal::too_many_failures(secs));
+        }
+        let token = bearer_token(pki, &gate.key, req, actor).await.inspect_err(|r| {
+            if r.status == StatusCode::UNAUTHORIZED {
+                gate.failures.failed(client, Instant::now());
+            }
+        })?;
         Principal { name: token.name, role: token.role }
     };
     if !allowed(op).contains(&principal.role) {
@@ -189,7 +204,12 @@ fn operator_refusal(r: enrollment::ra::Refusal) -> Refusal {
 }
 
 /// Authenticates the bearer token; sets `actor`.
-async fn bearer_token(pki: &Pki, req: &HttpRequest, actor: &mut String) -> Result<ApiToken, Refusal> {
+async fn bearer_token(
+    pki: &Pki,
+    key: &CredentialKey,
+    req: &HttpRequest,
+    actor: &mut String,
+) -> Result<ApiToken, Refusal> {
     let unauthorized = || Refusal::new(StatusCode::UNAUTHORIZED, INVALID_TOKEN);
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(Refusal::new(
@@ -205,16 +225,26 @@ async fn bearer_token(pki: &Pki, req: &HttpRequest, actor: &mut String) -> Resul
     let (id, secret) = parse_token(token.trim()).ok_or_else(unauthorized)?;
     *actor = format!("token:{id}:?");
     let stored = pki.store.get_api_token(id).await.map_err(Refusal::from)?;
-    let phc = match &stored {
-        Some(t) => Some(t.secret_hash.clone()),
-        None => dummy_hash().map(str::to_string),
-    };
-    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
-    let ok = tokio::task::spawn_blocking(move || phc.is_some_and(|p| crate::credentials::verify(&p, &secret)))
-        .await
-        .unwrap_or(false);
+    // One HMAC whether or not the id exists (microseconds, on this thread).
+    let verdict = key.verify(stored.as_ref().map(|t| t.secret_hash.as_str()), Subject::Token(id), secret.as_bytes());
+    match verdict {
+        Verdict::Valid | Verdict::Invalid => {}
+        Verdict::Legacy => tracing::warn!(
+            token = id,
+            "API token {id} has an Argon2id hash from an earlier version, which is no longer checked: \
+             re-create it (`ca-service tokens revoke --id {id}`, then `tokens create`)"
+        ),
+        Verdict::OtherKey => tracing::warn!(
+            token = id,
+            key = key.id(),
+            "API token {id} was hashed under another credential key: instances sharing a database \
+             must share {}",
+            crate::credentials::KEY_FILE
+        ),
+        Verdict::Malformed => tracing::error!(token = id, "API token {id} has a malformed stored hash"),
+    }
     let token = match stored {
-        Some(t) if ok && t.revoked_at.is_none() => t,
+        Some(t) if verdict == Verdict::Valid && t.revoked_at.is_none() => t,
         _ => return Err(unauthorized()),
     };
     *actor = actor_of(&token);
@@ -236,10 +266,14 @@ mod tests {
 
     #[test]
     fn new_tokens_verify_and_parse() {
-        let (shown, token) = new_token("ops", Role::Operator, 1).unwrap();
+        let key = CredentialKey::random();
+        let (shown, token) = new_token(&key, "ops", Role::Operator, 1);
         let (id, secret) = parse_token(&shown).unwrap();
         assert_eq!(id, token.id);
-        assert!(crate::credentials::verify(&token.secret_hash, secret.as_bytes()));
+        let stored = Some(token.secret_hash.as_str());
+        assert_eq!(key.verify(stored, Subject::Token(id), secret.as_bytes()), Verdict::Valid);
+        assert_eq!(key.verify(stored, Subject::Token(id), b"x"), Verdict::Invalid);
+        assert_eq!(CredentialKey::random().verify(stored, Subject::Token(id), secret.as_bytes()), Verdict::OtherKey);
         assert_eq!(actor_of(&token), format!("token:{id}:ops"));
     }
 

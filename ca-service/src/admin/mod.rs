@@ -3,10 +3,13 @@
 //! Clients authenticate with an operator client certificate (`ca-service operators
 //! add`: CN = the person, OU = the role; checked live against the store, so a revoked
 //! one stops working at once) or `Authorization: Bearer pki_<id>.<secret>` (tokens made
-//! by `ca-service tokens create`, stored as an Argon2id hash and verified on the
-//! blocking pool). Unknown, wrong and revoked tokens get the same 401. What each role
-//! may do is declared in one place, [`allowed`]. Every refusal and every successful
-//! privileged action is audited with actor `token:<id>:<name>`.
+//! by `ca-service tokens create`, stored as an HMAC under the server's credential key,
+//! `crate::credentials`). Unknown, wrong and revoked tokens get the same 401; an
+//! address with too many failed attempts gets 429 (`crate::abuse`). What each role
+//! may do is declared in one place, [`allowed`]. Every successful privileged action
+//! and every refusal of an authenticated caller is audited with actor
+//! `token:<id>:<name>`; unauthenticated callers' refusals are audited once per kind
+//! and window, with a count (`crate::abuse::RefusalAudit`).
 //!
 //! One module per resource; this one holds the routes and the plumbing every endpoint
 //! shares. Each endpoint names its [`Operation`] and its audit target and hands an
@@ -28,8 +31,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use crate::abuse::Gate;
 use crate::audit::AuditEvent;
-use crate::est::{audit_refusal, Refusal};
+use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::revoke;
 
@@ -81,7 +85,7 @@ pub(crate) struct Caller {
 /// audited by `act` itself, in the transaction that makes it. Every refusal — of the
 /// credential, the role or the action — is audited against `target` with whoever the
 /// caller turned out to be, and answered as JSON `{"error": …}` with its status
-/// (401s with `WWW-Authenticate: Bearer`).
+/// (401s with `WWW-Authenticate: Bearer`, 429s with `Retry-After`).
 pub(crate) async fn handle(
     pki: &Pki,
     req: &HttpRequest,
@@ -89,8 +93,12 @@ pub(crate) async fn handle(
     target: &str,
     act: impl AsyncFnOnce(Caller) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
+    let Some(gate) = req.app_data::<web::Data<Gate>>() else {
+        tracing::error!("the admin API is served without its gate (credential key, failure limits)");
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "not ready" }));
+    };
     let mut actor = String::from("anonymous");
-    let result = match auth::authorize(pki, req, op, &mut actor).await {
+    let result = match auth::authorize(pki, gate, req, op, &mut actor).await {
         Ok(principal) => act(Caller { name: principal.name, actor: actor.clone() }).await,
         Err(r) => Err(r),
     };
@@ -104,10 +112,13 @@ pub(crate) async fn handle(
     match result {
         Ok(res) => res,
         Err(r) => {
-            audit_refusal(pki, op.action(), &actor, target, &r).await;
+            crate::est::audit_refusal_from(&gate.refusals, req, op.action(), &actor, target, None, &r).await;
             let mut res = HttpResponse::build(r.status);
             if r.status == StatusCode::UNAUTHORIZED {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            if let Some(secs) = r.retry_after {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
             res.json(serde_json::json!({ "error": r.reason }))
         }

@@ -19,6 +19,7 @@ pub fn openapi_document() -> serde_json::Value {
         responses.insert("401".into(), err("missing, invalid or revoked API token"));
         responses.insert("403".into(), err("the token's role may not do this"));
         responses.insert("404".into(), err("not found"));
+        responses.insert("429".into(), err("too many failed attempts from this address; see Retry-After"));
         serde_json::Value::Object(responses)
     };
     let ok = |schema: &str| {

@@ -251,7 +251,7 @@ pub enum StationsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Also create an HTTP credential (Basic/Bearer) for profiles that allow it;
-        /// printed once, stored as an Argon2id hash.
+        /// printed once, stored as an HMAC under the credential key.
         #[arg(long)]
         with_secret: bool,
     },

@@ -1,13 +1,17 @@
 //! `ca-service init`: create the CA hierarchy (keys in the configured key stores);
 //! refuses to overwrite an existing one. The ceremony ends by signing each offline
 //! root's first CRL with its key (what `ca-service crl` renews), so that every CRL a
-//! relying party needs, `/crl/{root}.crl` included, is published from the start.
+//! relying party needs, `/crl/{root}.crl` included, is published from the start. Also
+//! makes the credential key that API tokens and station secrets are hashed with, if
+//! there is none yet.
 
 use super::Ctx;
 use crate::hierarchy;
 use crate::issuance::Pki;
 
 pub(super) async fn run(ctx: Ctx) -> anyhow::Result<()> {
+    // First: a key that cannot be written should not leave a hierarchy half set up.
+    super::credential_key(&ctx.config)?;
     let Ctx { config, store, keys, actor, .. } = ctx;
     let cas = hierarchy::init(config.clone(), store.clone(), keys.clone(), &actor).await?;
     println!("Created the CA hierarchy:");

@@ -145,6 +145,20 @@ fn profile_of_kind(config: &Config, kind: ProfileKind) -> Option<(&String, &Prof
     config.profiles.iter().find(|(_, p)| p.kind == kind)
 }
 
+/// The credential key of the data directory, made now if there is none (tokens and
+/// station secrets are hashed with it; `crate::credentials`).
+fn credential_key(config: &Config) -> anyhow::Result<crate::credentials::CredentialKey> {
+    let (key, created) = crate::credentials::CredentialKey::load_or_create(&config.data_dir)?;
+    if created {
+        eprintln!(
+            "Created the credential key {} (mode 0600). Every instance that shares this database needs \
+             the same file.",
+            crate::credentials::CredentialKey::path(&config.data_dir).display()
+        );
+    }
+    Ok(key)
+}
+
 /// Writes `text` to `path`, or to standard output without one.
 fn write_out(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
     match path {

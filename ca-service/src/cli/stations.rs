@@ -33,7 +33,12 @@ async fn add(
     let checked = read_csr(csr)?;
     let name = checked.common_name.clone().context("the station CSR has no CN (the station's name)")?;
     let list = |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
-    let secret = if with_secret { Some(crate::credentials::new_secret().map_err(anyhow::Error::msg)?) } else { None };
+    let secret = if with_secret {
+        let key = super::credential_key(&ctx.config)?;
+        Some(crate::credentials::new_secret(&key, crate::credentials::Subject::Station(&name)))
+    } else {
+        None
+    };
     let station = StationRecord {
         name: name.clone(),
         enabled: true,
@@ -64,7 +69,7 @@ async fn add(
     write_out(out, &issued.chain_pem())?;
     eprintln!("station {name} registered; certificate serial {}", hex::encode(&issued.record.serial));
     if let Some((secret, _)) = &secret {
-        // Shown once; only its Argon2id hash is stored.
+        // Shown once; only its HMAC under the credential key is stored.
         eprintln!(
             "station secret (shown once, store it now): {}\n  use: Authorization: Bearer {name}.{}  \
              or Basic with user '{name}'",

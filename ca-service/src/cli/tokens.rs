@@ -1,5 +1,5 @@
 //! `ca-service tokens create|list|revoke`: admin API tokens. A new token is printed
-//! once; only its hash is stored.
+//! once; only its HMAC under the credential key is stored (`crate::credentials`).
 
 use super::{Ctx, TokensCommand};
 use crate::audit::AuditEvent;
@@ -18,7 +18,8 @@ pub(super) async fn run(ctx: Ctx, command: TokensCommand) -> anyhow::Result<()> 
                     Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
                 )
             })?;
-            let (shown, token) = crate::admin::new_token(&name, role, now_us()).map_err(anyhow::Error::msg)?;
+            let key = super::credential_key(&ctx.config)?;
+            let (shown, token) = crate::admin::new_token(&key, &name, role, now_us());
             let audit = AuditEvent::success(actor, "token.create", format!("token:{}", token.id))
                 .with_details(serde_json::json!({ "name": name, "role": role.as_str() }));
             store.add_api_token(&token, audit).await?;
@@ -30,7 +31,12 @@ pub(super) async fn run(ctx: Ctx, command: TokensCommand) -> anyhow::Result<()> 
         }
         TokensCommand::List => {
             for t in store.list_api_tokens().await? {
-                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                let state = match (t.revoked_at, t.secret_hash.starts_with("$argon2")) {
+                    (Some(_), _) => "revoked",
+                    // Hashed by an earlier version: no longer accepted, re-create it.
+                    (None, true) => "legacy (re-create)",
+                    (None, false) => "active",
+                };
                 println!("{}  {:<22} {:<8} {}", t.id, t.role.as_str(), state, t.name);
             }
         }

@@ -386,7 +386,7 @@ pub struct ApiToken {
     pub id: String,
     pub name: String,
     pub role: Role,
-    /// Argon2id PHC string of the secret.
+    /// The secret's stored hash (`crate::credentials`: `hmac-sha256$<key id>$<tag>`).
     pub secret_hash: String,
     /// Unix microseconds.
     pub created_at: i64,
