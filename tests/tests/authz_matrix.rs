@@ -3,6 +3,10 @@
 //! revoked and expired credentials, checked against the README's role table (parsed
 //! from README.md, so the document and the code cannot drift apart unnoticed).
 //!
+//! The bad token credentials come from one address: they stay under the per-address
+//! failure limit (64, then one a second; `ca-service/src/abuse.rs`) — more endpoints
+//! or bad tokens here need a pause, or they see 429.
+//!
 //! A role the table allows gets past authorization (any answer but 401/403: the targets
 //! do not exist, so most answer 404 or 400 and nothing changes); a role it does not
 //! allow gets 403, audited; bad or missing credentials get 401 alike.
