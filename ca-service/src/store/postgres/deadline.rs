@@ -1,10 +1,14 @@
-//! The socket under every pooled PostgreSQL connection, with a read deadline: once the
-//! client has written, the server must send something back within the silence
+//! The socket under every pooled PostgreSQL connection, with a read deadline: while a
+//! request is unanswered the server must send something at least every silence
 //! timeout, or reads fail with `TimedOut` and the connection closes (its callers get
 //! `Unavailable`, deadpool replaces it). A frozen server (SIGSTOP, a hung host)
 //! enforces no `statement_timeout` and its kernel keeps the TCP connection alive, so
-//! without this a caller waits for as long as the freeze lasts. An idle connection has
-//! written nothing unanswered and is never timed out.
+//! without this a caller waits for as long as the freeze lasts.
+//!
+//! "Unanswered" is counted on the wire: every startup message, simple `Query` and
+//! `Sync` the client writes is answered by exactly one `ReadyForQuery` (RFC: the
+//! PostgreSQL protocol, "Message Flow"). An idle connection has nothing unanswered and
+//! is never timed out, however long it stays idle.
 
 use std::future::Future;
 use std::io;
@@ -52,10 +56,64 @@ impl Drop for Bulk {
     }
 }
 
+/// Splits a PostgreSQL message stream into messages (type byte + length; the first
+/// frontend message, the startup message, has no type byte) and reports each type.
+#[derive(Debug)]
+struct Framer {
+    header: [u8; 5],
+    have: usize,
+    skip: usize,
+    typed: bool,
+}
+
+impl Framer {
+    fn frontend() -> Self {
+        Self { header: [0; 5], have: 0, skip: 0, typed: false }
+    }
+
+    fn backend() -> Self {
+        Self { header: [0; 5], have: 0, skip: 0, typed: true }
+    }
+
+    /// Feeds bytes; `seen` gets each message's type as its header completes (0 for
+    /// the untyped startup message).
+    fn feed(&mut self, mut data: &[u8], mut seen: impl FnMut(u8)) {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let k = self.skip.min(data.len());
+                self.skip -= k;
+                data = &data[k..];
+                continue;
+            }
+            let header_len = if self.typed { 5 } else { 4 };
+            let k = (header_len - self.have).min(data.len());
+            self.header[self.have..self.have + k].copy_from_slice(&data[..k]);
+            self.have += k;
+            data = &data[k..];
+            if self.have == header_len {
+                let (kind, len) = if self.typed {
+                    (self.header[0], [self.header[1], self.header[2], self.header[3], self.header[4]])
+                } else {
+                    (0, [self.header[0], self.header[1], self.header[2], self.header[3]])
+                };
+                // The length counts itself.
+                self.skip = (u32::from_be_bytes(len) as usize).saturating_sub(4);
+                self.have = 0;
+                self.typed = true;
+                seen(kind);
+            }
+        }
+    }
+}
+
 pub(super) struct Socket {
     inner: Inner,
     silence: Duration,
-    /// Armed by a write that nothing has been read since.
+    sent: Framer,
+    received: Framer,
+    /// Startup messages, `Query`s and `Sync`s not yet answered by `ReadyForQuery`.
+    unanswered: usize,
+    /// Armed while something is unanswered; pushed back by every byte received.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     watch: Arc<Watch>,
 }
@@ -63,16 +121,41 @@ pub(super) struct Socket {
 impl Socket {
     pub(super) fn tcp(stream: tokio::net::TcpStream, silence: Duration, watch: Arc<Watch>) -> io::Result<Self> {
         stream.set_nodelay(true)?;
-        Ok(Self { inner: Inner::Tcp(stream), silence, deadline: None, watch })
+        Ok(Self::new(Inner::Tcp(stream), silence, watch))
     }
 
     #[cfg(unix)]
     pub(super) fn unix(stream: tokio::net::UnixStream, silence: Duration, watch: Arc<Watch>) -> Self {
-        Self { inner: Inner::Unix(stream), silence, deadline: None, watch }
+        Self::new(Inner::Unix(stream), silence, watch)
     }
 
     pub(super) fn failed(error: io::Error) -> Self {
-        Self { inner: Inner::Failed(Some(error)), silence: Duration::ZERO, deadline: None, watch: Arc::default() }
+        Self::new(Inner::Failed(Some(error)), Duration::ZERO, Arc::default())
+    }
+
+    fn new(inner: Inner, silence: Duration, watch: Arc<Watch>) -> Self {
+        Self {
+            inner,
+            silence,
+            sent: Framer::frontend(),
+            received: Framer::backend(),
+            unanswered: 0,
+            deadline: None,
+            watch,
+        }
+    }
+
+    /// Arms the deadline (or pushes it back) while something is unanswered.
+    fn rearm(&mut self) {
+        if self.unanswered == 0 {
+            self.deadline = None;
+            return;
+        }
+        let at = tokio::time::Instant::now() + self.silence;
+        match self.deadline.as_mut() {
+            Some(d) => d.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
     }
 }
 
@@ -93,7 +176,16 @@ impl AsyncRead for Socket {
         match polled {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.deadline = None;
+                    let unanswered = &mut this.unanswered;
+                    this.received.feed(&buf.filled()[before..], |kind| {
+                        if kind == b'Z' {
+                            *unanswered = unanswered.saturating_sub(1);
+                        }
+                    });
+                    this.rearm();
+                    if let Some(d) = this.deadline.as_mut() {
+                        let _ = d.as_mut().poll(cx);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -128,8 +220,23 @@ impl AsyncWrite for Socket {
             Inner::Unix(s) => Pin::new(s).poll_write(cx, data),
             Inner::Failed(e) => return Poll::Ready(Err(failure(e))),
         };
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) && this.deadline.is_none() {
-            this.deadline = Some(Box::pin(tokio::time::sleep(this.silence)));
+        if let Poll::Ready(Ok(n)) = polled {
+            let before = this.unanswered;
+            let unanswered = &mut this.unanswered;
+            this.sent.feed(&data[..n], |kind| {
+                if matches!(kind, 0 | b'Q' | b'S') {
+                    *unanswered += 1;
+                }
+            });
+            // Pushed back by answers only: a stream of writes does not keep it open.
+            if before == 0 || this.deadline.is_none() {
+                this.rearm();
+                // Register the timer with this task now: the connection may next wait on
+                // the socket alone, which a frozen server never wakes.
+                if let Some(d) = this.deadline.as_mut() {
+                    let _ = d.as_mut().poll(cx);
+                }
+            }
         }
         polled
     }
@@ -170,23 +277,45 @@ mod tests {
         std::future::poll_fn(|cx| Pin::new(&mut *socket).poll_write(cx, data)).await
     }
 
-    /// A peer that accepts and then says nothing: the read after a write times out; a
-    /// read with nothing written waits.
+    /// `Sync` (frontend) and `ReadyForQuery` (backend) messages.
+    const SYNC: &[u8] = &[b'S', 0, 0, 0, 4];
+    const READY: &[u8] = &[b'Z', 0, 0, 0, 5, b'I'];
+
+    #[test]
+    fn framing_counts_messages_split_anywhere() {
+        let mut f = Framer::frontend();
+        let mut kinds = Vec::new();
+        let mut stream = vec![0, 0, 0, 8, 0, 3, 0, 0];
+        stream.extend_from_slice(&[b'Q', 0, 0, 0, 6, b'x', 0]);
+        stream.extend_from_slice(SYNC);
+        for chunk in stream.chunks(3) {
+            f.feed(chunk, |k| kinds.push(k));
+        }
+        assert_eq!(kinds, vec![0, b'Q', b'S']);
+    }
+
+    /// A peer that accepts and then says nothing: a read with nothing unanswered waits;
+    /// after a `Sync` it times out; an answer disarms it.
     #[tokio::test]
-    async fn silence_after_a_write_times_out() {
+    async fn silence_while_unanswered_times_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(s);
+            s.writable().await.unwrap();
+            s
         });
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let watch = Arc::new(Watch::default());
         let mut socket = Socket::tcp(stream, Duration::from_millis(200), watch.clone()).unwrap();
+        // The startup message is unanswered until a ReadyForQuery.
+        let peer_socket = peer.await.unwrap();
+        assert_eq!(write(&mut socket, &[0, 0, 0, 8, 0, 3, 0, 0]).await.unwrap(), 8);
+        peer_socket.try_write(READY).unwrap();
+        assert_eq!(read(&mut socket).await.unwrap(), READY.len());
         let idle = tokio::time::timeout(Duration::from_millis(400), read(&mut socket)).await;
         assert!(idle.is_err(), "an idle connection must not time out");
-        assert_eq!(write(&mut socket, b"ping").await.unwrap(), 4);
+        assert_eq!(write(&mut socket, SYNC).await.unwrap(), SYNC.len());
         let started = std::time::Instant::now();
         let err = read(&mut socket).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -194,11 +323,10 @@ mod tests {
         assert!(watch.struck.load(Ordering::Acquire));
         // During a bulk operation silence is no error.
         let bulk = Bulk::new(&watch);
-        assert_eq!(write(&mut socket, b"ping").await.unwrap(), 4);
         let waited = tokio::time::timeout(Duration::from_millis(600), read(&mut socket)).await;
         assert!(waited.is_err(), "a bulk operation's connection timed out");
         drop(bulk);
-        peer.abort();
+        drop(peer_socket);
     }
 
     #[tokio::test]
