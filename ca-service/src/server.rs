@@ -6,7 +6,7 @@
 //! CRL publisher (see `docs/0003`, `docs/0004`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Service;
 use actix_web::http::header;
@@ -17,8 +17,14 @@ use crate::config::ProfileKind;
 use crate::issuance::Pki;
 use crate::profile::Subject;
 
+pub mod limits;
+
 /// Largest request body any endpoint accepts unless it sets its own lower limit.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `/readyz` answers within this long: a storage or key store that does not answer in
+/// time is a reason not to be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Label of the HTTPS server key, kept in the TLS issuer CA's key store.
 pub const TLS_KEY_LABEL: &str = "tls-server";
@@ -130,9 +136,14 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
                 .app_data(state.clone())
                 .app_data(crls.clone())
                 .app_data(ocsp.clone())
+                .wrap_fn(limits::enforce)
                 .wrap_fn(request_span)
                 .configure(public_routes)
         })
+        .keep_alive(limits::KEEP_ALIVE)
+        .client_request_timeout(limits::REQUEST_HEAD_TIMEOUT)
+        .client_disconnect_timeout(limits::CLIENT_DISCONNECT_TIMEOUT)
+        .max_connections(limits::MAX_CONNECTIONS_PER_WORKER)
         .bind(http_addr)
         .map_err(|source| ServeError::Bind { addr: http_addr, source })?
         .run()
@@ -147,9 +158,16 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
                 .app_data(gate.clone())
                 .app_data(ocsp.clone())
                 .app_data(crl_publisher.clone())
+                .wrap_fn(limits::enforce)
                 .wrap_fn(request_span)
                 .configure(https_routes)
         })
+        .keep_alive(limits::KEEP_ALIVE)
+        .client_request_timeout(limits::REQUEST_HEAD_TIMEOUT)
+        .client_disconnect_timeout(limits::CLIENT_DISCONNECT_TIMEOUT)
+        .tls_handshake_timeout(limits::TLS_HANDSHAKE_TIMEOUT)
+        .max_connections(limits::MAX_CONNECTIONS_PER_WORKER)
+        .max_connection_rate(limits::MAX_TLS_HANDSHAKES_PER_WORKER)
         .on_connect(crate::est::capture_peer_certificate)
         .bind_rustls_0_23(https_addr, tls)
         .map_err(|source| ServeError::Bind { addr: https_addr, source })?
@@ -236,12 +254,23 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready when the database answers and every loaded issuing key's store answers.
+/// Ready when the database answers and every loaded issuing key's store answers,
+/// both within [`READY_TIMEOUT`]; else 503 with the reason.
 async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
+    match readiness(&pki).await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"ready": true})),
+        Err(reason) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": reason})),
+    }
+}
+
+async fn readiness(pki: &Pki) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let late = |what: &str| format!("{what}: no answer within {} s", READY_TIMEOUT.as_secs());
     let database: &dyn crate::store::Readiness = pki.store.as_ref();
-    if let Err(e) = database.ping().await {
-        return HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"ready": false, "reason": format!("storage: {e}")}));
+    match tokio::time::timeout_at(deadline, database.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("storage: {e}")),
+        Err(_) => return Err(late("storage")),
     }
     let stores: Vec<String> = pki
         .cas()
@@ -251,6 +280,7 @@ async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
         .into_iter()
         .collect();
     let keys = pki.keys.clone();
+    // A key store that hangs keeps its blocking thread; the answer does not wait for it.
     let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
         for s in stores {
             keys.get(&s)
@@ -260,14 +290,11 @@ async fn readyz(pki: web::Data<Pki>) -> HttpResponse {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
-    })
-    .await;
-    match checked {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"ready": true})),
-        Ok(Err(reason)) => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": reason}))
-        }
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reason": e.to_string()})),
+    });
+    match tokio::time::timeout_at(deadline, checked).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(late("key store")),
     }
 }
 

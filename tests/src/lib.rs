@@ -920,3 +920,195 @@ pub fn save_device_chain(dir: &Path, svc: &Service) -> Result<()> {
     std::fs::write(dir.join("chain.pem"), chain)?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------
+// A PostgreSQL cluster of the test's own (fault tests stop and freeze it)
+// ---------------------------------------------------------------------------------
+
+/// The directory of PostgreSQL's server programs (`PG_BIN` overrides the search):
+/// the newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
+pub fn pg_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server programs are required (apt-get install postgresql) or set PG_BIN")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| anyhow!("no /usr/lib/postgresql/*/bin with initdb and pg_ctl"))
+}
+
+fn id_of(args: &[&str]) -> Result<u32> {
+    let out = run_with_timeout(Command::new("id").args(args), COMMAND_TIMEOUT)?.ok()?;
+    out.stdout.trim().parse().with_context(|| format!("`id {}` printed {:?}", args.join(" "), out.stdout))
+}
+
+/// A PostgreSQL cluster in a temporary directory on a free port of 127.0.0.1, started
+/// with `initdb` + `pg_ctl` (as user `postgres` when the test runs as root, since
+/// initdb refuses root); never the shared server. Dropping it thaws, stops (immediate)
+/// and deletes it.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+    frozen: Vec<u32>,
+}
+
+impl PgCluster {
+    /// initdb (trust authentication, user `postgres`, fsync off) and start.
+    pub fn start() -> Result<Self> {
+        let bin = pg_bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("e2e-pg-").tempdir()?;
+        let as_postgres = id_of(&["-u"])? == 0;
+        if as_postgres {
+            let (uid, gid) = (id_of(&["-u", "postgres"])?, id_of(&["-g", "postgres"])?);
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .context("handing the cluster directory to postgres")?;
+        }
+        let mut cluster = Self { dir, bin, port: free_port()?, as_postgres, frozen: Vec::new() };
+        let data = cluster.data_dir();
+        cluster
+            .run(
+                "initdb",
+                &[
+                    "-D",
+                    path_str(&data)?,
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+            )?
+            .ok()?;
+        cluster.resume()?;
+        Ok(cluster)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<Output> {
+        let program = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        cmd.args(args).current_dir(self.dir.path());
+        run_with_timeout(&mut cmd, COMMAND_TIMEOUT)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres?sslmode=disable`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+    }
+
+    /// Starts the (stopped) cluster on its port and waits until it accepts connections.
+    pub fn resume(&mut self) -> Result<()> {
+        let (data, log, sockets) = (self.data_dir(), self.dir.path().join("postgres.log"), self.dir.path());
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=100",
+            self.port,
+            path_str(sockets)?
+        );
+        let out = self.run(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-l", path_str(&log)?, "-w", "-t", "30", "-o", &options, "start"],
+        )?;
+        if !out.success() {
+            bail!(
+                "pg_ctl start failed: {}\n--- log ---\n{}",
+                out.describe(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the cluster (`pg_ctl stop -m fast`: sessions are disconnected) and waits.
+    pub fn stop(&mut self) -> Result<()> {
+        self.run("pg_ctl", &["-D", path_str(&self.data_dir())?, "-m", "fast", "-w", "-t", "30", "stop"])?.ok()?;
+        Ok(())
+    }
+
+    /// The postmaster's pid (first line of `postmaster.pid`).
+    fn postmaster_pid(&self) -> Result<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).context("reading postmaster.pid")?;
+        text.lines().next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| anyhow!("bad postmaster.pid: {text:?}"))
+    }
+
+    /// The postmaster and every process it started (backends, checkpointer, …).
+    fn server_pids(&self) -> Result<Vec<u32>> {
+        let postmaster = self.postmaster_pid()?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc")?.filter_map(|e| e.ok()) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    fn signal(pids: &[u32], signal: &str) -> Result<()> {
+        let mut cmd = Command::new("kill");
+        cmd.arg(format!("-{signal}")).args(pids.iter().map(u32::to_string));
+        run_with_timeout(&mut cmd, COMMAND_TIMEOUT)?.ok()?;
+        Ok(())
+    }
+
+    /// SIGSTOP to the postmaster and all its processes: connections stay open, nothing
+    /// answers (a hung host, as the service sees it).
+    pub fn freeze(&mut self) -> Result<()> {
+        let pids = self.server_pids()?;
+        Self::signal(&pids, "STOP")?;
+        self.frozen = pids;
+        Ok(())
+    }
+
+    /// SIGCONT to what [`freeze`](Self::freeze) stopped.
+    pub fn thaw(&mut self) -> Result<()> {
+        if !self.frozen.is_empty() {
+            Self::signal(&self.frozen, "CONT")?;
+            self.frozen.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.thaw();
+        let stopped = path_str(&self.data_dir())
+            .ok()
+            .and_then(|data| self.run("pg_ctl", &["-D", data, "-m", "immediate", "-w", "-t", "10", "stop"]).ok())
+            .is_some_and(|o| o.success());
+        if !stopped {
+            // Only a postgres process of that pid (postmaster.pid may be stale).
+            if let Ok(pid) = self.postmaster_pid() {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "postgres" {
+                    let _ = Self::signal(&[pid], "KILL");
+                }
+            }
+        }
+    }
+}

@@ -419,8 +419,10 @@ impl CertificateStore for PostgresStore {
         audit: AuditEvent,
     ) -> Result<(u64, Vec<CertRecord>), StoreError> {
         let (column, value) = which.column_and_value();
-        let mut client = self.client().await?;
+        // A batch or a model may hold a fleet.
+        let (_bulk, mut client) = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        tx.batch_execute(BULK_TIMEOUT_SQL).await.map_err(pg_err)?;
         let head = lock_chain(&tx).await?;
         let stmt = tx
             .prepare_cached(&format!("UPDATE devices SET state = 'revoked', updated_at = $1 WHERE {column} = $2"))

@@ -8,6 +8,11 @@
 //!   audit-chain key, so instances extend one chain without gaps or forks
 //!   (DESIGN invariant 6), then reads the head, makes the change and appends the
 //!   audit entries.
+//! - Every wait is bounded (DESIGN invariant 8): TCP connect, opening a pooled
+//!   connection, waiting for one, a server-side `statement_timeout`, and a read
+//!   deadline on the socket itself (`deadline`) for a server that stops answering
+//!   altogether; all give `Unavailable` within a few seconds, and the pool replaces
+//!   broken connections by itself once the server is back.
 //! - `store_certificates` inserts a whole batch with one `INSERT … SELECT FROM UNNEST`
 //!   and `ON CONFLICT DO NOTHING RETURNING`, so a taken serial skips that item without
 //!   aborting the transaction.
@@ -15,6 +20,8 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -31,6 +38,7 @@ mod audit;
 mod cas;
 mod certificates;
 mod crls;
+mod deadline;
 mod registry;
 mod tokens;
 mod updates;
@@ -49,19 +57,46 @@ pub const AUDIT_CHAIN_LOCK_KEY: i64 = 0x706b_6961_7564_6974;
 /// Advisory lock key serializing schema migrations across instances. ASCII "pkimigr8".
 pub const MIGRATION_LOCK_KEY: i64 = 0x706b_696d_6967_7238;
 
-/// Default TCP connect timeout when the URL sets none (`connect_timeout=`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadlines on every wait for the database (DESIGN invariant 8): a stopped or frozen
+/// server turns into `Unavailable` (503) within a few seconds instead of callers
+/// queueing up, and the pool heals by itself once the server answers again.
+///
+/// TCP connect, when the URL sets no `connect_timeout=`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opening a pooled connection: TCP, startup and authentication.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checking a pooled connection before handing it out.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const POOL_SIZE: usize = 16;
 
 /// How long a caller waits for a pooled connection before `Unavailable`.
-const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Server-side `statement_timeout` of pooled connections: a statement that runs longer
+/// is cancelled by the server (SQLSTATE 57014).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Statements of a bulk operation (see `PostgresStore::bulk_client`).
+const BULK_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
+const BULK_TIMEOUT_SQL: &str = "SET LOCAL statement_timeout = 600000";
+const _: () = assert!(BULK_STATEMENT_TIMEOUT.as_millis() == 600_000);
+
+/// A pooled connection that has sent something and heard nothing back for this long is
+/// closed (its callers get `Unavailable`): a frozen server (SIGSTOP, a hung host, a
+/// silent network) enforces no `statement_timeout`. Longer than [`STATEMENT_TIMEOUT`],
+/// so a live server's own cancellation arrives first.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL implementation of [`Store`]. Cheap to clone (shared pool).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
     target: String,
+    /// Shared with every connection's socket (see `deadline`).
+    watch: Arc<deadline::Watch>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -73,7 +108,7 @@ impl fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (e.g. `postgres://user@127.0.0.1:5432/pki?sslmode=disable`,
     /// or the `key=value` form) and applies the migrations. An unreachable server
-    /// gives `Unavailable` within the connect timeout (default 5 s).
+    /// gives `Unavailable` within the connect timeout (default 3 s).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         // The parse error never echoes the URL (which may hold a password).
         let config = Config::from_str(url)
@@ -92,24 +127,46 @@ impl PostgresStore {
         // connection: plan it once too. PostgreSQL's default re-plans a statement
         // whose parameters are arrays (the batched reads and writes) on every call,
         // which cost more CPU than executing it (measured with perf under est-load).
-        let options = format!("{} -c plan_cache_mode=force_generic_plan", config.get_options().unwrap_or_default());
+        let options = format!(
+            "{} -c plan_cache_mode=force_generic_plan -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            STATEMENT_TIMEOUT.as_millis()
+        );
         config.options(options.trim_start());
 
-        let connect = ConnectOnRuntime(tokio::runtime::Handle::current());
+        let watch = Arc::new(deadline::Watch::default());
+        let connect = ConnectOnRuntime { runtime: tokio::runtime::Handle::current(), watch: watch.clone() };
         let manager = Manager::from_connect(config, connect, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT * 2))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CREATE_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Database(format!("building PostgreSQL pool: {e}")))?;
-        Ok(Self { pool, target })
+        Ok(Self { pool, target, watch })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.watch.struck.swap(false, Ordering::AcqRel) {
+            // A connection found the server silent: the idle ones most likely wait on
+            // the same server. Closing them makes the next callers open new
+            // connections (which fail within CREATE_TIMEOUT while it stays silent)
+            // instead of each finding out on its own after SILENCE_TIMEOUT.
+            let dropped = self.pool.retain(|_, _| false);
+            tracing::warn!(database = %self.target, closed = dropped.removed.len(), "PostgreSQL went silent; closed the idle connections");
+        }
         self.pool.get().await.map_err(|e| pool_err(&self.target, e))
+    }
+
+    /// A connection for a bulk operation (a whole import, a whole model revoked): its
+    /// statements may run up to [`BULK_STATEMENT_TIMEOUT`] (the caller sets it in its
+    /// transaction with [`BULK_TIMEOUT_SQL`]), and while it runs no connection of this
+    /// store is closed for silence.
+    async fn bulk_client(&self) -> Result<(deadline::Bulk, deadpool_postgres::Object), StoreError> {
+        let bulk = deadline::Bulk::new(&self.watch);
+        Ok((bulk, self.client().await?))
     }
 
     /// At most one record: `sql` as a cached statement on a pooled connection, its
@@ -145,7 +202,10 @@ impl PostgresStore {
 /// every later user of it waits until that (busy, single-threaded) worker gets round
 /// to its I/O. Measured: EST enrollments waited 2.2 ms on average for a one-row read,
 /// and 4.7 ms per group commit.
-struct ConnectOnRuntime(tokio::runtime::Handle);
+struct ConnectOnRuntime {
+    runtime: tokio::runtime::Handle,
+    watch: Arc<deadline::Watch>,
+}
 
 type Connecting<'a> = std::pin::Pin<
     Box<
@@ -160,13 +220,13 @@ impl deadpool_postgres::Connect for ConnectOnRuntime {
     fn connect(&self, config: &Config) -> Connecting<'_> {
         let config = config.clone();
         Box::pin(async move {
-            let opening = config.clone();
-            match self.0.spawn(async move { opening.connect(NoTls).await }).await {
-                Ok(Ok((client, connection))) => Ok((client, self.0.spawn(drive(connection)))),
+            let (opening, watch) = (config.clone(), self.watch.clone());
+            match self.runtime.spawn(async move { open(&opening, watch).await }).await {
+                Ok(Ok((client, connection))) => Ok((client, self.runtime.spawn(drive(connection)))),
                 Ok(Err(e)) => Err(e),
                 // That runtime is shutting down: connect on this one, as deadpool would.
                 Err(_) => {
-                    let (client, connection) = config.connect(NoTls).await?;
+                    let (client, connection) = open(&config, self.watch.clone()).await?;
                     Ok((client, tokio::spawn(drive(connection))))
                 }
             }
@@ -174,8 +234,55 @@ impl deadpool_postgres::Connect for ConnectOnRuntime {
     }
 }
 
+type PgConnection = tokio_postgres::Connection<deadline::Socket, tokio_postgres::tls::NoTlsStream>;
+
+/// Opens a connection over a [`deadline::Socket`]: `Config::connect`'s own socket has
+/// no read deadline. Tries the hosts in order (`hostaddr=` before `host=`), each with
+/// [`CONNECT_TIMEOUT`] (or the URL's `connect_timeout=`).
+async fn open(
+    config: &Config,
+    watch: Arc<deadline::Watch>,
+) -> Result<(tokio_postgres::Client, PgConnection), tokio_postgres::Error> {
+    let timeout = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no PostgreSQL host configured");
+    let count = config.get_hosts().len().max(config.get_hostaddrs().len());
+    for i in 0..count {
+        let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+        let attempt = async {
+            if let Some(ip) = config.get_hostaddrs().get(i) {
+                let stream = tokio::net::TcpStream::connect((*ip, port)).await?;
+                return deadline::Socket::tcp(stream, SILENCE_TIMEOUT, watch.clone());
+            }
+            match config.get_hosts().get(i) {
+                Some(Host::Tcp(name)) => {
+                    let stream = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
+                    deadline::Socket::tcp(stream, SILENCE_TIMEOUT, watch.clone())
+                }
+                #[cfg(unix)]
+                Some(Host::Unix(dir)) => {
+                    let stream = tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?;
+                    Ok(deadline::Socket::unix(stream, SILENCE_TIMEOUT, watch.clone()))
+                }
+                None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no PostgreSQL host configured")),
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(socket)) => return config.connect_raw(socket, NoTls).await,
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting timed out after {} s", timeout.as_secs()),
+                )
+            }
+        }
+    }
+    // tokio-postgres makes its errors itself: let it report the I/O error.
+    config.connect_raw(deadline::Socket::failed(last), NoTls).await
+}
+
 /// Runs a connection's I/O until it closes (deadpool aborts it when it drops the client).
-async fn drive(connection: tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>) {
+async fn drive(connection: PgConnection) {
     if let Err(e) = connection.await {
         tracing::warn!(error = %e, "PostgreSQL connection closed");
     }

@@ -17,8 +17,9 @@ impl RegistryStore for PostgresStore {
         let state: Vec<&str> = devices.iter().map(|d| d.state.as_str()).collect();
         let reprovision: Vec<bool> = devices.iter().map(|d| d.reprovision).collect();
 
-        let mut client = self.client().await?;
+        let (_bulk, mut client) = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        tx.batch_execute(BULK_TIMEOUT_SQL).await.map_err(pg_err)?;
         let head = lock_chain(&tx).await?;
         let stmt = tx
             .prepare_cached(
