@@ -429,12 +429,8 @@ fn split_list(s: &str) -> Vec<String> {
 /// Opens the store named by a URL: `sqlite:PATH` (or `sqlite://PATH`) or
 /// `postgres://…` / `postgresql://…`. Migrations are applied on open.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        let path = std::path::PathBuf::from(path);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
-        }
+    if let Some(path) = sqlite_path(url) {
+        // The store creates its directory (0700) and file (0600).
         let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(path))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
@@ -447,6 +443,11 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             redact_url(url)
         )))
     }
+}
+
+/// The database file of a `sqlite:PATH` (or `sqlite://PATH`) URL.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(std::path::PathBuf::from)
 }
 
 /// A URL with any password removed, for messages and logs.
