@@ -430,7 +430,9 @@ fn split_list(s: &str) -> Vec<String> {
 /// `postgres://…` / `postgresql://…`. Migrations are applied on open.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if let Some(path) = sqlite_path(url) {
-        // The store creates its directory (0700) and file (0600).
+        if let Some(dir) = path.parent() {
+            sqlite::create_private_dir(dir)?;
+        }
         let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(path))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;

@@ -11,16 +11,26 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::store::StoreError;
 
-/// Creates the database's directory (`0700`, with any missing parents) and the empty
-/// database file (`0600`) if they do not exist, whatever the umask. An existing
-/// database open to group or others is left as the operator made it, with a warning.
-pub(super) fn prepare(path: &Path) -> Result<(), StoreError> {
-    let unavailable = |what: &Path, e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", what.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| unavailable(dir, e))?;
-        }
+/// Creates a directory for the database (`0700`, with any missing parents) if it does
+/// not exist, whatever the umask.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
     }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// Creates the empty database file (`0600`) if it does not exist, whatever the umask
+/// (its directory must exist). An existing database open to group or others is left
+/// as the operator made it, with a warning.
+pub(super) fn prepare(path: &Path) -> Result<(), StoreError> {
+    let unavailable = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", what.display()))
+    };
     match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -130,12 +140,8 @@ impl ServeLock {
         let mut name = db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir)?;
         }
         let io = |e: std::io::Error| StoreError::Unavailable(format!("lock file {}: {e}", path.display()));
         let mut file = OpenOptions::new()
@@ -188,6 +194,7 @@ mod tests {
     fn database_files_and_directory_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("data").join("pki.db");
+        create_private_dir(db.parent().unwrap()).unwrap();
         let store = crate::store::sqlite::SqliteStore::open(&db).unwrap();
         assert_eq!(mode(db.parent().unwrap()), 0o700);
         assert_eq!(mode(&db), 0o600);

@@ -32,6 +32,7 @@ mod registry;
 mod tokens;
 mod updates;
 
+pub(crate) use self::files::create_private_dir;
 pub use self::files::ServeLock;
 
 // The audit-chain and certificate helpers other aggregates write with, in their transactions.
@@ -66,7 +67,7 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed: directory `0700`, file `0600`) the database file at
+    /// Opens (creating if needed, `0600`; its directory must exist) the database file at
     /// `path`, checks it (`PRAGMA quick_check`: a damaged file is refused with
     /// [`StoreError::Corrupt`]) and applies the embedded migrations. Blocking: call at
     /// startup or inside `spawn_blocking`. The path must be a file (not `:memory:`):
