@@ -25,7 +25,7 @@ pub mod software;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use secret::{SecretBytes, SecretSource};
+pub use secret::{check_secret_file, SecretBytes, SecretSource};
 
 /// Key types a CA or signer may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

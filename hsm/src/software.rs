@@ -658,10 +658,7 @@ fn derive_from_passphrase(
 /// that happens to end in `0x0a`.
 fn load_key_file(src: &SecretSource) -> Result<Zeroizing<[u8; KEK_LEN]>, HsmError> {
     let bytes: Zeroizing<Vec<u8>> = match src {
-        SecretSource::File(path) => Zeroizing::new(
-            fs::read(path)
-                .map_err(|e| HsmError::SecretUnavailable(format!("cannot read key file {}: {e}", path.display())))?,
-        ),
+        SecretSource::File(path) => Zeroizing::new(crate::secret::read_secret_file(path)?),
         SecretSource::Env(_) => src.load()?,
     };
     let mut key = Zeroizing::new([0u8; KEK_LEN]);
@@ -730,16 +727,31 @@ mod tests {
         let mut raw = [7u8; 32];
         raw[31] = b'\n';
         let p = dir.path().join("raw");
-        fs::write(&p, raw).unwrap();
+        write_secret(&p, &raw);
         assert_eq!(*load_key_file(&SecretSource::File(p)).unwrap(), raw);
 
         let p = dir.path().join("hex");
-        fs::write(&p, format!("{}\n", hex::encode([9u8; 32]))).unwrap();
+        write_secret(&p, format!("{}\n", hex::encode([9u8; 32])).as_bytes());
         assert_eq!(*load_key_file(&SecretSource::File(p)).unwrap(), [9u8; 32]);
 
         let p = dir.path().join("short");
-        fs::write(&p, [1u8; 31]).unwrap();
+        write_secret(&p, &[1u8; 31]);
         assert!(matches!(load_key_file(&SecretSource::File(p)), Err(HsmError::SecretUnavailable(_))));
+    }
+
+    fn write_secret(p: &Path, bytes: &[u8]) {
+        fs::write(p, bytes).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn key_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kek");
+        write_secret(&p, hex::encode([9u8; 32]).as_bytes());
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = load_key_file(&SecretSource::File(p)).unwrap_err().to_string();
+        assert!(err.contains("mode 0640"), "{err}");
     }
 
     fn write_pem(dir: &Path, name: &str, label: &str, der: &[u8]) -> PathBuf {

@@ -156,6 +156,8 @@ fn wrong_pin_is_reported_as_such() {
     let mut cfg = fx.config.clone();
     let bad = fx.dir().join("bad.pin");
     std::fs::write(&bad, "not-the-pin").unwrap();
+    std::fs::set_permissions(&bad, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     cfg.pin = SecretSource::File(bad);
     let err = Pkcs11KeyStore::open(&cfg).unwrap_err();
     assert!(matches!(err, HsmError::WrongPin), "{err:?}");

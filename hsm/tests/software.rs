@@ -21,17 +21,23 @@ const FAST_KDF: KdfParams = KdfParams { memory_kib: 256, iterations: 1, parallel
 
 const KEK_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
+/// Secret files must be the owner's only.
+fn write_secret(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn key_file_config(dir: &TempDir) -> SoftwareConfig {
     let kek = dir.path().join("kek");
     if !kek.exists() {
-        fs::write(&kek, format!("{KEK_HEX}\n")).unwrap();
+        write_secret(&kek, format!("{KEK_HEX}\n").as_bytes());
     }
     SoftwareConfig::new(dir.path().join("keys"), SoftwareSecret::KeyFile(SecretSource::File(kek)))
 }
 
 fn passphrase_config(dir: &TempDir, passphrase: &str) -> SoftwareConfig {
     let file = dir.path().join(format!("pass-{}", hex::encode(passphrase)));
-    fs::write(&file, format!("{passphrase}\n")).unwrap();
+    write_secret(&file, format!("{passphrase}\n").as_bytes());
     SoftwareConfig {
         dir: dir.path().join("keys"),
         secret: SoftwareSecret::Passphrase(SecretSource::File(file)),
@@ -117,7 +123,7 @@ fn wrong_key_file_is_detected_and_secret_kind_must_match() {
     let dir = TempDir::new().unwrap();
     drop(SoftwareKeyStore::open(&key_file_config(&dir)).unwrap());
     let other = dir.path().join("other-kek");
-    fs::write(&other, [0x42u8; 32]).unwrap();
+    write_secret(&other, &[0x42u8; 32]);
     let cfg = SoftwareConfig::new(dir.path().join("keys"), SoftwareSecret::KeyFile(SecretSource::File(other)));
     assert!(matches!(SoftwareKeyStore::open(&cfg), Err(HsmError::WrongPassphrase)));
 

@@ -22,8 +22,14 @@ pub(super) fn prepare_secret(config: &Config) -> anyhow::Result<()> {
         if path.exists() || dir.join("keystore.json").exists() {
             continue;
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            // The data directory: the owner's only, whatever the umask.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
         let secret = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
         write_private_file(path, secret.as_bytes())?;

@@ -44,6 +44,9 @@ pub(crate) struct Ctx {
     pub(crate) actor: String,
     /// No configuration file: the embedded evaluation defaults.
     pub(crate) evaluation: bool,
+    /// `serve` on SQLite: the lock that keeps a second server off the database, held
+    /// until the process ends.
+    pub(crate) serve_lock: Option<store::sqlite::ServeLock>,
 }
 
 impl Ctx {
@@ -59,12 +62,18 @@ impl Ctx {
         if evaluation && matches!(command, Command::Init | Command::Serve) {
             evaluation::prepare_secret(&config)?;
         }
+        config.check_secret_files()?;
+        // One server per SQLite database; other commands are short and need no lock.
+        let serve_lock = match store::sqlite_path(&config.storage.url) {
+            Some(db) if matches!(command, Command::Serve) => Some(store::sqlite::ServeLock::acquire(&db)?),
+            _ => None,
+        };
         let store = store::open(&config.storage.url)
             .await
             .with_context(|| format!("opening storage {}", store::redact_url(&config.storage.url)))?;
         let keys = Arc::new(KeyStores::new(&config));
         let actor = format!("cli:{}", os_user());
-        Ok(Self { config, store, keys, actor, evaluation })
+        Ok(Self { config, store, keys, actor, evaluation, serve_lock })
     }
 
     /// Loads the CA hierarchy for issuing and signing.

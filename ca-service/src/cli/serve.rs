@@ -9,7 +9,8 @@ use crate::hierarchy;
 use crate::issuance::Pki;
 
 pub(super) async fn run(ctx: Ctx) -> anyhow::Result<()> {
-    let Ctx { config, store, keys, evaluation, .. } = ctx;
+    // The SQLite lock is held until the server returns.
+    let Ctx { config, store, keys, evaluation, serve_lock: _serve_lock, .. } = ctx;
     if store.list_cas().await?.is_empty() {
         if !evaluation {
             return Err(hierarchy::HierarchyError::Missing.into());

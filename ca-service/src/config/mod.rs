@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 pub use enrollment::ra::{Approval, KeyType, ProfileKind};
 
 mod defaults;
+mod strict;
+
+pub use strict::NOT_CONFIG_VARS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,6 +32,7 @@ pub enum ConfigError {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the embedded defaults keep their files (database, keys, passphrase).
     pub data_dir: PathBuf,
@@ -54,6 +58,7 @@ pub struct Config {
 /// Update-signing certificates for the OTA pipeline: requested by a release manager,
 /// signed only after `approvals` distinct update approvers approve.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct UpdatesConfig {
     /// The update-signing profile requests are issued under.
     pub profile: String,
@@ -80,6 +85,7 @@ impl UpdatesConfig {
 
 /// CRL publishing on the public listener (`/crl/{ca}.crl`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct CrlConfig {
     /// nextUpdate − thisUpdate, seconds.
     pub validity_secs: u64,
@@ -107,6 +113,7 @@ fn one() -> u32 {
 
 /// EST (RFC 7030) on the HTTPS listener.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct EstConfig {
     /// Profile served at `/.well-known/est/` (a `device` kind profile).
     pub profile: String,
@@ -135,6 +142,7 @@ fn default_retry_window_secs() -> u64 {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Public plain-HTTP listener: health, CA certificates (and later CRL/OCSP).
     pub http: SocketAddr,
@@ -159,13 +167,14 @@ pub struct ServerConfig {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// `sqlite:PATH` (relative to the working directory) or `postgres://…`.
     pub url: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum KeyStoreConfig {
     /// Keys encrypted at rest under a passphrase (Argon2id) or a 32-byte key file.
     Software {
@@ -189,6 +198,7 @@ pub enum KeyStoreConfig {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct CaConfig {
     /// RFC 4514 style subject, e.g. `CN=Device Issuing CA,O=Example`.
     pub subject: String,
@@ -205,6 +215,7 @@ pub struct CaConfig {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     pub kind: ProfileKind,
     /// The CA that signs certificates of this profile.
@@ -240,40 +251,95 @@ impl ProfileConfig {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Dotted OID identifying the hardware model (HardwareModuleName.hwType).
     pub oid: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct IssuanceConfig {
     /// Most certificates committed in one storage transaction.
     pub max_batch: usize,
 }
 
+/// The prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "CA_";
+
 impl Config {
     /// Loads defaults ← `path` (if given; it must exist) ← `CA_…` environment.
+    /// Unknown keys in either are an error naming the key and the nearest known one.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::from_figment(Self::figment(path)?)
     }
 
     /// The layered sources, for callers (tests, tools) that add their own layer.
     pub fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        Self::figment_with_env(path, ENV_PREFIX)
+    }
+
+    fn figment_with_env(path: Option<&Path>, env_prefix: &str) -> Result<Figment, ConfigError> {
         if let Some(path) = path {
             if !path.exists() {
                 return Err(ConfigError::Missing(path.to_path_buf()));
             }
-            fig = fig.merge(Toml::file_exact(path));
         }
-        Ok(fig.merge(Env::prefixed("CA_").split("__")))
+        let layers = |fig: Figment| {
+            let fig = match path {
+                Some(path) => fig.merge(Toml::file_exact(path)),
+                None => fig,
+            };
+            // `CA_CONFIG` and `CA_LOG` share the prefix but are not configuration keys.
+            let not_keys: Vec<String> = NOT_CONFIG_VARS
+                .iter()
+                .filter_map(|v| v.strip_prefix(ENV_PREFIX))
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let not_keys: Vec<&str> = not_keys.iter().map(String::as_str).collect();
+            fig.merge(Env::prefixed(env_prefix).ignore(&not_keys).split("__"))
+        };
+        // figment merges maps key by key: a key store the file or environment gives
+        // another type must not inherit the default's fields of the other type (they
+        // would be unknown keys of its type).
+        let user = layers(Figment::new());
+        let mut defaults = Config::default();
+        defaults.key_stores.retain(|name, ks| {
+            let kind = user.find_value(&format!("key_stores.{name}.type")).ok().and_then(|v| v.into_string());
+            kind.is_none_or(|k| k == ks.kind())
+        });
+        Ok(layers(Figment::from(Serialized::defaults(defaults))))
     }
 
     /// Extracts and validates.
     pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
-        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Self::extract(fig, ENV_PREFIX)
+    }
+
+    fn extract(fig: Figment, env_prefix: &str) -> Result<Self, ConfigError> {
+        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(strict::describe(&fig, env_prefix, e)))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Refuses secret files (passphrase, key-encryption key, PIN, TLS private key) that
+    /// group or others may access, as ssh does with private keys. Only files that exist
+    /// are checked: an offline root token's PIN file may be absent while `serve` runs
+    /// (the key store reports a missing file when it is opened).
+    pub fn check_secret_files(&self) -> Result<(), ConfigError> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for (name, ks) in &self.key_stores {
+            if let Ok(SecretSource::File(path)) = ks.secret_source() {
+                files.push((format!("key store '{name}'"), path));
+            }
+        }
+        if let Some(key) = &self.server.tls_key_file {
+            files.push(("server.tls_key_file".into(), key.clone()));
+        }
+        for (what, path) in files.into_iter().filter(|(_, path)| path.exists()) {
+            hsm::check_secret_file(&path).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Cross-checks names so mistakes surface at start, not at first use.
@@ -421,6 +487,14 @@ impl Config {
 }
 
 impl KeyStoreConfig {
+    /// The `type` of the store as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyStoreConfig::Software { .. } => "software",
+            KeyStoreConfig::Pkcs11 { .. } => "pkcs11",
+        }
+    }
+
     /// Where a software store's secret comes from.
     pub fn secret_source(&self) -> Result<SecretSource, ConfigError> {
         let (env, file, what) = match self {
@@ -442,6 +516,7 @@ impl KeyStoreConfig {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]

@@ -433,11 +433,9 @@ fn split_list(s: &str) -> Vec<String> {
 /// Opens the store named by a URL: `sqlite:PATH` (or `sqlite://PATH`) or
 /// `postgres://…` / `postgresql://…`. Migrations are applied on open.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        let path = std::path::PathBuf::from(path);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    if let Some(path) = sqlite_path(url) {
+        if let Some(dir) = path.parent() {
+            sqlite::create_private_dir(dir)?;
         }
         let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(path))
             .await
@@ -451,6 +449,11 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             redact_url(url)
         )))
     }
+}
+
+/// The database file of a `sqlite:PATH` (or `sqlite://PATH`) URL.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(std::path::PathBuf::from)
 }
 
 /// A URL with any password removed, for messages and logs.

@@ -80,6 +80,8 @@ pub fn config_in(dir: &Path) -> Config {
     let key_file = dir.join("kek");
     if !key_file.exists() {
         std::fs::write(&key_file, hex::encode(rand::random::<[u8; 32]>())).unwrap();
+        // Secret files must be the owner's only.
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
     let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     c.storage.url = format!("sqlite:{}", dir.join("pki.db").display());

@@ -27,9 +27,13 @@ mod audit;
 mod cas;
 mod certificates;
 mod crls;
+mod files;
 mod registry;
 mod tokens;
 mod updates;
+
+pub(crate) use self::files::create_private_dir;
+pub use self::files::ServeLock;
 
 // The audit-chain and certificate helpers other aggregates write with, in their transactions.
 use self::{audit::*, certificates::*};
@@ -63,14 +67,23 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and applies the
-    /// embedded migrations. Blocking: call at startup or inside `spawn_blocking`.
-    /// The path must be a file (not `:memory:`): readers use their own connections.
+    /// Opens (creating if needed, `0600`; its directory must exist) the database file at
+    /// `path`, checks it (`PRAGMA quick_check`: a damaged file is refused with
+    /// [`StoreError::Corrupt`]) and applies the embedded migrations. Blocking: call at
+    /// startup or inside `spawn_blocking`. The path must be a file (not `:memory:`):
+    /// readers use their own connections.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        files::prepare(&path)?;
         let mut writer = Connection::open(&path).map_err(|e| open_err(&path, e))?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db_err)?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| {
+            if files::is_corruption(&e) {
+                files::corrupt(&path, e)
+            } else {
+                db_err(e)
+            }
+        })?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Database(format!(
                 "cannot enable WAL journal on {} (journal mode is '{mode}')",
@@ -78,6 +91,7 @@ impl SqliteStore {
             )));
         }
         writer.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(db_err)?;
+        files::quick_check(&writer, &path)?;
         embedded::migrations::runner()
             .run(&mut writer)
             .map_err(|e| StoreError::Database(format!("applying SQLite migrations to {}: {e}", path.display())))?;
@@ -165,6 +179,10 @@ fn open_err(path: &Path, e: rusqlite::Error) -> StoreError {
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
+    if files::is_corruption(&e) {
+        // Not a request's fault, and no request can succeed: 503, as for an outage.
+        return StoreError::Unavailable(format!("the SQLite database is damaged: {e}"));
+    }
     match &e {
         rusqlite::Error::SqliteFailure(err, _)
             if matches!(err.code, ErrorCode::CannotOpen | ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
@@ -207,7 +225,10 @@ fn query_all<T>(
 
 #[async_trait]
 impl Readiness for SqliteStore {
+    /// A fresh connection reads the schema and each table's first and last row
+    /// (`files::probe`): a damaged database is not ready.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)).await
+        let path = self.inner.path.clone();
+        blocking(move || files::probe(&path)).await
     }
 }
