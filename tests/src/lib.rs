@@ -908,6 +908,19 @@ pub fn curl_reply(dir: &Path, args: &[&str]) -> Result<HttpReply> {
     Ok(HttpReply { status, headers, body, curl: out })
 }
 
+/// A provisioning station's EST `simpleenroll` on `port`, as the factory's client does
+/// it: curl with `station.pem`/`station.key`, trusting `root.pem` (all in `dir`), posting
+/// the base64 PKCS#10 in `dir/body_file`; `extra` goes before the URL (e.g. a deadline).
+pub fn station_enroll(dir: &Path, port: u16, body_file: &str, extra: &[&str]) -> Result<HttpReply> {
+    let url = format!("https://127.0.0.1:{port}/.well-known/est/simpleenroll");
+    let data = format!("@{body_file}");
+    let mut args = vec!["--cacert", "root.pem", "--cert", "station.pem", "--key", "station.key"];
+    args.extend_from_slice(&["-H", "Content-Type: application/pkcs10", "--data-binary", &data]);
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl_reply(dir, &args)
+}
+
 /// Saves the identity root and the Device Issuing CA as served by `svc` into `dir`:
 /// `root.pem`, `device-ca.pem`, and both in `chain.pem` (what openssl's `-CAfile` takes).
 pub fn save_device_chain(dir: &Path, svc: &Service) -> Result<()> {

@@ -17,7 +17,7 @@ use anyhow::{ensure, Context, Result};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use der::{Decode, Encode};
-use e2e_tests::{curl, curl_reply, make_csr, Cli, Service, TestDb, P256};
+use e2e_tests::{curl, make_csr, station_enroll, Cli, Service, TestDb, P256};
 
 const ROUNDS: usize = 5;
 const CLIENTS: usize = 4;
@@ -52,26 +52,7 @@ enum Outcome {
 
 /// One enrollment: device `index`'s CSR (`d<index>.b64`) to simpleenroll.
 fn enroll(dir: &Path, port: u16, index: usize) -> Result<Outcome> {
-    let url = format!("https://127.0.0.1:{port}/.well-known/est/simpleenroll");
-    let data = format!("@d{index}.b64");
-    let reply = curl_reply(
-        dir,
-        &[
-            "--max-time",
-            "5",
-            "--cacert",
-            "root.pem",
-            "--cert",
-            "station.pem",
-            "--key",
-            "station.key",
-            "-H",
-            "Content-Type: application/pkcs10",
-            "--data-binary",
-            &data,
-            &url,
-        ],
-    )?;
+    let reply = station_enroll(dir, port, &format!("d{index}.b64"), &["--max-time", "5"])?;
     match reply.status {
         200 => Ok(Outcome::Received(certificate_of(&reply.body)?)),
         0 => Ok(Outcome::Lost),
