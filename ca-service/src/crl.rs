@@ -228,7 +228,7 @@ fn instance_name() -> String {
 /// start of `serve`: CRLs exist before the first request). Does nothing if another
 /// instance holds the lock. Returns how many CRLs it published.
 pub async fn publish_due(pki: &Pki) -> Result<usize, CrlServeError> {
-    let crls: &dyn CrlStore = pki.store.as_ref();
+    let crls: &dyn crate::store::JobStore = pki.store.as_ref();
     let Some(_lock) = crls.try_job_lock(JOB).await.map_err(|e| CrlServeError::Internal(e.to_string()))? else {
         return Ok(0);
     };
@@ -379,7 +379,7 @@ impl CrlPublisher {
             }
         }
         if lease.is_none() {
-            let crls: &dyn CrlStore = pki.store.as_ref();
+            let crls: &dyn crate::store::JobStore = pki.store.as_ref();
             *lease = crls.try_job_lock(JOB).await.map_err(|e| CrlServeError::Internal(e.to_string()))?;
             if lease.is_some() {
                 tracing::info!("this instance runs the CRL job");

@@ -29,6 +29,7 @@ pub mod revoke;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod transparency;
 pub mod updates;
 
 /// Installs the tracing subscriber (stderr; `text` or `json`), once. `CA_LOG`

@@ -43,6 +43,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("OCSP responder: {0}")]
     Ocsp(String),
+    #[error("transparency log: {0}")]
+    Log(String),
     #[error(transparent)]
     CredentialKey(#[from] crate::credentials::KeyError),
 }
@@ -123,6 +125,17 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     }
     let crl_publisher = web::Data::new(crate::crl::CrlPublisher::default());
     crl_publisher.clone().into_inner().spawn(pki.clone());
+    // A log from before the tree (or a new one) gets its key now; one that signed
+    // checkpoints must still have it.
+    crate::transparency::ensure_key(&pki.config, pki.store.as_ref(), &pki.keys, "system:serve")
+        .await
+        .map_err(|e| ServeError::Log(e.to_string()))?;
+    let log = crate::transparency::TransparencyLog::open(&pki.config, pki.store.clone(), &pki.keys)
+        .await
+        .map_err(|e| ServeError::Log(e.to_string()))?;
+    tracing::info!(origin = log.origin(), verifier_key = log.verifier_key(), "serving the transparency log");
+    crate::transparency::job::spawn(log.clone());
+    let log = web::Data::new(log);
     let (http_addr, https_addr) = (pki.config.server.http, pki.config.server.https);
     let gate = web::Data::new(crate::abuse::Gate::new(key, pki.store.clone()));
     gate.spawn_flush();
@@ -131,11 +144,13 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
 
     let public = {
         let (state, crls, ocsp) = (state.clone(), web::Data::new(crate::crl::CrlCache::default()), ocsp.clone());
+        let log = log.clone();
         HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(crls.clone())
                 .app_data(ocsp.clone())
+                .app_data(log.clone())
                 .wrap_fn(limits::enforce)
                 .wrap_fn(request_span)
                 .configure(public_routes)
@@ -151,9 +166,11 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let private = {
         let (state, est, ocsp, gate) = (state.clone(), est.clone(), ocsp.clone(), gate.clone());
         let crl_publisher = crl_publisher.clone();
+        let log = log.clone();
         HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(log.clone())
                 .app_data(est.clone())
                 .app_data(gate.clone())
                 .app_data(ocsp.clone())
@@ -203,6 +220,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/ca/{file}", web::get().to(ca_certificate))
         .route("/update-trust/bundle.pem", web::get().to(update_trust_bundle))
         .route("/crl/{path:.*}", web::get().to(crate::crl::serve_crl))
+        .configure(|c| crate::transparency::serve::routes(c, crate::transparency::serve::Listener::Public))
         // A scope, not a `{request:.*}` pattern: with actix-web's default features off the
         // router matches patterns with regex-lite, a quarter of the GET path's CPU.
         .service(
@@ -214,7 +232,10 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
 
 /// Routes of the HTTPS listener.
 pub fn https_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).configure(crate::est::routes).configure(crate::admin::routes);
+    cfg.route("/healthz", web::get().to(healthz))
+        .configure(crate::est::routes)
+        .configure(crate::admin::routes)
+        .configure(|c| crate::transparency::serve::routes(c, crate::transparency::serve::Listener::Https));
 }
 
 /// A span per request with a request id, echoed in `x-request-id`.

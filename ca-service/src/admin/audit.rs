@@ -26,8 +26,7 @@ fn entry_json(e: &AuditEntry) -> serde_json::Value {
         "target": e.event.target,
         "outcome": e.event.outcome,
         "details": details,
-        "prev_hash": hex::encode(e.prev_hash),
-        "hash": hex::encode(e.hash),
+        "leaf_hash": e.leaf_hash.map(hex::encode),
     })
 }
 

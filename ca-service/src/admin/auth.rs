@@ -34,6 +34,10 @@ pub enum Operation {
     ReadCertificate,
     ListDeviceCertificates,
     ReadAudit,
+    /// Entry bundles of the transparency log (`/log/tile/entries/…`), when they are not
+    /// public. Not audited when it succeeds: the log is what it reads, and a monitor
+    /// fetching it must not grow it.
+    ReadLogEntries,
     SubmitUpdateRequest,
     ApproveUpdateRequest,
     RejectUpdateRequest,
@@ -50,6 +54,7 @@ impl Operation {
             Operation::ReadCertificate => "api.certificate.read",
             Operation::ListDeviceCertificates => "api.device.certificates",
             Operation::ReadAudit => "api.audit.read",
+            Operation::ReadLogEntries => "log.entries.read",
             Operation::SubmitUpdateRequest => "update-request.submit",
             Operation::ApproveUpdateRequest => "update-request.approve",
             Operation::RejectUpdateRequest => "update-request.reject",
@@ -77,6 +82,7 @@ impl Operation {
             Operation::ReadCertificate => "read certificates",
             Operation::ListDeviceCertificates => "list a device's certificates",
             Operation::ReadAudit => "read the audit log",
+            Operation::ReadLogEntries => "read the transparency log's entries",
             Operation::SubmitUpdateRequest => "request update-signing certificates",
             Operation::ApproveUpdateRequest => "approve update-signing requests",
             Operation::RejectUpdateRequest => "reject update-signing requests",
@@ -91,7 +97,7 @@ pub fn allowed(op: Operation) -> &'static [Role] {
     match op {
         Operation::RevokeCertificate | Operation::RevokeDevice => &[Role::Admin, Role::Operator],
         Operation::ReadCertificate | Operation::ListDeviceCertificates => &[Role::Admin, Role::Operator, Role::Auditor],
-        Operation::ReadAudit => &[Role::Admin, Role::Auditor],
+        Operation::ReadAudit | Operation::ReadLogEntries => &[Role::Admin, Role::Auditor],
         // The two-person rule needs designated people: not even admin submits or approves.
         Operation::SubmitUpdateRequest => &[Role::ReleaseManager],
         Operation::ApproveUpdateRequest | Operation::RejectUpdateRequest => &[Role::UpdateApprover],

@@ -158,7 +158,7 @@ pub fn openapi_document() -> serde_json::Value {
                     "entries": { "type": "array", "items": { "type": "object", "properties": {
                         "seq": { "type": "integer" }, "time_us": { "type": "integer" }, "actor": { "type": "string" },
                         "action": { "type": "string" }, "target": { "type": "string" }, "outcome": { "type": "string" },
-                        "details": {}, "prev_hash": { "type": "string" }, "hash": { "type": "string" } } } } } }
+                        "details": {}, "leaf_hash": { "type": "string" } } } } } }
             }
         }
     })

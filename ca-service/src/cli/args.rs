@@ -94,6 +94,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The transparency log the audit trail is kept in.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// CA commands.
     Ca {
         #[command(subcommand)]
@@ -280,8 +285,45 @@ pub enum TokensCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain and name the first broken entry.
-    Verify,
+    /// Check the audit log: every entry against its leaf hash, the tree against every
+    /// checkpoint signed for it (and `--checkpoint`), every record against its entry.
+    /// Names the first bad entry.
+    Verify {
+        /// A signed checkpoint kept outside the database (`GET /log/checkpoint`, or a
+        /// monitor's state file): the log must extend it.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Print the audit log's verifier key (`name+keyid+key`), what monitors and
+    /// devices are configured with.
+    Key,
+    /// Sign a checkpoint for the log as it is now (if it grew) and print it.
+    Checkpoint,
+    /// Follow a log from anywhere, with no database: verify the newest checkpoint's
+    /// signature, fetch the new entries and tiles, recompute the root, prove the log
+    /// extends the checkpoint saved in STATE, then save the new one. A rewrite,
+    /// truncation or fork exits non-zero and names the first bad entry.
+    Monitor {
+        /// Where the log is served, e.g. `http://pki.example.com:8080/log`.
+        #[arg(long)]
+        url: String,
+        /// The log's verifier key (`ca-service log key`).
+        #[arg(long)]
+        key: String,
+        /// The monitor's state (created on the first run).
+        #[arg(long)]
+        state: PathBuf,
+        /// An API token (auditor role) for entry bundles that are not public.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// CA certificate(s), PEM, to verify an HTTPS URL's server with.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

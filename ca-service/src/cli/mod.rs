@@ -14,6 +14,7 @@ mod est;
 mod evaluation;
 mod init;
 mod issue;
+mod log;
 mod operators;
 mod ota;
 mod revoke;
@@ -84,6 +85,10 @@ impl Ctx {
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The monitor runs anywhere: no configuration, no database, no keys.
+    if let Command::Log { command: LogCommand::Monitor { url, key, state, token_file, ca_file } } = &cli.command {
+        return log::monitor(url, key, state, token_file.as_deref(), ca_file.as_deref()).await;
+    }
     let ctx = Ctx::open(cli.config.as_deref(), &cli.command).await?;
     match cli.command {
         Command::Init => init::run(ctx).await,
@@ -97,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crl { ca, days, out, pem } => crl::run(ctx, &ca, days, out.as_deref(), pem).await,
         Command::Ota { command } => ota::run(ctx, command).await,
         Command::Audit { command } => audit::run(ctx, command).await,
+        Command::Log { command } => log::run(ctx, command).await,
         Command::Ca { command } => ca::run(ctx, command).await,
         Command::Devices { command } => devices::run(ctx, command).await,
         Command::Stations { command } => stations::run(ctx, command).await,

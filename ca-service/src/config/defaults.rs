@@ -135,6 +135,14 @@ impl Default for Config {
                 policy_arc: "1.3.6.1.4.1.59999.3".into(),
                 classes: BTreeMap::from([("generic".to_string(), 1)]),
             },
+            log: LogConfig {
+                origin: None,
+                key_store: "default".into(),
+                key_label: "audit-log".into(),
+                algorithm: KeyAlgorithm::Ed25519,
+                checkpoint_interval_ms: 1000,
+                public_entries: false,
+            },
             est: EstConfig {
                 profile: "device".into(),
                 labels: BTreeMap::new(),

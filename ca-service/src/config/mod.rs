@@ -53,6 +53,40 @@ pub struct Config {
     pub est: EstConfig,
     pub crl: CrlConfig,
     pub updates: UpdatesConfig,
+    pub log: LogConfig,
+}
+
+/// The transparency log the audit trail is kept in (see `crate::transparency`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// The log's name in its checkpoints and verifier key (C2SP origin), a schema-less
+    /// URL such as `pki.example.com/audit-log`; by default the host of
+    /// `public_base_url` followed by `/audit-log`. Monitors pin it: never change it.
+    pub origin: Option<String>,
+    /// The key store that holds the audit log key (the HSM in production).
+    pub key_store: String,
+    pub key_label: String,
+    /// `ed25519` (signed-note type 0x01, what public logs must use) or `ecdsa-p256` (0x02).
+    pub algorithm: KeyAlgorithm,
+    /// How often the checkpoint job looks for new entries and signs, milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// Whether the entry bundles (`/log/tile/entries/…`) are public; they name devices,
+    /// so by default only the `auditor` role and above may read them. The checkpoint
+    /// and the hash tiles are always public.
+    pub public_entries: bool,
+}
+
+impl Config {
+    /// The transparency log's origin: configured, or derived from `public_base_url`.
+    pub fn log_origin(&self) -> String {
+        if let Some(origin) = &self.log.origin {
+            return origin.clone();
+        }
+        let host = self.public_base_url.split_once("://").map_or(self.public_base_url.as_str(), |(_, rest)| rest);
+        let host = host.split('/').next().unwrap_or("localhost");
+        format!("{host}/audit-log")
+    }
 }
 
 /// Update-signing certificates for the OTA pipeline: requested by a release manager,
@@ -407,6 +441,19 @@ impl Config {
             }
         }
         self.validate_updates()?;
+        if !self.key_stores.contains_key(&self.log.key_store) {
+            return bad(format!("log.key_store names unknown key store '{}'", self.log.key_store));
+        }
+        if !matches!(self.log.algorithm, KeyAlgorithm::Ed25519 | KeyAlgorithm::EcdsaP256) {
+            return bad(format!("log.algorithm must be ed25519 or ecdsa-p256, not {}", self.log.algorithm));
+        }
+        let origin = self.log_origin();
+        if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+') {
+            return bad(format!("log.origin '{origin}' must be non-empty, without spaces or '+'"));
+        }
+        if !(100..=3_600_000).contains(&self.log.checkpoint_interval_ms) {
+            return bad("log.checkpoint_interval_ms must be 100..=3600000".into());
+        }
         let base_every = self.crl.base_regenerate_secs.unwrap_or(self.crl.regenerate_secs);
         if self.crl.validity_secs == 0 || self.crl.regenerate_secs.max(base_every) >= self.crl.validity_secs {
             return bad("crl.validity_secs must be larger than crl.regenerate_secs and crl.base_regenerate_secs".into());

@@ -257,10 +257,8 @@ pub trait AuditStore: Send + Sync {
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
-/// Published CRLs, their numbers and the publishing job's lock: all the CRL
-/// publisher and the CRL server need besides [`RevocationReader`]. The job lock
-/// lives here because the CRL publisher is the only scheduled job that takes one;
-/// a second job would move it to a trait of its own.
+/// Published CRLs and their numbers: all the CRL publisher and the CRL server need
+/// besides [`RevocationReader`].
 #[async_trait]
 pub trait CrlStore: Send + Sync {
     /// Stores newly signed CRLs, replacing older ones of the same CA and name; a
@@ -270,11 +268,44 @@ pub trait CrlStore: Send + Sync {
     /// Number and times of the published CRL, without reading its bytes (a CRL of a
     /// million entries is 46 MB; the publisher and the servers ask every second).
     async fn published_crl_head(&self, ca: &str, name: &str) -> Result<Option<CrlHead>, StoreError>;
+    /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
+}
+
+/// The locks that make a scheduled job run on one instance at a time (the CRL
+/// publisher, the checkpoint signer).
+#[async_trait]
+pub trait JobStore: Send + Sync {
     /// Takes the lock of a scheduled job, or `None` if another instance holds it.
     /// Held until the returned value is dropped.
     async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError>;
-    /// The next cRLNumber for an issuer (1, 2, 3, …), incremented in the database.
-    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
+}
+
+/// The transparency log's tree and checkpoints (its leaves are the audit entries,
+/// written by every audited transaction; see [`crate::transparency`]).
+///
+/// Hashes are addressed as tiles are (C2SP tlog-tiles): tile level 0 holds the leaf
+/// hashes, stored with the entries; tile level `L ≥ 1` holds the hashes of the complete
+/// subtrees at tree level `8L`, written by the checkpoint job.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// The number of entries: the tree's size.
+    async fn log_size(&self) -> Result<u64, StoreError>;
+    /// The stored hashes at tile level `level` with indexes in `start..end`, in order;
+    /// fewer if not all are stored. A leaf without a stored hash ends the read.
+    async fn log_hashes(&self, level: u8, start: u64, end: u64) -> Result<Vec<tlog::Hash>, StoreError>;
+    /// Stores the hashes at tile level `level ≥ 1` from index `start` on (those
+    /// already stored are kept: they are derived from the leaves, so equal).
+    async fn put_log_nodes(&self, level: u8, start: u64, hashes: &[tlog::Hash]) -> Result<(), StoreError>;
+    /// Fills in leaf hashes of entries that have none (written before the tree).
+    async fn fill_leaf_hashes(&self, leaves: &[(i64, tlog::Hash)]) -> Result<(), StoreError>;
+    /// The signed checkpoint with the largest size.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Up to `limit` checkpoints with `size > after_size`, smallest first.
+    async fn checkpoints(&self, after_size: u64, limit: i64) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// Records a signed checkpoint unless one of this size or larger exists (sizes
+    /// only grow); `true` if it was recorded.
+    async fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<bool, StoreError>;
 }
 
 /// Requests for update-signing certificates and their approvals (the two-person
@@ -332,6 +363,8 @@ pub trait Store:
     + RegistryStore
     + AuditStore
     + CrlStore
+    + JobStore
+    + LogStore
     + UpdateRequestStore
     + TokenStore
     + Send
@@ -347,6 +380,8 @@ impl<T> Store for T where
         + RegistryStore
         + AuditStore
         + CrlStore
+        + JobStore
+        + LogStore
         + UpdateRequestStore
         + TokenStore
         + Send

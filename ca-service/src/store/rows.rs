@@ -147,12 +147,11 @@ pub(crate) fn token_at(row: &impl Columns, at: usize) -> Result<ApiToken, StoreE
     })
 }
 
-pub(crate) const AUDIT_COLUMNS: &str = "seq, time_us, actor, action, target, outcome, details, prev_hash, hash";
+pub(crate) const AUDIT_COLUMNS: &str = "seq, time_us, actor, action, target, outcome, details, leaf_hash";
 
 pub(crate) fn entry_at(row: &impl Columns, at: usize) -> Result<AuditEntry, StoreError> {
     let seq: i64 = row.get(at)?;
-    let prev_hash: String = row.get(at + 7)?;
-    let hash: String = row.get(at + 8)?;
+    let leaf: Option<Vec<u8>> = row.get(at + 7)?;
     Ok(AuditEntry {
         seq,
         time_us: row.get(at + 1)?,
@@ -163,8 +162,7 @@ pub(crate) fn entry_at(row: &impl Columns, at: usize) -> Result<AuditEntry, Stor
             outcome: row.get(at + 5)?,
             details: row.get(at + 6)?,
         },
-        prev_hash: hash_from_hex(seq, &prev_hash)?,
-        hash: hash_from_hex(seq, &hash)?,
+        leaf_hash: leaf.map(|h| hash_from_bytes(&format!("audit entry {seq}"), &h)).transpose()?,
     })
 }
 
@@ -196,11 +194,38 @@ pub(crate) fn crl_head_at(row: &impl Columns, at: usize) -> Result<CrlHead, Stor
 }
 
 /// A stored audit hash (hex) → its 32 octets.
-pub(crate) fn hash_from_hex(seq: i64, s: &str) -> Result<[u8; 32], StoreError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out)
-        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: bad hash '{s}': {e}")))?;
+pub(crate) const CHECKPOINT_COLUMNS: &str = "size, root, note, signed_at";
+
+pub(crate) fn checkpoint_from_row(row: &impl Columns) -> Result<StoredCheckpoint, StoreError> {
+    let size: i64 = row.get(0)?;
+    let root: Vec<u8> = row.get(1)?;
+    Ok(StoredCheckpoint {
+        size: u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("checkpoint size {size}")))?,
+        root: hash_from_bytes(&format!("checkpoint {size}"), &root)?,
+        note: row.get(2)?,
+        signed_at: row.get(3)?,
+    })
+}
+
+/// Hashes read for tile level `level` as (index, hash) rows from index `start` on:
+/// stops at the first gap (a deleted entry) or row without a hash (a leaf from
+/// before the tree, not yet filled in), so a shorter answer is never a shifted one.
+pub(crate) fn stored_hashes(
+    level: u8,
+    start: i64,
+    rows: Vec<(i64, Option<Vec<u8>>)>,
+) -> Result<Vec<tlog::Hash>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (expected, (i, row)) in (start..).zip(rows) {
+        let (true, Some(bytes)) = (i == expected, row) else { break };
+        out.push(hash_from_bytes(&format!("tree hash {level}/{i}"), &bytes)?);
+    }
     Ok(out)
+}
+
+/// A stored 32-byte hash; `what` names the row in the error.
+pub(crate) fn hash_from_bytes(what: &str, bytes: &[u8]) -> Result<tlog::Hash, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what}: stored hash is {} bytes, not 32", bytes.len())))
 }
 
 /// The `*_from_row` forms: a record from a row that holds only its columns.

@@ -168,6 +168,17 @@ pub struct CrlHead {
     pub next_update: i64,
 }
 
+/// A signed checkpoint as stored: the tree size and root it commits to, and the
+/// signed note (C2SP tlog-checkpoint) as served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: tlog::Hash,
+    pub note: String,
+    /// Unix seconds.
+    pub signed_at: i64,
+}
+
 /// What holds a scheduled-job lock (for PostgreSQL, the connection whose session
 /// took the advisory lock).
 #[async_trait::async_trait]

@@ -11,7 +11,7 @@ impl CaStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let now = now_us();
         let mut events = Vec::with_capacity(cas.len() + certificates.len());
         // created_at orders list_cas: strictly increasing (the chain lock serializes writers).
@@ -73,7 +73,7 @@ impl CaStore for PostgresStore {
             }
             events.push(item.audit.clone());
         }
-        append_chain(&tx, head, events).await?;
+        append_log(&tx, head, events).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -86,7 +86,7 @@ impl CaStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached("UPDATE cas SET cert_der = $1, parent = $2, updated_at = $3 WHERE name = $4")
             .await
@@ -95,7 +95,7 @@ impl CaStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("CA '{name}'")));
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 

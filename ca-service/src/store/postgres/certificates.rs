@@ -355,7 +355,7 @@ impl CertificateStore for PostgresStore {
             .filter(|(_, o)| **o == IssuanceOutcome::Stored)
             .map(|(i, _)| i.audit.clone())
             .collect();
-        let entries = audit::chain(head, now_us(), events);
+        let entries = audit::entries_after(head, now_us(), events);
         // If the insert fails, the transaction is aborted and COMMIT rolls it back.
         let (audited, committed) = tokio::join!(insert_audit(&*tx, &audit, &entries), tx.commit());
         audited?;
@@ -375,7 +375,7 @@ impl CertificateStore for PostgresStore {
         let serial_hex = hex::encode(serial);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(&format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE issuer = $1 AND serial_hex = $2 FOR UPDATE"
@@ -401,7 +401,7 @@ impl CertificateStore for PostgresStore {
             .await
             .map_err(pg_err)?;
         tx.execute(&stmt, &[&revoked_at, &i32::from(reason.code()), &issuer, &serial_hex]).await.map_err(pg_err)?;
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(CertRecord {
             status: CertStatus::Revoked,
@@ -423,7 +423,7 @@ impl CertificateStore for PostgresStore {
         let (_bulk, mut client) = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         tx.batch_execute(BULK_TIMEOUT_SQL).await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(&format!("UPDATE devices SET state = 'revoked', updated_at = $1 WHERE {column} = $2"))
             .await
@@ -447,7 +447,7 @@ impl CertificateStore for PostgresStore {
             .iter()
             .map(cert_from_row)
             .collect::<Result<_, _>>()?;
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok((n, revoked))
     }

@@ -7,7 +7,7 @@ impl CrlStore for PostgresStore {
     async fn publish_crls(&self, crls: &[PublishedCrl], audit: AuditEvent) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO published_crls (ca, name, crl_number, base_number, this_update, next_update, der) \
@@ -30,7 +30,7 @@ impl CrlStore for PostgresStore {
                 .await
                 .map_err(pg_err)?;
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -52,6 +52,22 @@ impl CrlStore for PostgresStore {
         .await
     }
 
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO crl_numbers (issuer, number) VALUES ($1, 1) \
+                 ON CONFLICT (issuer) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n: i64 = client.query_one(&stmt, &[&issuer]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
     async fn try_job_lock(&self, job: &str) -> Result<Option<JobLock>, StoreError> {
         // A session-level advisory lock on a connection taken out of the pool: when
         // the lock is dropped the connection closes, and the server releases the lock
@@ -64,19 +80,6 @@ impl CrlStore for PostgresStore {
             .try_get(0)
             .map_err(pg_err)?;
         Ok(held.then(|| JobLock::holding(SessionLock(client))))
-    }
-
-    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO crl_numbers (issuer, number) VALUES ($1, 1) \
-                 ON CONFLICT (issuer) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
-            )
-            .await
-            .map_err(pg_err)?;
-        let n: i64 = client.query_one(&stmt, &[&issuer]).await.map_err(pg_err)?.try_get(0).map_err(pg_err)?;
-        u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
     }
 }
 

@@ -30,7 +30,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, NoTls, Row};
 
-use crate::audit::{AuditEntry, AuditEvent, GENESIS_HASH};
+use crate::audit::{AuditEntry, AuditEvent};
 use crate::store::rows::*;
 use crate::store::*;
 

@@ -20,7 +20,7 @@ impl RegistryStore for PostgresStore {
         let (_bulk, mut client) = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         tx.batch_execute(BULK_TIMEOUT_SQL).await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO devices (device_id, model, class, batch, hardware_serial, state, reprovision, \
@@ -47,7 +47,7 @@ impl RegistryStore for PostgresStore {
         if let Some(dup) = id.iter().find(|d| !seen.insert(**d) || !inserted.contains(**d)) {
             return Err(StoreError::AlreadyExists(format!("device '{dup}'")));
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -67,7 +67,7 @@ impl RegistryStore for PostgresStore {
     ) -> Result<EnrollmentRequest, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO enrollment_requests (id, profile, device_id, requester, status, created_at, updated_at) \
@@ -78,7 +78,7 @@ impl RegistryStore for PostgresStore {
         let r = request;
         let n = tx.execute(&stmt, &[&r.id, &r.profile, &r.device_id, &r.requester, &now_us()]).await.map_err(pg_err)?;
         if n == 1 {
-            append_chain(&tx, head, vec![audit]).await?;
+            append_log(&tx, head, vec![audit]).await?;
         }
         let stmt = tx
             .prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = $1"))
@@ -108,7 +108,7 @@ impl RegistryStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let status = if approve { "approved" } else { "rejected" };
         let stmt = tx
             .prepare_cached(
@@ -131,7 +131,7 @@ impl RegistryStore for PostgresStore {
                 )),
             });
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -154,7 +154,7 @@ impl RegistryStore for PostgresStore {
     async fn add_station(&self, station: &StationRecord, audit: AuditEvent) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO stations (name, enabled, models, batches, secret_hash, created_at, updated_at) \
@@ -179,7 +179,7 @@ impl RegistryStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::AlreadyExists(format!("station '{}'", station.name)));
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 

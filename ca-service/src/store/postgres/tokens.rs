@@ -7,7 +7,7 @@ impl TokenStore for PostgresStore {
     async fn add_api_token(&self, token: &ApiToken, audit: AuditEvent) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO api_tokens (id, name, role, secret_hash, created_at, revoked_at) \
@@ -32,7 +32,7 @@ impl TokenStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::AlreadyExists(format!("API token '{}'", token.id)));
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -43,7 +43,7 @@ impl TokenStore for PostgresStore {
     async fn revoke_api_token(&self, id: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1 FOR UPDATE"))
             .await
@@ -61,7 +61,7 @@ impl TokenStore for PostgresStore {
         }
         let stmt = tx.prepare_cached("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2").await.map_err(pg_err)?;
         tx.execute(&stmt, &[&at, &id]).await.map_err(pg_err)?;
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 

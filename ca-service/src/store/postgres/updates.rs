@@ -31,7 +31,7 @@ impl UpdateRequestStore for PostgresStore {
     async fn submit_update_request(&self, request: &UpdateRequest, audit: AuditEvent) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO update_requests (id, profile, csr_der, classes, validity_days, requester, status, \
@@ -61,7 +61,7 @@ impl UpdateRequestStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::AlreadyExists(format!("update request '{}'", request.id)));
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -96,7 +96,7 @@ impl UpdateRequestStore for PostgresStore {
     ) -> Result<UpdateRequest, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let now = now_us() / 1_000_000;
         let request = load_update_request(&*tx, id, true)
             .await?
@@ -118,7 +118,7 @@ impl UpdateRequestStore for PostgresStore {
                 .map_err(pg_err)?;
             tx.execute(&stmt, &[&id]).await.map_err(pg_err)?;
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         let stored = load_update_request(&*tx, id, false)
             .await?
             .ok_or_else(|| StoreError::Database("update request vanished".into()))?;
@@ -135,7 +135,7 @@ impl UpdateRequestStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let head = lock_chain(&tx).await?;
+        let head = lock_log(&tx).await?;
         let stmt = tx
             .prepare_cached(
                 "UPDATE update_requests SET status = 'rejected', rejected_by = $1, reason = $2 \
@@ -152,7 +152,7 @@ impl UpdateRequestStore for PostgresStore {
                 )),
             });
         }
-        append_chain(&tx, head, vec![audit]).await?;
+        append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
     }
 }

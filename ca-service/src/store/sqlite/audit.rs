@@ -1,33 +1,31 @@
-//! The audit chain: extending it inside every writing transaction, and reading it.
+//! The audit log and its tree: appending entries (with their leaf hashes) inside
+//! every writing transaction, reading them, and the tree's stored hashes and
+//! checkpoints.
 
 use super::*;
 use crate::audit;
 
-/// The last entry's (seq, hash), or (0, GENESIS_HASH) for an empty log.
-pub(super) fn chain_head(tx: &Transaction<'_>) -> Result<(i64, [u8; 32]), StoreError> {
-    let mut stmt = tx.prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").map_err(db_err)?;
+/// The last entry's seq, or 0 for an empty log.
+pub(super) fn last_seq(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1").map_err(db_err)?;
     let mut rows = stmt.query([]).map_err(db_err)?;
     match rows.next().map_err(db_err)? {
-        Some(row) => {
-            let seq: i64 = row.get(0).map_err(db_err)?;
-            let hash: String = row.get(1).map_err(db_err)?;
-            Ok((seq, hash_from_hex(seq, &hash)?))
-        }
-        None => Ok((0, GENESIS_HASH)),
+        Some(row) => row.get(0).map_err(db_err),
+        None => Ok(0),
     }
 }
 
-/// Extends the audit chain with `events` inside the caller's transaction.
-pub(super) fn append_chain(tx: &Transaction<'_>, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+/// Appends `events` to the log inside the caller's transaction (the writer
+/// connection serialises appends, so seqs have no gaps).
+pub(super) fn append_log(tx: &Transaction<'_>, events: Vec<AuditEvent>) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let head = chain_head(tx)?;
-    let entries = audit::chain(head, now_us(), events);
+    let entries = audit::entries_after(last_seq(tx)?, now_us(), events);
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO audit_log (seq, time_us, actor, action, target, outcome, details, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO audit_log (seq, time_us, actor, action, target, outcome, details, leaf_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(db_err)?;
     for e in &entries {
@@ -39,12 +37,15 @@ pub(super) fn append_chain(tx: &Transaction<'_>, events: Vec<AuditEvent>) -> Res
             e.event.target,
             e.event.outcome,
             e.event.details,
-            hex::encode(e.prev_hash),
-            hex::encode(e.hash),
+            e.leaf_hash.as_ref().map(|h| h.as_slice()),
         ])
         .map_err(db_err)?;
     }
     Ok(())
+}
+
+fn index(i: u64) -> Result<i64, StoreError> {
+    i64::try_from(i).map_err(|_| StoreError::Database(format!("tree index {i} out of range")))
 }
 
 #[async_trait]
@@ -54,7 +55,7 @@ impl AuditStore for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        self.write(move |tx| append_chain(tx, events)).await
+        self.write(move |tx| append_log(tx, events)).await
     }
 
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
@@ -66,6 +67,116 @@ impl AuditStore for SqliteStore {
                 params![after_seq, limit],
                 |row| entry_from_row(row),
             )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LogStore for SqliteStore {
+    async fn log_size(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let seq: Option<i64> =
+                conn.query_row("SELECT max(seq) FROM audit_log", [], |r| r.get(0)).map_err(db_err)?;
+            Ok(seq.unwrap_or(0).max(0) as u64)
+        })
+        .await
+    }
+
+    async fn log_hashes(&self, level: u8, start: u64, end: u64) -> Result<Vec<tlog::Hash>, StoreError> {
+        let (start, end) = (index(start)?, index(end)?);
+        self.read(move |conn| {
+            let pair = |row: &Row<'_>| Ok((row.get(0).map_err(db_err)?, row.get(1).map_err(db_err)?));
+            let rows = if level == 0 {
+                // Leaf i is entry seq i + 1.
+                query_all(
+                    conn,
+                    "SELECT seq - 1, leaf_hash FROM audit_log WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+                    params![start, end],
+                    pair,
+                )?
+            } else {
+                query_all(
+                    conn,
+                    "SELECT idx, hash FROM log_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+                    params![level, start, end],
+                    pair,
+                )?
+            };
+            stored_hashes(level, start, rows)
+        })
+        .await
+    }
+
+    async fn put_log_nodes(&self, level: u8, start: u64, hashes: &[tlog::Hash]) -> Result<(), StoreError> {
+        let start = index(start)?;
+        let hashes = hashes.to_vec();
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .map_err(db_err)?;
+            for (i, h) in (start..).zip(&hashes) {
+                stmt.execute(params![level, i, h.as_slice()]).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fill_leaf_hashes(&self, leaves: &[(i64, tlog::Hash)]) -> Result<(), StoreError> {
+        let leaves = leaves.to_vec();
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached("UPDATE audit_log SET leaf_hash = ?2 WHERE seq = ?1 AND leaf_hash IS NULL")
+                .map_err(db_err)?;
+            for (seq, h) in &leaves {
+                stmt.execute(params![seq, h.as_slice()]).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read(|conn| {
+            Ok(query_all(
+                conn,
+                &format!("SELECT {CHECKPOINT_COLUMNS} FROM log_checkpoints ORDER BY size DESC LIMIT 1"),
+                [],
+                |row| checkpoint_from_row(row),
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn checkpoints(&self, after_size: u64, limit: i64) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let after = index(after_size)?;
+        let limit = limit.max(0);
+        self.read(move |conn| {
+            query_all(
+                conn,
+                &format!("SELECT {CHECKPOINT_COLUMNS} FROM log_checkpoints WHERE size > ?1 ORDER BY size LIMIT ?2"),
+                params![after, limit],
+                |row| checkpoint_from_row(row),
+            )
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, cp: &StoredCheckpoint) -> Result<bool, StoreError> {
+        let cp = cp.clone();
+        let size = index(cp.size)?;
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO log_checkpoints (size, root, note, signed_at) SELECT ?1, ?2, ?3, ?4 \
+                     WHERE NOT EXISTS (SELECT 1 FROM log_checkpoints WHERE size >= ?1)",
+                )
+                .map_err(db_err)?
+                .execute(params![size, cp.root.as_slice(), cp.note, cp.signed_at])
+                .map_err(db_err)?;
+            Ok(n == 1)
         })
         .await
     }

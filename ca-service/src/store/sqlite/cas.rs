@@ -42,7 +42,7 @@ impl CaStore for SqliteStore {
                 }
                 events.push(item.audit);
             }
-            append_chain(tx, events)
+            append_log(tx, events)
         })
         .await
     }
@@ -66,7 +66,7 @@ impl CaStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("CA '{name}'")));
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }

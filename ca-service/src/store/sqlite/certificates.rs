@@ -175,7 +175,7 @@ impl CertificateStore for SqliteStore {
                 outcomes.push(IssuanceOutcome::Stored);
                 events.push(item.audit);
             }
-            append_chain(tx, events)?;
+            append_log(tx, events)?;
             Ok(outcomes)
         })
         .await
@@ -206,7 +206,7 @@ impl CertificateStore for SqliteStore {
             .map_err(db_err)?
             .execute(params![revoked_at, i32::from(reason.code()), issuer, serial_hex])
             .map_err(db_err)?;
-            append_chain(tx, vec![audit])?;
+            append_log(tx, vec![audit])?;
             Ok(CertRecord {
                 status: CertStatus::Revoked,
                 revoked_at: Some(revoked_at),
@@ -249,7 +249,7 @@ impl CertificateStore for SqliteStore {
             .map_err(db_err)?
             .execute(params![value, revoked_at, i32::from(reason.code())])
             .map_err(db_err)?;
-            append_chain(tx, vec![audit])?;
+            append_log(tx, vec![audit])?;
             let revoked = certs
                 .into_iter()
                 .map(|c| CertRecord {

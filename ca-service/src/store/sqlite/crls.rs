@@ -27,7 +27,7 @@ impl CrlStore for SqliteStore {
                 .execute(params![c.ca, c.name, number, base, c.this_update, c.next_update, c.der])
                 .map_err(db_err)?;
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }
@@ -60,11 +60,6 @@ impl CrlStore for SqliteStore {
         .await
     }
 
-    async fn try_job_lock(&self, _job: &str) -> Result<Option<JobLock>, StoreError> {
-        // One service process owns an SQLite file (CLI commands run no jobs).
-        Ok(Some(JobLock::exclusive()))
-    }
-
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
         let issuer = issuer.to_owned();
         self.write(move |tx| {
@@ -79,5 +74,13 @@ impl CrlStore for SqliteStore {
             u64::try_from(n).map_err(|_| StoreError::Corrupt("negative CRL number".into()))
         })
         .await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn try_job_lock(&self, _job: &str) -> Result<Option<JobLock>, StoreError> {
+        // One service process owns an SQLite file (CLI commands run no jobs).
+        Ok(Some(JobLock::exclusive()))
     }
 }

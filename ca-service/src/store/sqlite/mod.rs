@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 
-use crate::audit::{AuditEntry, AuditEvent, GENESIS_HASH};
+use crate::audit::{AuditEntry, AuditEvent};
 use crate::store::rows::*;
 use crate::store::*;
 

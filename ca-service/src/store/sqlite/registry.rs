@@ -42,7 +42,7 @@ impl RegistryStore for SqliteStore {
                     }
                 }
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }
@@ -73,7 +73,7 @@ impl RegistryStore for SqliteStore {
                 .execute(params![r.id, r.profile, r.device_id, r.requester, now])
                 .map_err(db_err)?;
             if n == 1 {
-                append_chain(tx, vec![audit])?;
+                append_log(tx, vec![audit])?;
             }
             let sql = format!("SELECT {REQUEST_COLUMNS} FROM enrollment_requests WHERE id = ?1");
             query_all(tx, &sql, [r.id.clone()], |row| request_from_row(row))?
@@ -121,7 +121,7 @@ impl RegistryStore for SqliteStore {
                     )),
                 });
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }
@@ -154,7 +154,7 @@ impl RegistryStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::AlreadyExists(format!("station '{}'", st.name)));
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }

@@ -18,7 +18,7 @@ impl TokenStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::AlreadyExists(format!("API token '{}'", t.id)));
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }
@@ -47,7 +47,7 @@ impl TokenStore for SqliteStore {
                 .map_err(db_err)?
                 .execute(params![at, id])
                 .map_err(db_err)?;
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }

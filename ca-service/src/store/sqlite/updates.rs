@@ -43,7 +43,7 @@ impl UpdateRequestStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::AlreadyExists(format!("update request '{}'", r.id)));
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }
@@ -92,7 +92,7 @@ impl UpdateRequestStore for SqliteStore {
                 .execute(params![id])
                 .map_err(db_err)?;
             }
-            append_chain(tx, vec![audit])?;
+            append_log(tx, vec![audit])?;
             load_update_request(tx, &id)?.ok_or_else(|| StoreError::Database("update request vanished".into()))
         })
         .await
@@ -124,7 +124,7 @@ impl UpdateRequestStore for SqliteStore {
                     )),
                 });
             }
-            append_chain(tx, vec![audit])
+            append_log(tx, vec![audit])
         })
         .await
     }

@@ -1,4 +1,5 @@
-//! The audit chain ([`AuditStore`]): order, tampering, two instances.
+//! The audit log and its tree ([`AuditStore`], [`LogStore`]): order, leaf hashes,
+//! tampering, tiles and checkpoints, two instances.
 
 use super::*;
 
@@ -34,10 +35,15 @@ pub(super) async fn audit_records_every_write_in_order(h: &Harness) {
     assert_eq!(events_of(&entries), expected);
     let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=8).collect::<Vec<i64>>());
-    assert_eq!(entries[0].prev_hash, GENESIS_HASH);
-    assert!(entries.windows(2).all(|w| w[1].prev_hash == w[0].hash && w[1].time_us >= w[0].time_us));
-    assert_eq!(verify_log(s, 3).await, Ok((8, entries[7].hash)));
-    assert_eq!(verify_log(s, 1).await, Ok((8, entries[7].hash)));
+    assert!(entries.iter().all(|e| e.leaf_hash == Some(e.computed_leaf_hash())), "every entry has its leaf hash");
+    assert!(entries.windows(2).all(|w| w[1].time_us >= w[0].time_us));
+    let leaves: Vec<tlog::Hash> = entries.iter().map(|e| e.computed_leaf_hash()).collect();
+    let root = tlog::subtree_hash(&leaves);
+    assert_eq!(verify_log(s, 3).await, Ok((8, root)));
+    assert_eq!(verify_log(s, 1).await, Ok((8, root)));
+    assert_eq!(s.log_size().await.unwrap(), 8);
+    assert_eq!(s.log_hashes(0, 0, 100).await.unwrap(), leaves);
+    assert_eq!(s.log_hashes(0, 3, 5).await.unwrap(), leaves[3..5]);
     // Paging from the middle.
     let tail = s.audit_entries(5, 2).await.unwrap();
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
@@ -63,14 +69,21 @@ pub(super) async fn tamper_edit_detected(h: &Harness) {
         assert_eq!(err.seq, 2, "{err}");
         assert!(err.reason.contains("edited"), "{err}");
     }
-    // A forged hash for the edited row moves the break to the next entry.
-    let forged = {
-        let entries = s.audit_entries(1, 1).await.unwrap();
-        let e = &entries[0];
-        hex::encode(crate::audit::entry_hash(&e.prev_hash, e.seq, e.time_us, &e.event))
-    };
-    h.backend.exec_sql(&format!("UPDATE audit_log SET hash = '{forged}' WHERE seq = 2")).await;
-    assert_eq!(verify_log(s, 100).await.unwrap_err().seq, 3);
+    // An edit whose leaf hash is rewritten too (here: dropped, so the walk recomputes
+    // it) passes the walk: only the root differs. That is what signed checkpoints are
+    // for (`transparency::verify`).
+    h.backend.exec_sql("UPDATE audit_log SET outcome = 'success', leaf_hash = NULL WHERE seq = 2").await;
+    let (seq, root) = verify_log(s, 100).await.unwrap();
+    assert_eq!(seq, 5);
+    h.backend.exec_sql("UPDATE audit_log SET outcome = 'denied', leaf_hash = NULL WHERE seq = 2").await;
+    let (_, rewritten) = verify_log(s, 100).await.unwrap();
+    assert_ne!(root, rewritten);
+    // Leaf hashes are read up to the first row without one.
+    assert_eq!(s.log_hashes(0, 0, 5).await.unwrap().len(), 1);
+    s.fill_leaf_hashes(&[(2, [7u8; 32]), (3, [9u8; 32])]).await.unwrap();
+    let filled = s.log_hashes(0, 0, 5).await.unwrap();
+    assert_eq!((filled.len(), filled[1]), (5, [7u8; 32]), "fills only the missing one");
+    assert_ne!(filled[2], [9u8; 32], "a stored leaf hash is not overwritten");
 }
 
 pub(super) async fn tamper_delete_detected(h: &Harness) {
@@ -82,13 +95,40 @@ pub(super) async fn tamper_delete_detected(h: &Harness) {
         assert_eq!(err.seq, 3, "{err}");
         assert!(err.reason.contains("missing"), "{err}");
     }
-    // Deleting the newest entries is not visible in the chain alone, but a gap is:
-    // deleting the first one breaks at 1.
+    // A gap ends a read of leaf hashes: nothing after it is shifted into its place.
+    assert_eq!(s.log_hashes(0, 0, 5).await.unwrap().len(), 2);
+    // Deleting the first one breaks at 1.
     h.backend.exec_sql("DELETE FROM audit_log WHERE seq = 1").await;
     assert_eq!(verify_log(s, 100).await.unwrap_err().seq, 1);
 }
 
-/// Two store instances on one database write at once and keep a single valid chain
+/// The tree's stored hashes and the checkpoints: nodes are kept once, checkpoint
+/// sizes only grow, and the newest is the largest.
+pub(super) async fn tree_nodes_and_checkpoints(h: &Harness) {
+    let s = h.store();
+    assert_eq!(s.log_size().await.unwrap(), 0);
+    assert_eq!(s.latest_checkpoint().await.unwrap(), None);
+    let nodes: Vec<tlog::Hash> = (0..5u8).map(|i| [i; 32]).collect();
+    s.put_log_nodes(1, 10, &nodes).await.unwrap();
+    s.put_log_nodes(1, 12, &[[0xff; 32]]).await.unwrap();
+    assert_eq!(s.log_hashes(1, 10, 15).await.unwrap(), nodes, "a stored node is kept");
+    assert_eq!(s.log_hashes(1, 0, 12).await.unwrap(), Vec::<tlog::Hash>::new(), "a read starts where asked");
+    assert!(s.log_hashes(2, 0, 100).await.unwrap().is_empty());
+
+    let cp =
+        |size: u64| StoredCheckpoint { size, root: [size as u8; 32], note: format!("note {size}\n"), signed_at: 1 };
+    assert!(s.put_checkpoint(&cp(0)).await.unwrap());
+    assert!(s.put_checkpoint(&cp(10)).await.unwrap());
+    assert!(!s.put_checkpoint(&cp(10)).await.unwrap(), "the same size twice");
+    assert!(!s.put_checkpoint(&cp(7)).await.unwrap(), "a smaller size after a larger one");
+    assert!(s.put_checkpoint(&cp(12)).await.unwrap());
+    assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp(12)));
+    let sizes: Vec<u64> = s.checkpoints(0, 10).await.unwrap().iter().map(|c| c.size).collect();
+    assert_eq!(sizes, [10, 12]);
+    assert_eq!(s.checkpoints(10, 1).await.unwrap(), [cp(12)]);
+}
+
+/// Two store instances on one database write at once and keep a single valid log
 /// (DESIGN invariant 6; on SQLite, two opens of one file).
 pub(super) async fn two_instances_one_chain(h: &Harness) {
     let a = Arc::clone(&h.store);
