@@ -161,7 +161,7 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
         entries.iter().any(|e| e["action"] == "certificate.revoke" && e["outcome"] == "success" && e["actor"] == actor),
         "{log}"
     );
-    assert!(entries.iter().all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64)));
+    assert!(entries.iter().all(|e| e["leaf_hash"].as_str().is_some_and(|h| h.len() == 64)));
     refused(api.call("GET", "/audit?limit=5000", Some(&auditor), None)?, 400, "limit")?;
     refused(api.call("GET", "/audit", Some(&operator), None)?, 403, "role operator may not")?;
 

@@ -34,7 +34,7 @@ fn assert_broken_at(cli: &Cli, seq: u64, what: &str) -> Result<()> {
 /// about the change just made.
 fn tamper(cli: &Cli, n: u64, exec: &dyn Fn(&str) -> Result<u64>) -> Result<()> {
     // A middle entry and the newest one (no successor links to it), several columns.
-    for (seq, column) in [(3, "outcome"), (n, "outcome"), (2, "actor"), (n - 1, "details"), (1, "prev_hash")] {
+    for (seq, column) in [(3, "outcome"), (n, "outcome"), (2, "actor"), (n - 1, "details"), (1, "action")] {
         let edit = format!("UPDATE audit_log SET {column} = {column} || 'x' WHERE seq = {seq}");
         assert_eq!(exec(&edit)?, 1, "{edit}");
         assert_broken_at(cli, seq, &format!("edited {column} of entry {seq}"))?;

@@ -23,6 +23,9 @@ pub(super) async fn run(ctx: Ctx) -> anyhow::Result<()> {
     }
     let cas = hierarchy::init(config.clone(), store.clone(), keys.clone(), &actor).await?;
     let verifier_key = crate::transparency::ensure_key(&config, store.as_ref(), &keys, &actor).await?;
+    // The first checkpoint pins the log's origin (what monitors and devices check).
+    let log = crate::transparency::TransparencyLog::open(&config, store.clone(), &keys).await?;
+    crate::transparency::job::round(&log).await?;
     println!("Created the CA hierarchy:");
     for ca in cas {
         println!("{ca}");

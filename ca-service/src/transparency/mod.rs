@@ -74,6 +74,8 @@ pub enum LogError {
     Inconsistent { size: u64, why: String },
     #[error("the signing task failed: {0}")]
     Task(String),
+    #[error("log.origin is '{configured}' but the log's checkpoints are signed as '{signed}'; monitors pin the origin, so it cannot change")]
+    Origin { configured: String, signed: String },
     #[error("no checkpoint covers entry {0} yet")]
     NotYet(u64),
 }
@@ -87,9 +89,9 @@ impl TransparencyLog {
         let signer = tokio::task::spawn_blocking(move || keys.find(&ks, &label))
             .await
             .map_err(|e| LogError::Task(e.to_string()))??;
-        let origin = config.log_origin();
-        let key = LogKey::new(signer, &origin)?;
         let latest = store.latest_checkpoint().await?.map(Arc::new);
+        let origin = pinned_origin(config, latest.as_deref())?;
+        let key = LogKey::new(signer, &origin)?;
         Ok(Arc::new(Self {
             store,
             key,
@@ -159,6 +161,17 @@ impl TransparencyLog {
     }
 }
 
+/// The log's origin: the one its first checkpoint was signed under (monitors pin it,
+/// so a changed `public_base_url` must not change it), else the configured one.
+fn pinned_origin(config: &Config, latest: Option<&StoredCheckpoint>) -> Result<String, LogError> {
+    let Some(cp) = latest else { return Ok(config.log_origin()) };
+    let signed = cp.note.split('\n').next().unwrap_or_default().to_string();
+    match &config.log.origin {
+        Some(configured) if *configured != signed => Err(LogError::Origin { configured: configured.clone(), signed }),
+        _ => Ok(signed),
+    }
+}
+
 /// Finds the audit log key or, for a log that has never signed a checkpoint (a new
 /// hierarchy, or one from before the log was a tree), creates it and records that in
 /// the log. Returns the verifier key.
@@ -183,7 +196,9 @@ pub async fn ensure_key(
     })
     .await
     .map_err(|e| LogError::Task(e.to_string()))??;
-    let key = LogKey::new(signer, &config.log_origin())?;
+    let latest = store.latest_checkpoint().await?;
+    let origin = pinned_origin(config, latest.as_ref())?;
+    let key = LogKey::new(signer, &origin)?;
     if created {
         let event = AuditEvent::success(
             actor,

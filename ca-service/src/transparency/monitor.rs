@@ -106,7 +106,11 @@ fn first_difference(client: &Client, saved: &[u8], size: u64) -> anyhow::Result<
     for index in 0..size.div_ceil(TILE_WIDTH) {
         let width = (size - index * TILE_WIDTH).min(TILE_WIDTH) as u16;
         let tile = TileId { level: 0, index, width };
-        let served = client.get(&tile.path())?;
+        let served = match client.get(&tile.path()) {
+            Ok(body) => body,
+            // A tile the checkpoint covers that cannot be served: its entries are gone.
+            Err(_) => return Ok(Some(index * TILE_WIDTH)),
+        };
         let start = (index * TILE_WIDTH) as usize * 32;
         let mine = &saved[start..start + served.len().min(usize::from(width) * 32)];
         if let Some(i) = served.chunks(32).zip(mine.chunks(32)).position(|(a, b)| a != b) {
@@ -197,6 +201,22 @@ fn monitor(
                     state_path.display()
                 ),
             }
+        }
+    }
+    // The hashes served now must give the signed root: a rewrite of entries this
+    // monitor saw before shows here even when no new checkpoint was signed.
+    let mut tiles = TileHashes::default();
+    let served_root = client.tiles(&tlog::tiles_for_root(cp.size), &mut tiles).and_then(|()| Ok(tiles.root(cp.size)?));
+    if served_root.as_ref().ok() != Some(&cp.root) {
+        match first_difference(&client, &saved, old_size)? {
+            Some(i) => {
+                bail!("LOG REWRITTEN: entry {} is not the one verified before (first bad entry {})", i + 1, i + 1)
+            }
+            None => bail!(
+                "LOG INCONSISTENT: the served tiles do not give the root signed for size {}{}",
+                cp.size,
+                served_root.err().map(|e| format!(" ({e:#})")).unwrap_or_default()
+            ),
         }
     }
     // The new entries, hashed here, must give the signed root.

@@ -69,7 +69,7 @@ pub async fn verify_against(store: &dyn Store, commitments: Vec<Commitment>) -> 
     }
     let largest = by_size.keys().next_back().copied().unwrap_or(0);
     let mut good = 0u64;
-    let report = audit::verify_store(store, |head| {
+    let walked = audit::verify_store(store, |head| {
         let size = u64::try_from(head.seq).unwrap_or(0);
         if let Some(cs) = by_size.get(&size) {
             let root = head.root();
@@ -88,12 +88,19 @@ pub async fn verify_against(store: &dyn Store, commitments: Vec<Commitment>) -> 
         }
         Ok(())
     })
-    .await?;
-    let entries = u64::try_from(report.entries).unwrap_or(0);
+    .await;
+    // A log shorter than a signed checkpoint is named as the truncation it is, before
+    // the records whose entries went with it.
+    let entries = match &walked {
+        Ok(report) => report.entries,
+        Err(LogError::Missing(_, seq)) => *seq,
+        Err(_) => return walked,
+    };
+    let entries = u64::try_from(entries).unwrap_or(0);
     if largest > entries {
         let c = &by_size[&largest][0];
         return Err(LogError::Broken(LogBreak {
-            seq: report.entries + 1,
+            seq: i64::try_from(entries + 1).unwrap_or(i64::MAX),
             reason: format!(
                 "the log ends at entry {entries} but {} covers {largest} entries: entries {}..={largest} were removed",
                 c.source,
@@ -101,5 +108,5 @@ pub async fn verify_against(store: &dyn Store, commitments: Vec<Commitment>) -> 
             ),
         }));
     }
-    Ok(report)
+    walked
 }
