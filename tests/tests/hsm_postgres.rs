@@ -50,6 +50,8 @@ fn write_config(path: &Path, hsm: &SoftHsm, db: &TestDb, extra: &str) -> Result<
     for ca in CAS {
         toml.push_str(&format!("\n[cas.{ca}]\nkey_store = \"hsm\"\n"));
     }
+    // The audit log key on the token too: checkpoints are signed in the HSM (Ed25519).
+    toml.push_str("\n[log]\nkey_store = \"hsm\"\n");
     toml.push_str(extra);
     std::fs::write(path, toml)?;
     Ok(())
@@ -158,6 +160,19 @@ fn softhsm_postgres_init_issue_serve() -> Result<()> {
     e2e_tests::write_pem(&d.join("dev.pem"), &leaf[0])?;
     let v = openssl(d, &["verify", "-x509_strict", "-CAfile", "root.pem", "-untrusted", "dev.chain.pem", "dev.pem"])?;
     assert!(v.success() && v.stdout.contains("dev.pem: OK"), "openssl verify:\n{}", v.describe());
+    // The audit log's checkpoints are signed by the Ed25519 key on the token, and
+    // `audit verify` checks every one of them with it.
+    let vkey = cli.run_ok(&["log", "key"])?.stdout.trim().to_string();
+    assert!(vkey.contains("/audit-log+"), "{vkey}");
+    let entries = dep.db.query_i64("SELECT count(*) FROM audit_log")?;
+    let signed = cli.run_ok(&["log", "checkpoint"])?;
+    let size: i64 = signed.stdout.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(-1);
+    assert!(size >= entries, "a checkpoint covering the {entries} entries: {}", signed.describe());
+    let cp = curl(d, &["-f", &format!("{base}/log/checkpoint")])?.ok()?;
+    assert!(cp.stdout.contains("\n\n\u{2014} "), "a signed note: {}", cp.stdout);
+    let verified = cli.run_ok(&["audit", "verify"])?;
+    assert!(verified.stdout.contains("signed checkpoints"), "{}", verified.describe());
+    assert!(private_keys(&dep)?.iter().any(|k| k.label == "audit-log"), "the log key is on the token");
     svc.stop();
 
     // Wrong PIN at issue: refused, naming the PIN, nothing stored.
