@@ -15,7 +15,7 @@ pub(super) async fn run(ctx: Ctx) -> anyhow::Result<()> {
     let Ctx { config, store, keys, actor, .. } = ctx;
     // A log key left from another hierarchy has signed another log: reusing it would
     // make two logs under one key, which monitors take for a fork.
-    let (ks, label) = (config.log.key_store.clone(), config.log.key_label.clone());
+    let (ks, label) = (config.log_key_store(), config.log.key_label.clone());
     if store.list_cas().await?.is_empty() && keys.find(&ks, &label).is_ok() {
         anyhow::bail!(
             "key store '{ks}' already holds an audit log key '{label}' (of another log); remove it, or set log.key_label"

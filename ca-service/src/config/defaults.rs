@@ -137,7 +137,7 @@ impl Default for Config {
             },
             log: LogConfig {
                 origin: None,
-                key_store: "default".into(),
+                key_store: None,
                 key_label: "audit-log".into(),
                 algorithm: KeyAlgorithm::Ed25519,
                 checkpoint_interval_ms: 1000,

@@ -64,8 +64,9 @@ pub struct LogConfig {
     /// URL such as `pki.example.com/audit-log`; by default the host of
     /// `public_base_url` followed by `/audit-log`. Monitors pin it: never change it.
     pub origin: Option<String>,
-    /// The key store that holds the audit log key (the HSM in production).
-    pub key_store: String,
+    /// The key store that holds the audit log key (the HSM in production); by default
+    /// the one of the online issuing CA (`server.tls_issuer`).
+    pub key_store: Option<String>,
     pub key_label: String,
     /// `ed25519` (signed-note type 0x01, what public logs must use) or `ecdsa-p256` (0x02).
     pub algorithm: KeyAlgorithm,
@@ -78,6 +79,13 @@ pub struct LogConfig {
 }
 
 impl Config {
+    /// The key store of the audit log key: configured, or the online issuing CA's.
+    pub fn log_key_store(&self) -> String {
+        self.log.key_store.clone().unwrap_or_else(|| {
+            self.cas.get(&self.server.tls_issuer).map_or_else(|| "default".to_string(), |ca| ca.key_store.clone())
+        })
+    }
+
     /// The transparency log's origin: configured, or derived from `public_base_url`.
     pub fn log_origin(&self) -> String {
         if let Some(origin) = &self.log.origin {
@@ -441,8 +449,8 @@ impl Config {
             }
         }
         self.validate_updates()?;
-        if !self.key_stores.contains_key(&self.log.key_store) {
-            return bad(format!("log.key_store names unknown key store '{}'", self.log.key_store));
+        if !self.key_stores.contains_key(&self.log_key_store()) {
+            return bad(format!("log.key_store names unknown key store '{}'", self.log_key_store()));
         }
         if !matches!(self.log.algorithm, KeyAlgorithm::Ed25519 | KeyAlgorithm::EcdsaP256) {
             return bad(format!("log.algorithm must be ed25519 or ecdsa-p256, not {}", self.log.algorithm));

@@ -84,7 +84,7 @@ impl TransparencyLog {
     /// Opens the log with its key (which must exist: `init` creates it, `serve`
     /// creates it for a log that never had one).
     pub async fn open(config: &Config, store: Arc<dyn Store>, keys: &Arc<KeyStores>) -> Result<Arc<Self>, LogError> {
-        let (ks, label) = (config.log.key_store.clone(), config.log.key_label.clone());
+        let (ks, label) = (config.log_key_store(), config.log.key_label.clone());
         let keys = keys.clone();
         let signer = tokio::task::spawn_blocking(move || keys.find(&ks, &label))
             .await
@@ -181,7 +181,7 @@ pub async fn ensure_key(
     keys: &Arc<KeyStores>,
     actor: &str,
 ) -> Result<String, LogError> {
-    let (ks, label, alg) = (config.log.key_store.clone(), config.log.key_label.clone(), config.log.algorithm);
+    let (ks, label, alg) = (config.log_key_store(), config.log.key_label.clone(), config.log.algorithm);
     let signed_before = store.latest_checkpoint().await?.is_some();
     let keys2 = keys.clone();
     let (signer, created) = tokio::task::spawn_blocking(move || match keys2.find(&ks, &label) {
@@ -203,7 +203,7 @@ pub async fn ensure_key(
         let event = AuditEvent::success(
             actor,
             "log.key.create",
-            format!("key:{}:{}", config.log.key_store, config.log.key_label),
+            format!("key:{}:{}", config.log_key_store(), config.log.key_label),
         )
         .with_details(serde_json::json!({
             "algorithm": config.log.algorithm.to_string(),
