@@ -114,7 +114,7 @@ async fn check(
     let signature = read(&args.signature)?;
     let content = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let outcome = tokio::task::spawn_blocking(move || {
-        let policy = update_trust::Policy { trust_anchors: &anchors, crls: &crls, device_class, time };
+        let policy = update_trust::Policy { trust_anchors: &anchors, crls: &crls, device_class, time, log: None };
         update_trust::verify_detached(&signature, std::io::BufReader::new(content), &policy).map_err(|e| e.to_string())
     })
     .await
