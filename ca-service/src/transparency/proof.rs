@@ -13,6 +13,10 @@ use crate::audit::AuditEntry;
 /// How long an issuance waits for a checkpoint that covers its entry.
 pub const COVER_WAIT: Duration = Duration::from_secs(5);
 
+/// How far apart the clocks of the instances writing the log may be, for
+/// [`TransparencyLog::issuance_proof_since`].
+pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 impl TransparencyLog {
     /// The tlog-proof of `entry` against a checkpoint that covers it (signed now if
     /// need be).
@@ -25,6 +29,59 @@ impl TransparencyLog {
             hashes,
             checkpoint: cp.note.clone(),
         })
+    }
+
+    /// The tlog-proof of the issuance of the certificate with this fingerprint, whose
+    /// entry has `seq > after_seq`; `None` if there is no such entry.
+    pub async fn issuance_proof(&self, after_seq: i64, fingerprint: &str) -> Result<Option<tlog::TlogProof>, LogError> {
+        match self.issuance_entry(after_seq, fingerprint).await? {
+            Some(entry) => Ok(Some(self.prove(&entry).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The tlog-proof of the issuance of a certificate issued at or after `since_us`
+    /// (Unix µs) — e.g. for an update request, its creation time.
+    ///
+    /// Entries are read from the last one written more than [`CLOCK_SKEW`] before
+    /// `since_us` on, found by bisecting the log on entry times (O(log n) reads, not a
+    /// scan of every certificate ever issued). Entry times come from the writing
+    /// instance's clock, so they need not be monotonic: if the entry is not found from
+    /// there, the whole log is searched — a slow answer, never a wrong one.
+    pub async fn issuance_proof_since(
+        &self,
+        since_us: i64,
+        fingerprint: &str,
+    ) -> Result<Option<tlog::TlogProof>, LogError> {
+        let bound = since_us.saturating_sub(i64::try_from(CLOCK_SKEW.as_micros()).unwrap_or(i64::MAX));
+        let start = self.last_seq_before(bound).await?;
+        if let Some(proof) = self.issuance_proof(start, fingerprint).await? {
+            return Ok(Some(proof));
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        self.issuance_proof(0, fingerprint).await
+    }
+
+    /// The largest `seq` whose entry was written before `time_us` (0 if none), by
+    /// bisection, assuming entry times grow with `seq`.
+    async fn last_seq_before(&self, time_us: i64) -> Result<i64, LogError> {
+        let size = i64::try_from(self.store.log_size().await?).unwrap_or(i64::MAX);
+        let (mut lo, mut hi) = (0_i64, size);
+        while lo < hi {
+            let mid = lo + (hi - lo + 1) / 2;
+            let before = match self.store.audit_entries(mid - 1, 1).await?.first() {
+                Some(e) => e.time_us < time_us,
+                None => false,
+            };
+            if before {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
     }
 
     /// The entry that recorded the issuance of the certificate with this fingerprint
