@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{tree, LogError, TransparencyLog};
 use crate::audit::AuditEntry;
+use crate::store::Store;
 
 /// How long an issuance waits for a checkpoint that covers its entry.
 pub const COVER_WAIT: Duration = Duration::from_secs(5);
@@ -54,7 +55,7 @@ impl TransparencyLog {
         fingerprint: &str,
     ) -> Result<Option<tlog::TlogProof>, LogError> {
         let bound = since_us.saturating_sub(i64::try_from(CLOCK_SKEW.as_micros()).unwrap_or(i64::MAX));
-        let start = self.last_seq_before(bound).await?;
+        let start = last_seq_before(self.store.as_ref(), bound).await?;
         if let Some(proof) = self.issuance_proof(start, fingerprint).await? {
             return Ok(Some(proof));
         }
@@ -62,26 +63,6 @@ impl TransparencyLog {
             return Ok(None);
         }
         self.issuance_proof(0, fingerprint).await
-    }
-
-    /// The largest `seq` whose entry was written before `time_us` (0 if none), by
-    /// bisection, assuming entry times grow with `seq`.
-    async fn last_seq_before(&self, time_us: i64) -> Result<i64, LogError> {
-        let size = i64::try_from(self.store.log_size().await?).unwrap_or(i64::MAX);
-        let (mut lo, mut hi) = (0_i64, size);
-        while lo < hi {
-            let mid = lo + (hi - lo + 1) / 2;
-            let before = match self.store.audit_entries(mid - 1, 1).await?.first() {
-                Some(e) => e.time_us < time_us,
-                None => false,
-            };
-            if before {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        Ok(lo)
     }
 
     /// The entry that recorded the issuance of the certificate with this fingerprint
@@ -99,9 +80,72 @@ impl TransparencyLog {
     }
 }
 
+/// The largest `seq` whose entry was written before `time_us` (0 if none), by
+/// bisection (O(log n) reads), assuming entry times grow with `seq`.
+async fn last_seq_before(store: &dyn Store, time_us: i64) -> Result<i64, LogError> {
+    let size = i64::try_from(store.log_size().await?).unwrap_or(i64::MAX);
+    // The answer is in lo..=hi; every seq ≤ lo is known to be before (0 trivially).
+    let (mut lo, mut hi) = (0_i64, size);
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        let before = store.audit_entries(mid - 1, 1).await?.first().is_some_and(|e| e.time_us < time_us);
+        if before {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo)
+}
+
 /// Whether `entry` records the issuance of the certificate with `fingerprint`.
 pub fn is_issuance_of(entry: &AuditEntry, fingerprint: &str) -> bool {
     entry.event.action == "certificate.issue"
         && serde_json::from_str::<serde_json::Value>(&entry.event.details)
             .is_ok_and(|d| d["fingerprint"].as_str() == Some(fingerprint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditEvent;
+
+    #[tokio::test]
+    async fn last_seq_before_bisects_the_entry_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&format!("sqlite:{}", dir.path().join("pki.db").display())).await.unwrap();
+        assert_eq!(last_seq_before(store.as_ref(), i64::MAX).await.unwrap(), 0, "empty log");
+        for i in 0..37 {
+            store.append_audit(&[AuditEvent::success("test", "test.entry", format!("n:{i}"))]).await.unwrap();
+        }
+        let entries = store.audit_entries(0, 100).await.unwrap();
+        assert_eq!(entries.len(), 37);
+        assert_eq!(last_seq_before(store.as_ref(), i64::MIN).await.unwrap(), 0, "before every entry");
+        assert_eq!(last_seq_before(store.as_ref(), i64::MAX).await.unwrap(), 37, "after every entry");
+        // Just after each entry's time: that entry, or a later one written in the
+        // same microsecond.
+        for e in &entries {
+            let found = last_seq_before(store.as_ref(), e.time_us + 1).await.unwrap();
+            assert!(found >= e.seq, "entry {} at {}: found {found}", e.seq, e.time_us);
+            let next = entries.iter().find(|n| n.seq == found + 1);
+            assert!(next.is_none_or(|n| n.time_us > e.time_us), "entry {}: found {found}, too early", e.seq);
+            // At its own time: strictly before it.
+            let found = last_seq_before(store.as_ref(), e.time_us).await.unwrap();
+            assert!(found < e.seq, "entry {}: found {found} at its own time", e.seq);
+        }
+    }
+
+    #[test]
+    fn an_issuance_entry_is_recognised_by_action_and_fingerprint() {
+        let entry = |action: &str, fp: &str| AuditEntry {
+            seq: 1,
+            time_us: 0,
+            event: AuditEvent::success("test", action, "certificate:x/01")
+                .with_details(serde_json::json!({ "fingerprint": fp })),
+            leaf_hash: None,
+        };
+        assert!(is_issuance_of(&entry("certificate.issue", "ab12"), "ab12"));
+        assert!(!is_issuance_of(&entry("certificate.issue", "ab12"), "ab13"));
+        assert!(!is_issuance_of(&entry("certificate.revoke", "ab12"), "ab12"));
+    }
 }
