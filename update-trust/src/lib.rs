@@ -6,7 +6,8 @@
 //! `ca-service ota verify|sign` runs. [`sign_detached`] makes the signature through an
 //! [`hsm::Signer`] (the key never leaves its store); [`verify_detached`] applies the
 //! whole device-side policy in one call and returns who signed, or a [`VerifyError`]
-//! that says which rule refused.
+//! that says which rule refused; [`verify_detached_logged`] also takes the tlog-proof
+//! that the signer certificate's issuance was logged (rule 7).
 //!
 //! # What a device must check, and why
 //!

@@ -86,8 +86,12 @@ fn a_proof_of_the_signers_issuance_is_accepted() {
     let (key, verifier) = log_key("ca.example/updates-log");
     let sig = pki.sign(FIRMWARE);
     let proof = proof_for(&issuance_of(&pki.signer_cert), &key);
-    let v = verify_detached_logged(&sig, FIRMWARE, Some(&proof), &policy(&anchors, &[verifier])).unwrap();
+    let (_, other_log) = log_key("other.example/log");
+    let v = verify_detached_logged(&sig, FIRMWARE, Some(&proof), &policy(&anchors, std::slice::from_ref(&verifier)))
+        .unwrap();
     assert_eq!(v.signer_subject, "CN=Release Signer 1");
+    // Several trusted keys (another log, a rotation): any one that signed will do.
+    verify_detached_logged(&sig, FIRMWARE, Some(&proof), &policy(&anchors, &[other_log, verifier])).unwrap();
 }
 
 #[test]
