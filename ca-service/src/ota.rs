@@ -44,6 +44,54 @@ pub struct VerifyArgs {
     /// RFC 3339 time to check validity at (devices without a clock).
     pub at: Option<String>,
     pub at_signing_time: bool,
+    /// Transparency-log verifier keys (or files holding one); when given, the signer
+    /// must have a valid tlog-proof under one of them.
+    pub log_keys: Vec<String>,
+    /// The tlog-proof; default [`proof_path`] of the signature.
+    pub proof: Option<PathBuf>,
+}
+
+/// Where the tlog-proof of a signature's signer is kept: `<signature>.tlog-proof`.
+pub fn proof_path(signature: &Path) -> PathBuf {
+    let mut name = signature.as_os_str().to_owned();
+    name.push(".tlog-proof");
+    PathBuf::from(name)
+}
+
+/// A log verifier key given as `name+id+key`, or as a file holding one.
+fn log_verifier(arg: &str) -> anyhow::Result<update_trust::tlog::Verifier> {
+    let path = Path::new(arg);
+    let text = if !arg.contains('+') && path.is_file() {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    } else {
+        arg.to_string()
+    };
+    update_trust::tlog::Verifier::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("--log-key '{arg}' is not a log verifier key: {e}"))
+}
+
+/// Reads and checks a tlog-proof for `cert_der`: it must parse and its entry must
+/// be the certificate.issue entry of this certificate (the checkpoint signature is
+/// the verifier's to check, with the log key it trusts).
+fn checked_proof(path: &Path, cert_der: &[u8]) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let proof = update_trust::tlog::TlogProof::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a tlog-proof: {e}", path.display()))?;
+    let entry: serde_json::Value = proof
+        .extra
+        .as_deref()
+        .and_then(|x| serde_json::from_slice(x).ok())
+        .with_context(|| format!("the tlog-proof {} carries no log entry", path.display()))?;
+    let details: serde_json::Value = entry["details"]
+        .as_str()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .context("the tlog-proof's entry has no JSON details")?;
+    if entry["action"].as_str() != Some("certificate.issue")
+        || details["fingerprint"].as_str() != Some(crate::issuance::sha256_hex(cert_der).as_str())
+    {
+        bail!("the tlog-proof {} is not of the issuance of --cert", path.display());
+    }
+    Ok(text)
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -111,11 +159,25 @@ async fn check(
         (None, true) => update_trust::VerifyTime::SigningTime,
         (None, false) => update_trust::VerifyTime::Now,
     };
+    let verifiers = args.log_keys.iter().map(|k| log_verifier(k)).collect::<anyhow::Result<Vec<_>>>()?;
+    let proof = if verifiers.is_empty() {
+        None
+    } else {
+        let path = args.proof.clone().unwrap_or_else(|| proof_path(&args.signature));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            // No proof: the verifier refuses, naming the rule.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    };
     let signature = read(&args.signature)?;
     let content = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let outcome = tokio::task::spawn_blocking(move || {
-        let policy = update_trust::Policy { trust_anchors: &anchors, crls: &crls, device_class, time };
-        update_trust::verify_detached(&signature, std::io::BufReader::new(content), &policy).map_err(|e| e.to_string())
+        let log = (!verifiers.is_empty()).then_some(update_trust::LogPolicy { verifiers: &verifiers });
+        let policy = update_trust::Policy { trust_anchors: &anchors, crls: &crls, device_class, time, log };
+        update_trust::verify_detached_logged(&signature, std::io::BufReader::new(content), proof.as_deref(), &policy)
+            .map_err(|e| e.to_string())
     })
     .await
     .context("the verifier stopped")?;
@@ -152,17 +214,23 @@ pub async fn verify(config: &Config, store: &dyn Store, actor: &str, args: &Veri
     }
 }
 
-/// `ca-service ota sign`: writes a detached CMS signature (DER) over `file`.
-pub async fn sign(
-    store: &dyn Store,
-    actor: &str,
-    key: SigningKey,
-    cert: &Path,
-    chain: Option<&Path>,
-    file: &Path,
-    out: &Path,
-) -> anyhow::Result<()> {
+/// The files of `ota sign`.
+#[derive(Debug, Clone, Copy)]
+pub struct SignPaths<'a> {
+    pub cert: &'a Path,
+    pub chain: Option<&'a Path>,
+    /// The tlog-proof of the certificate's issuance, shipped as [`proof_path`].
+    pub proof: Option<&'a Path>,
+    pub file: &'a Path,
+    pub out: &'a Path,
+}
+
+/// `ca-service ota sign`: writes a detached CMS signature (DER) over `file`, and the
+/// signer's tlog-proof next to it if one is given.
+pub async fn sign(store: &dyn Store, actor: &str, key: SigningKey, paths: &SignPaths<'_>) -> anyhow::Result<()> {
+    let SignPaths { cert, chain, proof, file, out } = *paths;
     let cert_der = der_blocks(&read(cert)?, "CERTIFICATE")?.remove(0);
+    let proof = proof.map(|p| checked_proof(p, &cert_der)).transpose()?;
     let chain_der = match chain {
         Some(p) => der_blocks(&read(p)?, "CERTIFICATE")?,
         None => Vec::new(),
@@ -188,9 +256,19 @@ pub async fn sign(
     .await
     .context("the signer stopped")??;
     std::fs::write(out, &signature).with_context(|| format!("writing {}", out.display()))?;
-    let event = AuditEvent::success(actor, "ota.sign", format!("file:{}", file.display()))
-        .with_details(serde_json::json!({ "signature": out.display().to_string() }));
+    let proof_out = proof_path(out);
+    if let Some(text) = &proof {
+        std::fs::write(&proof_out, text).with_context(|| format!("writing {}", proof_out.display()))?;
+    }
+    let event =
+        AuditEvent::success(actor, "ota.sign", format!("file:{}", file.display())).with_details(serde_json::json!({
+            "signature": out.display().to_string(),
+            "tlog_proof": proof.is_some().then(|| proof_out.display().to_string()),
+        }));
     store.append_audit(&[event]).await?;
     eprintln!("signature written to {}", out.display());
+    if proof.is_some() {
+        eprintln!("tlog-proof written to {}", proof_out.display());
+    }
     Ok(())
 }

@@ -73,6 +73,8 @@ const UA_CRL_VALIDITY_SECS: &str = "40000000";
 const VALIDITY_DAYS: u64 = 30;
 /// `compatible` of the bundles and the system config.
 const COMPATIBLE: &str = "e2e-device";
+/// The transparency log's origin (and its key's name) in these deployments.
+const LOG_ORIGIN: &str = "e2e.example/update-authority-log";
 /// How many update-signing certificates the store holds.
 const UPDATE_CERTS: &str = "SELECT COUNT(*) FROM certificates WHERE profile = 'update-signing'";
 
@@ -125,7 +127,13 @@ struct Signer {
 impl Lab {
     /// `init`, tokens, and `serve` with CRLs regenerated every second and long-lived.
     fn start(cli: Cli) -> Result<Self> {
-        let cli = cli.env("CA_CRL__REGENERATE_SECS", "1").env("CA_CRL__VALIDITY_SECS", UA_CRL_VALIDITY_SECS);
+        // The log's origin is fixed: by default it follows the public base URL, which
+        // only the service is started with, and the approvals now sign checkpoints
+        // that `audit verify` and `log key` (run without it) must agree with.
+        let cli = cli
+            .env("CA_CRL__REGENERATE_SECS", "1")
+            .env("CA_CRL__VALIDITY_SECS", UA_CRL_VALIDITY_SECS)
+            .env("CA_LOG__ORIGIN", LOG_ORIGIN);
         let dir = cli.workdir.clone();
         cli.run_ok(&["init"])?;
         let token = |name: &str, role: &str| -> Result<String> {
@@ -554,6 +562,13 @@ fn accept_flow(cli: Cli) -> Result<PathBuf> {
     // Reading it back gives the same certificate.
     let stored = lab.get(&id)?;
     assert_eq!((&stored["certificate"], &stored["serial"]), (&issued["certificate"], &issued["serial"]), "{stored}");
+    // Both carry the tlog-proof of the issuance (GET recomputes it).
+    for answer in [&issued, &stored] {
+        let proof = answer["tlog_proof"].as_str().with_context(|| format!("no tlog_proof in {answer}"))?;
+        let proof = tlog::TlogProof::parse(proof)?;
+        let entry: Value = serde_json::from_slice(proof.extra.as_deref().context("no entry in the proof")?)?;
+        assert_eq!(entry["action"], "certificate.issue", "{entry}");
+    }
     // Issued once: a further approval or sign is a conflict, and no second certificate.
     refused(&lab.approve(&t.carol, &id)?, 409, "already issued")?;
     refused(&lab.sign(&t.requester, &id)?, 409, "not approved")?;
@@ -1155,5 +1170,110 @@ fn ota_verify_applies_the_same_rules() -> Result<()> {
         )
     };
     assert_eq!((ota("success")?, ota("denied:%")?), (7, 11), "audited ota verify outcomes");
+    lab.finish()
+}
+
+// ---------------------------------------------------------------------------------
+// The signer was logged: tlog-proofs from the two-person flow
+// ---------------------------------------------------------------------------------
+
+/// `ota sign` of `firmware` by `signer`, with `--proof` if given.
+fn ota_sign(cli: &Cli, signer: &Signer, firmware: &Path, out: &Path, proof: Option<&Path>) -> Result<Output> {
+    let mut args = vec![
+        "ota",
+        "sign",
+        "--cert",
+        path_str(&signer.cert)?,
+        "--chain",
+        path_str(&signer.chain)?,
+        "--key-file",
+        path_str(&signer.key)?,
+        "--out",
+        path_str(out)?,
+    ];
+    if let Some(p) = proof {
+        args.extend_from_slice(&["--proof", path_str(p)?]);
+    }
+    args.push(path_str(firmware)?);
+    cli.run(&args)
+}
+
+#[test]
+fn ota_verify_with_a_log_key_requires_the_signers_tlog_proof() -> Result<()> {
+    let tmp = e2e_tests::workdir("update-tlog")?;
+    let d = tmp.path();
+    let lab = Lab::start(Cli::evaluation(d))?;
+    let cli = lab.cli.clone();
+    let log_key = cli.run_ok(&["log", "key"])?.stdout.trim().to_string();
+    ensure!(log_key.starts_with(&format!("{LOG_ORIGIN}+")), "log key {log_key}");
+    let key_file = d.join("log.vkey");
+    std::fs::write(&key_file, format!("{log_key}\n"))?;
+
+    // The answer of the approval that signs carries the proof of the issuance.
+    let signer = lab.issue_signer("ota-logged")?;
+    let proof_text = signer.request["tlog_proof"].as_str().context("no tlog_proof in the approve answer")?;
+    assert!(proof_text.starts_with("c2sp.org/tlog-proof@v1\n"), "{proof_text}");
+    let proof = tlog::TlogProof::parse(proof_text)?;
+    let entry: Value = serde_json::from_slice(proof.extra.as_deref().context("no extra")?)?;
+    assert_eq!(entry["action"], "certificate.issue", "{entry}");
+    let proof_file = d.join("ota-logged.tlog-proof");
+    std::fs::write(&proof_file, proof_text)?;
+    // GET recomputes it (nothing is stored): also a valid proof for the signer.
+    let stored = lab.get(&id_of(&signer.request)?)?;
+    let stored_proof = d.join("stored.tlog-proof");
+    std::fs::write(&stored_proof, stored["tlog_proof"].as_str().context("no tlog_proof in GET")?)?;
+    assert!(stored.get("tlog_proof_error").is_none(), "{stored}");
+    // Lists do not carry it.
+    let list = body(&lab.call("GET", "/update-requests", Some(&lab.t.auditor), None)?)?;
+    assert!(list["requests"][0].get("tlog_proof").is_none(), "{list}");
+
+    let firmware = d.join("firmware.bin");
+    std::fs::write(&firmware, (0..64 * 1024u32).map(|i| (i % 241) as u8).collect::<Vec<u8>>())?;
+    let root = lab.update_root.clone();
+
+    // `ota sign --proof` writes it next to the signature; `ota verify --log-key` finds
+    // it there and accepts (the key as a string or as a file).
+    let sig = d.join("firmware.sig");
+    ota_sign(&cli, &signer, &firmware, &sig, Some(&proof_file))?.ok()?;
+    let shipped = d.join("firmware.sig.tlog-proof");
+    assert_eq!(std::fs::read_to_string(&shipped)?, proof_text, "the proof ships as <signature>.tlog-proof");
+    assert_ota_accepted(&ota_verify(&cli, &firmware, &sig, &root, &["--log-key", &log_key])?, "logged signer")?;
+    let out = ota_verify(&cli, &firmware, &sig, &root, &["--log-key", path_str(&key_file)?])?;
+    assert_ota_accepted(&out, "log key from a file")?;
+    let out = ota_verify(&cli, &firmware, &sig, &root, &["--log-key", &log_key, "--proof", path_str(&stored_proof)?])?;
+    assert_ota_accepted(&out, "the proof GET answered")?;
+
+    // Without the proof: accepted without --log-key, refused with it.
+    let bare = d.join("bare.sig");
+    ota_sign(&cli, &signer, &firmware, &bare, None)?.ok()?;
+    ensure!(!d.join("bare.sig.tlog-proof").exists(), "no proof given, none written");
+    assert_ota_accepted(&ota_verify(&cli, &firmware, &bare, &root, &[])?, "no log required")?;
+    let out = ota_verify(&cli, &firmware, &bare, &root, &["--log-key", &log_key])?;
+    assert_ota_refused(&out, "no tlog-proof", "no proof")?;
+
+    // Another approved signer's proof does not vouch for this signer: `ota sign`
+    // refuses to ship it, and `ota verify` refuses it.
+    let other = lab.issue_signer("ota-other")?;
+    let other_proof = d.join("ota-other.tlog-proof");
+    std::fs::write(&other_proof, other.request["tlog_proof"].as_str().context("no tlog_proof")?)?;
+    let out = ota_sign(&cli, &signer, &firmware, &d.join("mixed.sig"), Some(&other_proof))?;
+    ensure!(!out.success() && out.stderr.contains("not of the issuance of --cert"), "{}", out.describe());
+    let out = ota_verify(&cli, &firmware, &bare, &root, &["--log-key", &log_key, "--proof", path_str(&other_proof)?])?;
+    assert_ota_refused(&out, "another certificate", "another signer's proof")?;
+
+    // The right proof under a key that is not the log's (same log name): refused.
+    let name = log_key.split('+').next().context("verifier key name")?;
+    let foreign = tlog::verifier_key(name, tlog::SIG_ED25519, &[7; 32]);
+    let out = ota_verify(&cli, &firmware, &sig, &root, &["--log-key", &foreign])?;
+    assert_ota_refused(&out, "does not verify under a trusted log key", "foreign log key")?;
+    // A tampered proof (the entry edited): refused.
+    let mut edited = proof.clone();
+    let mut extra = entry.clone();
+    extra["actor"] = "someone-else".into();
+    edited.extra = Some(serde_json::to_vec(&extra)?);
+    let edited_file = d.join("edited.tlog-proof");
+    std::fs::write(&edited_file, edited.to_text())?;
+    let out = ota_verify(&cli, &firmware, &sig, &root, &["--log-key", &log_key, "--proof", path_str(&edited_file)?])?;
+    assert_ota_refused(&out, "does not verify", "edited entry")?;
     lab.finish()
 }

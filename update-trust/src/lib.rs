@@ -6,7 +6,8 @@
 //! `ca-service ota verify|sign` runs. [`sign_detached`] makes the signature through an
 //! [`hsm::Signer`] (the key never leaves its store); [`verify_detached`] applies the
 //! whole device-side policy in one call and returns who signed, or a [`VerifyError`]
-//! that says which rule refused.
+//! that says which rule refused; [`verify_detached_logged`] also takes the tlog-proof
+//! that the signer certificate's issuance was logged (rule 7).
 //!
 //! # What a device must check, and why
 //!
@@ -55,6 +56,18 @@
 //!    compared with the signed messageDigest; the signature over the signed attributes
 //!    is verified with the signer certificate's key; the signed contentType must be
 //!    id-data. Exactly one SignerInfo is accepted.
+//! 7. **The signer was logged.** When [`Policy::log`] is set, the signer certificate
+//!    must come with a C2SP tlog-proof ([`verify_detached_logged`]) showing that its
+//!    issuance is in the Update Authority's transparency log: the proof's `extra` is
+//!    the log entry (the audit entry's canonical JSON) with action
+//!    `certificate.issue` and `details.fingerprint` equal to the SHA-256 of the signer
+//!    certificate's DER, and the RFC 6962 path from that entry's leaf hash leads to a
+//!    checkpoint signed by one of [`LogPolicy::verifiers`], for the log named like the
+//!    key (origin = verifier name). A missing, malformed or foreign proof gives
+//!    [`VerifyError::NotLogged`]. This is what makes a certificate minted outside the
+//!    two-person flow — e.g. with a stolen Update Authority key — useless: its
+//!    issuance is not in the log, or the log shows it to every monitor. The check
+//!    needs no clock and no storage; the proof ships next to the signature.
 //!
 //! The chain, EKU, validity and CRL checks are done by `rustls-webpki`; signatures and
 //! digests by `aws-lc-rs`; the CMS structures are `cms`/`der`/`x509-cert` types. No
@@ -81,7 +94,10 @@ mod sign;
 mod verify;
 
 pub use sign::{sign_detached, SignError};
-pub use verify::verify_detached;
+pub use verify::{verify_detached, verify_detached_logged};
+
+/// The transparency-log formats the proof of rule 7 is in (the `tlog` crate).
+pub use tlog;
 
 /// `id-kp-codeSigning` (1.3.6.1.5.5.7.3.3): the extended key usage an update-signing
 /// certificate must carry.
@@ -134,6 +150,17 @@ pub struct Policy<'a> {
     pub device_class: Option<ObjectIdentifier>,
     /// When the chain is checked.
     pub time: VerifyTime,
+    /// When set, the signer certificate's issuance must be proven to be in this
+    /// transparency log (rule 7); `None` skips the check.
+    pub log: Option<LogPolicy<'a>>,
+}
+
+/// The transparency log a signer certificate's issuance must be in (rule 7).
+#[derive(Clone, Copy, Debug)]
+pub struct LogPolicy<'a> {
+    /// The log's checkpoint keys (parse them with [`tlog::Verifier::parse`]); a
+    /// checkpoint is accepted for the log whose origin is the key's name.
+    pub verifiers: &'a [tlog::Verifier],
 }
 
 /// Who signed an accepted update.
@@ -213,6 +240,10 @@ pub enum VerifyError {
     /// The signer certificate is not scoped to the required device class.
     #[error("the signer certificate is not scoped to device class {wanted} (it has: {})", fmt_oids(.have))]
     ClassNotInScope { wanted: ObjectIdentifier, have: Vec<ObjectIdentifier> },
+    /// [`Policy::log`] is set and the signer certificate's issuance is not proven to
+    /// be in that log; the message names the check that failed.
+    #[error("the signer certificate is not proven to be logged: {0}")]
+    NotLogged(String),
     /// Reading the content failed.
     #[error("reading the content failed: {0}")]
     Io(#[from] std::io::Error),

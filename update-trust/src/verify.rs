@@ -23,11 +23,14 @@ use x509_cert::time::Time;
 use x509_cert::Certificate;
 
 use crate::alg::{verification_alg, DigestAlg};
-use crate::{Policy, Verified, VerifyError, VerifyTime, CODE_SIGNING, MAX_SIGNATURE_LEN};
+use crate::{LogPolicy, Policy, Verified, VerifyError, VerifyTime, CODE_SIGNING, MAX_SIGNATURE_LEN};
 
 /// Content octets of the id-kp-codeSigning OID, as webpki's `KeyUsage` wants them
 /// (a test checks they equal [`CODE_SIGNING`]).
 const CODE_SIGNING_OID_VALUE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+
+/// The log action that records a certificate's issuance.
+const ISSUANCE_ACTION: &str = "certificate.issue";
 
 /// PEM labels accepted for the signature: `CMS` (openssl cms -outform PEM) and `PKCS7`.
 const PEM_LABELS: [&str; 2] = ["CMS", "PKCS7"];
@@ -43,6 +46,22 @@ const PEM_LABELS: [&str; 2] = ["CMS", "PKCS7"];
 /// One [`VerifyError`] variant per refused rule; see the [crate docs](crate) for the
 /// rules.
 pub fn verify_detached(signature: &[u8], content: impl Read, policy: &Policy<'_>) -> Result<Verified, VerifyError> {
+    verify_detached_logged(signature, content, None, policy)
+}
+
+/// [`verify_detached`] with the tlog-proof of the signer certificate's issuance
+/// (C2SP tlog-proof text), for a policy with [`Policy::log`] set (rule 7 of the
+/// [crate docs](crate)). The proof is ignored when the policy sets no log.
+///
+/// # Errors
+/// As [`verify_detached`]; [`VerifyError::NotLogged`] if the log is required and
+/// `proof` is missing or does not prove the signer certificate's issuance.
+pub fn verify_detached_logged(
+    signature: &[u8],
+    content: impl Read,
+    proof: Option<&str>,
+    policy: &Policy<'_>,
+) -> Result<Verified, VerifyError> {
     if signature.len() > MAX_SIGNATURE_LEN {
         return Err(VerifyError::TooLarge { len: signature.len(), max: MAX_SIGNATURE_LEN });
     }
@@ -77,6 +96,10 @@ pub fn verify_detached(signature: &[u8], content: impl Read, policy: &Policy<'_>
         if !device_classes.contains(&wanted) {
             return Err(VerifyError::ClassNotInScope { wanted, have: device_classes });
         }
+    }
+
+    if let Some(log) = &policy.log {
+        check_logged(&parsed.signer_der, proof, log)?;
     }
 
     // Last, the expensive part: the content.
@@ -422,6 +445,43 @@ fn certificate_policies(cert: &Certificate) -> Result<Vec<ObjectIdentifier>, Ver
         }
     }
     Ok(out)
+}
+
+/// Rule 7: `proof` shows the issuance of the certificate `signer_der` in the log.
+fn check_logged(signer_der: &[u8], proof: Option<&str>, log: &LogPolicy<'_>) -> Result<(), VerifyError> {
+    let not_logged = |why: String| VerifyError::NotLogged(why);
+    let text = proof.ok_or_else(|| not_logged("no tlog-proof was given".into()))?;
+    let proof = tlog::TlogProof::parse(text).map_err(|e| not_logged(format!("the tlog-proof does not parse: {e}")))?;
+    let extra =
+        proof.extra.as_deref().ok_or_else(|| not_logged("the tlog-proof carries no log entry (extra)".into()))?;
+    let entry: serde_json::Value = serde_json::from_slice(extra)
+        .map_err(|e| not_logged(format!("the proof's log entry is not a JSON audit entry: {e}")))?;
+    if entry["action"].as_str() != Some(ISSUANCE_ACTION) {
+        return Err(not_logged(format!("the proof's log entry is not a {ISSUANCE_ACTION} entry")));
+    }
+    // `details` is the JSON object as the string it was logged as.
+    let details: serde_json::Value = entry["details"]
+        .as_str()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .ok_or_else(|| not_logged("the proof's log entry has no JSON details".into()))?;
+    let fingerprint = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signer_der));
+    if details["fingerprint"].as_str() != Some(fingerprint.as_str()) {
+        return Err(not_logged("the proof's log entry is for another certificate".into()));
+    }
+    if log.verifiers.is_empty() {
+        return Err(not_logged("the policy trusts no log key".into()));
+    }
+    let leaf = tlog::leaf_hash(extra);
+    // The origin is the key's name: each key vouches only for its own log.
+    let mut last = None;
+    for v in log.verifiers {
+        match proof.verify(&leaf, std::slice::from_ref(v), v.name()) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.map_or_else(String::new, |e| e.to_string());
+    Err(not_logged(format!("the inclusion proof does not verify under a trusted log key: {e}")))
 }
 
 /// Serial as lowercase hex without the DER sign byte.

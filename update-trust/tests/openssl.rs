@@ -70,7 +70,7 @@ fn assert_openssl_accepts(dir: &Dir, name: &str, sig: &[u8]) {
 }
 
 fn policy(anchors: &[Vec<u8>]) -> Policy<'_> {
-    Policy { trust_anchors: anchors, crls: &[], device_class: Some(class(7)), time: VerifyTime::Now }
+    Policy { trust_anchors: anchors, crls: &[], device_class: Some(class(7)), time: VerifyTime::Now, log: None }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use update_trust::{sign_detached, verify_detached, Policy, SignError, VerifyErro
 const FIRMWARE: &[u8] = b"firmware image v1.2.3 \x00\x01\x02 for device class 7";
 
 fn policy(anchors: &[Vec<u8>]) -> Policy<'_> {
-    Policy { trust_anchors: anchors, crls: &[], device_class: None, time: VerifyTime::Now }
+    Policy { trust_anchors: anchors, crls: &[], device_class: None, time: VerifyTime::Now, log: None }
 }
 
 fn sign_with(key: &dyn hsm::Signer, cert: &[u8], chain: &[Vec<u8>], at: SystemTime) -> Vec<u8> {

@@ -80,7 +80,7 @@ pub fn openapi_document() -> serde_json::Value {
                         "enum": ["pending", "approved", "rejected", "issued"] } }],
                     "responses": std_errors(ok("UpdateRequestList")) } },
             "/update-requests/{id}": { "get": {
-                "summary": "Read an update-signing request (with its certificate once issued)",
+                "summary": "Read an update-signing request (with its certificate and tlog-proof once issued)",
                 "x-roles": roles(Operation::ReadUpdateRequests),
                 "parameters": [p("id")], "responses": std_errors(ok("UpdateRequest")) } },
             "/update-requests/{id}/approve": { "post": {
@@ -150,7 +150,10 @@ pub fn openapi_document() -> serde_json::Value {
                     "created_at": { "type": "integer" }, "expires_at": { "type": "integer" },
                     "issuer": { "type": "string" }, "serial": { "type": "string" },
                     "certificate": { "type": "string", "description": "PEM, once issued" },
-                    "chain": { "type": "string", "description": "PEM of the issuing CA, once issued" } } },
+                    "chain": { "type": "string", "description": "PEM of the issuing CA, once issued" },
+                    "tlog_proof": { "type": "string", "description": "C2SP tlog-proof that the certificate's issuance (its certificate.issue entry, in the proof's extra) is in the transparency log; in the answers of approve, sign and GET once issued (not in lists). Ship it with the update signature (`ota sign --proof`)" },
+                    "tlog_proof_error": { "type": "string", "description": "Why tlog_proof is missing (e.g. no checkpoint yet); GET the request again" },
+                    "signing_error": { "type": "string", "description": "approve: the quorum is met but signing was refused" } } },
                 "UpdateRequestList": { "type": "object", "properties": {
                     "requests": { "type": "array", "items": { "$ref": "#/components/schemas/UpdateRequest" } } } },
                 "AuditPage": { "type": "object", "properties": {

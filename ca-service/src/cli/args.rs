@@ -175,11 +175,17 @@ pub enum OtaCommand {
         /// Where to write the signature.
         #[arg(long)]
         out: PathBuf,
+        /// The tlog-proof of the certificate's issuance (`tlog_proof` of the update
+        /// request); checked to be for --cert and written next to the signature, as
+        /// `<out>.tlog-proof`, for devices that require the signer to be logged.
+        #[arg(long)]
+        proof: Option<PathBuf>,
         file: PathBuf,
     },
     /// Verify FILE against a detached CMS signature: chain to the update root only,
     /// EKU codeSigning, device class in scope, not revoked per the given CRLs, valid
-    /// now (or at --at / the signing time). Prints `accepted: …` or fails `refused: …`.
+    /// now (or at --at / the signing time), and with --log-key the signer logged.
+    /// Prints `accepted: …` or fails `refused: …`.
     Verify {
         #[arg(long)]
         signature: PathBuf,
@@ -201,6 +207,14 @@ pub enum OtaCommand {
         /// Check validity at the signature's signingTime (asserted by the signer).
         #[arg(long)]
         at_signing_time: bool,
+        /// Require the signer certificate's issuance to be in the transparency log
+        /// with this verifier key (`name+id+key`, or a file holding it; repeat for
+        /// several): without a valid tlog-proof the update is refused.
+        #[arg(long)]
+        log_key: Vec<String>,
+        /// The tlog-proof (default: `<signature>.tlog-proof`); used with --log-key.
+        #[arg(long, requires = "log_key")]
+        proof: Option<PathBuf>,
         file: PathBuf,
     },
 }

@@ -7,12 +7,33 @@ use super::{Ctx, OtaCommand};
 
 pub(super) async fn run(ctx: Ctx, command: OtaCommand) -> anyhow::Result<()> {
     match command {
-        OtaCommand::Verify { signature, trust, crl, class, class_oid, at, at_signing_time, file } => {
-            let args =
-                crate::ota::VerifyArgs { signature, file, trust, crls: crl, class, class_oid, at, at_signing_time };
+        OtaCommand::Verify { signature, trust, crl, class, class_oid, at, at_signing_time, log_key, proof, file } => {
+            let args = crate::ota::VerifyArgs {
+                signature,
+                file,
+                trust,
+                crls: crl,
+                class,
+                class_oid,
+                at,
+                at_signing_time,
+                log_keys: log_key,
+                proof,
+            };
             crate::ota::verify(&ctx.config, ctx.store.as_ref(), &ctx.actor, &args).await?;
         }
-        OtaCommand::Sign { cert, chain, key_file, pkcs11_module, token_label, key_label, pin_env, out, file } => {
+        OtaCommand::Sign {
+            cert,
+            chain,
+            key_file,
+            pkcs11_module,
+            token_label,
+            key_label,
+            pin_env,
+            out,
+            proof,
+            file,
+        } => {
             let key = match (key_file, pkcs11_module, token_label, key_label) {
                 (Some(path), None, _, _) => crate::ota::SigningKey::File(path),
                 (None, Some(module), Some(token_label), Some(key_label)) => {
@@ -20,7 +41,14 @@ pub(super) async fn run(ctx: Ctx, command: OtaCommand) -> anyhow::Result<()> {
                 }
                 _ => bail!("give --key-file, or --pkcs11-module with --token-label and --key-label"),
             };
-            crate::ota::sign(ctx.store.as_ref(), &ctx.actor, key, &cert, chain.as_deref(), &file, &out).await?;
+            let paths = crate::ota::SignPaths {
+                cert: &cert,
+                chain: chain.as_deref(),
+                proof: proof.as_deref(),
+                file: &file,
+                out: &out,
+            };
+            crate::ota::sign(ctx.store.as_ref(), &ctx.actor, key, &paths).await?;
         }
     }
     Ok(())
