@@ -47,11 +47,14 @@ const REASONS: [(&str, Reason); 9] = [
     ("aACompromise", Reason::AaCompromise),
 ];
 
-/// An RFC 5280 CRLReason name → the reason (case-insensitive); `Err` names the choices.
+/// An RFC 5280 CRLReason name → the reason (case-insensitive); `Err` names the choices
+/// and repeats at most 64 characters of `name`, escaped, so it is safe to log.
 pub fn parse_reason(name: &str) -> Result<Reason, String> {
     REASONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, r)| *r).ok_or_else(|| {
+        let shown: String = name.chars().take(64).collect();
         format!(
-            "unknown revocation reason '{name}' (one of: {})",
+            "unknown revocation reason '{}' (one of: {})",
+            shown.escape_debug(),
             REASONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
         )
     })

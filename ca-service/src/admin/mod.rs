@@ -21,6 +21,7 @@
 
 mod audit;
 mod auth;
+mod bodies;
 mod certificates;
 mod devices;
 mod openapi;
@@ -29,7 +30,6 @@ mod updates;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 
 use crate::abuse::Gate;
 use crate::audit::AuditEvent;
@@ -47,6 +47,47 @@ pub use params::MAX_IDENTIFIER_BYTES;
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
 /// Most audit entries one `GET /api/v1/audit` returns.
 pub const MAX_AUDIT_PAGE: i64 = 1000;
+
+/// What the fuzz targets (`ca-service/fuzz`) drive: the pure decoders of the admin
+/// API's bodies, query strings and path parameters, with refusals as (status, reason).
+/// Not an API; nothing else may use it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{bodies, params};
+    use crate::est::Refusal;
+    use crate::store::RequestStatus;
+    use crate::updates::NewUpdateRequest;
+    use revocation::Reason;
+
+    /// A refusal as its HTTP status and reason.
+    pub type Refused = (u16, String);
+
+    fn refused(r: Refusal) -> Refused {
+        (r.status.as_u16(), r.reason)
+    }
+
+    pub fn revoke_reason(body: &[u8]) -> Result<Reason, Refused> {
+        bodies::revoke_reason(body).map_err(refused)
+    }
+    pub fn update_request(body: &[u8]) -> Result<NewUpdateRequest, Refused> {
+        bodies::update_request(body).map_err(refused)
+    }
+    pub fn reject_reason(body: &[u8]) -> Result<String, Refused> {
+        bodies::reject_reason(body).map_err(refused)
+    }
+    pub fn audit_page(query: &str) -> Result<(i64, i64), Refused> {
+        bodies::audit_page(query).map_err(refused)
+    }
+    pub fn status_filter(query: &str) -> Result<Option<RequestStatus>, Refused> {
+        bodies::status_filter(query).map_err(refused)
+    }
+    pub fn check_identifier(value: &str) -> Result<(), String> {
+        params::check_identifier("identifier", value)
+    }
+    pub fn escaped(value: &str) -> String {
+        params::escaped(value)
+    }
+}
 
 /// Admin API routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -125,36 +166,20 @@ pub(crate) async fn handle(
     }
 }
 
-/// Reads a JSON body of at most [`MAX_JSON_BYTES`].
-async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, Refusal> {
-    let bytes = match payload.to_bytes_limited(MAX_JSON_BYTES).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return Err(Refusal::bad_request("the request body could not be read")),
+/// Reads a request body of at most [`MAX_JSON_BYTES`], for one of the decoders in
+/// [`bodies`].
+async fn read_body(payload: web::Payload) -> Result<web::Bytes, Refusal> {
+    match payload.to_bytes_limited(MAX_JSON_BYTES).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(Refusal::bad_request("the request body could not be read")),
         Err(_) => {
-            return Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {MAX_JSON_BYTES} bytes"),
-            ))
+            Err(Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_JSON_BYTES} bytes")))
         }
-    };
-    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad_request(format!("malformed JSON body: {e}")))
-}
-
-/// Decodes the query string.
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Refusal> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| Refusal::bad_request(format!("bad query: {e}")))
+    }
 }
 
 fn not_found(what: String) -> Refusal {
     Refusal::new(StatusCode::NOT_FOUND, what)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    reason: String,
 }
 
 /// The revoke endpoints (a certificate; a device, a batch or a model): the reason from
@@ -170,8 +195,7 @@ async fn revoke_endpoint(
     what: impl FnOnce() -> Result<revoke::Target, Refusal>,
 ) -> HttpResponse {
     handle(pki, req, op, target, async |caller| {
-        let body: RevokeBody = read_json(payload).await?;
-        let reason = revoke::parse_reason(&body.reason).map_err(Refusal::bad_request)?;
+        let reason = bodies::revoke_reason(&read_body(payload).await?)?;
         let order = revoke::Order { target: what()?, reason, actor: &caller.actor, via: revoke::Via::Api };
         let publish = revoke::Publish::Here {
             pki,

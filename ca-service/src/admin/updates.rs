@@ -5,35 +5,13 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-
 use super::params::PathId;
-use super::{handle, not_found, query, read_json, Operation};
+use super::{bodies, handle, not_found, read_body, Operation};
 use crate::est::Refusal;
 use crate::issuance::Pki;
-use crate::store::{RequestStatus, UpdateRequest};
+use crate::store::UpdateRequest;
 use crate::transparency::TransparencyLog;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateRequestBody {
-    /// PKCS#10 in PEM.
-    csr: String,
-    classes: Vec<String>,
-    validity_days: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RejectBody {
-    reason: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct StatusQuery {
-    status: Option<String>,
-}
+use actix_web::{web, HttpRequest, HttpResponse};
 
 fn pem_cert(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
@@ -160,12 +138,7 @@ pub(super) async fn submit_update_request(
     payload: web::Payload,
 ) -> HttpResponse {
     handle(&pki, &req, Operation::SubmitUpdateRequest, "update-request", async |caller| {
-        let body: UpdateRequestBody = read_json(payload).await?;
-        let new = crate::updates::NewUpdateRequest {
-            csr: body.csr.into_bytes(),
-            classes: body.classes,
-            validity_days: body.validity_days,
-        };
+        let new = bodies::update_request(&read_body(payload).await?)?;
         let request = crate::updates::submit(&pki, &caller.name, &caller.actor, new).await?;
         Ok(HttpResponse::Created().json(update_request_json(&pki, &request, Proof::No).await?))
     })
@@ -175,13 +148,7 @@ pub(super) async fn submit_update_request(
 /// `GET /api/v1/update-requests?status=pending`.
 pub(super) async fn list_update_requests(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse {
     handle(&pki, &req, Operation::ReadUpdateRequests, "update-requests", async |_| {
-        let q: StatusQuery = query(&req)?;
-        let status = match q.status.as_deref() {
-            None => None,
-            Some(s) => Some(RequestStatus::parse(s).map_err(|_| {
-                Refusal::bad_request(format!("unknown status '{s}' (pending, approved, rejected, issued)"))
-            })?),
-        };
+        let status = bodies::status_filter(req.query_string())?;
         let requests = pki.store.list_update_requests(status).await.map_err(Refusal::from)?;
         let mut out = Vec::with_capacity(requests.len());
         for r in &requests {
@@ -230,8 +197,8 @@ pub(super) async fn reject_update_request(
     let (id, target) = request_path(&req);
     handle(&pki, &req, Operation::RejectUpdateRequest, &target, async |caller| {
         let id = id.get()?;
-        let body: RejectBody = read_json(payload).await?;
-        crate::updates::reject(&pki, &caller.name, &caller.actor, id, &body.reason).await?;
+        let reason = bodies::reject_reason(&read_body(payload).await?)?;
+        crate::updates::reject(&pki, &caller.name, &caller.actor, id, &reason).await?;
         answer(&pki, id, Proof::No).await
     })
     .await
