@@ -112,6 +112,7 @@ pub async fn sign_crl(
     let number = crls.next_crl_number(ca_name).await.map_err(|e| internal(e.to_string()))?;
     let revoked =
         revocations.revoked_for_crl(ca_name, now_secs, shard, since).await.map_err(|e| internal(e.to_string()))?;
+    let entry_count = revoked.len();
     let (scope_url, delta_url) = pki.urls.crl_of(ca_name, scope);
     // Deltas only for CAs the service signs for online; roots publish complete CRLs.
     let freshest = (pki.urls.delta_crls && ca.issuer().is_some() && matches!(kind, CrlKind::Full)).then_some(delta_url);
@@ -153,9 +154,11 @@ pub async fn sign_crl(
     })
     .await
     .map_err(|e| internal(e.to_string()))??;
+    let name = crl_name(scope, matches!(kind, CrlKind::Delta { .. }));
+    crate::telemetry::crl_signed(ca_name, &name, entry_count);
     Ok(PublishedCrl {
         ca: ca_name.to_string(),
-        name: crl_name(scope, matches!(kind, CrlKind::Delta { .. })),
+        name,
         number,
         base_number: match kind {
             CrlKind::Delta { base_crl_number } => Some(base_crl_number),
@@ -175,6 +178,20 @@ fn scopes(pki: &Pki) -> Vec<CrlScope> {
         scopes.extend((0..pki.urls.crl_shards).map(CrlScope::Shard));
     }
     scopes
+}
+
+/// (CA, CRL name) of every CRL this deployment publishes for its online CAs.
+pub fn published_names(pki: &Pki) -> Vec<(String, String)> {
+    let mut names = Vec::new();
+    for ca in pki.cas().filter(|c| c.issuer().is_some()) {
+        for scope in scopes(pki) {
+            names.push((ca.record.name.clone(), crl_name(scope, false)));
+            if pki.urls.delta_crls {
+                names.push((ca.record.name.clone(), crl_name(scope, true)));
+            }
+        }
+    }
+    names
 }
 
 /// Signs the complete CRL of `scope` and, with `crl.delta_crls`, a delta on it.

@@ -57,18 +57,32 @@ pub fn capture_peer_certificate(conn: &dyn Any, ext: &mut Extensions) {
     }
 }
 
-/// A refusal: status, reason (sent to the client and audited), optional Retry-After.
-/// Shared with the admin API.
+/// A refusal: status, reason (sent to the client and audited), optional Retry-After,
+/// and its kind (a fixed word, the metrics label). Shared with the admin API.
 #[derive(Debug)]
 pub(crate) struct Refusal {
     pub(crate) status: StatusCode,
     pub(crate) reason: String,
     pub(crate) retry_after: Option<u64>,
+    pub(crate) kind: &'static str,
 }
 
 impl Refusal {
+    /// A refusal whose kind is its status class (`bad_request`, `forbidden`, …).
     pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Self { status, reason: reason.into(), retry_after: None }
+        let kind = match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthenticated",
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            413 => "too_large",
+            415 => "wrong_content_type",
+            429 => "rate_limited",
+            _ if status.is_client_error() => "refused",
+            _ => "internal",
+        };
+        Self { status, reason: reason.into(), retry_after: None, kind }
     }
     pub(crate) fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
@@ -82,6 +96,7 @@ impl Refusal {
     pub(crate) fn too_many_failures(retry_after_secs: u64) -> Self {
         Self {
             retry_after: Some(retry_after_secs),
+            kind: "too_many_failures",
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too many failed authentication attempts from this address")
         }
     }
@@ -103,7 +118,7 @@ impl From<enrollment::CsrError> for Refusal {
 impl From<ra::Refusal> for Refusal {
     fn from(r: ra::Refusal) -> Self {
         let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self { status, reason: r.to_string(), retry_after: r.retry_after() }
+        Self { status, reason: r.to_string(), retry_after: r.retry_after(), kind: r.kind() }
     }
 }
 
@@ -165,9 +180,15 @@ async fn respond(
     claim: Option<&str>,
     result: Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
+    let endpoint = action.strip_prefix("est.").unwrap_or(action);
     match result {
-        Ok(res) => res,
+        Ok(res) => {
+            let outcome = if res.status() == StatusCode::ACCEPTED { "pending" } else { "ok" };
+            crate::telemetry::est_request(endpoint, outcome);
+            res
+        }
         Err(r) => {
+            crate::telemetry::est_request(endpoint, r.kind);
             audit_refusal_from(&gate.refusals, req, action, actor, "est", claim, &r).await;
             let mut res = HttpResponse::build(r.status);
             res.content_type("text/plain; charset=utf-8");

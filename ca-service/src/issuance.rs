@@ -384,6 +384,7 @@ impl Pki {
             };
             match self.writer.call(issuance).await.map_err(|_| IssueError::WriterStopped)?? {
                 IssuanceOutcome::Stored => {
+                    crate::telemetry::certificate_issued(profile_name, &ca.record.name);
                     return Ok(Issued { chain: self.chain_of(&ca.record.name), record, private_key: None });
                 }
                 IssuanceOutcome::SerialTaken => {
@@ -511,7 +512,9 @@ fn spawn_writer(store: Arc<dyn Store>, max_batch: usize) -> Writer {
 }
 
 async fn commit_batch(store: &dyn Store, items: &[Issuance]) -> Vec<Result<IssuanceOutcome, StoreError>> {
+    let started = std::time::Instant::now();
     let stored = store.store_certificates(items).await;
+    crate::telemetry::store_transaction("store_certificates", started.elapsed());
     if let Err(e) = &stored {
         tracing::error!(error = %e, batch = items.len(), "storing issued certificates failed; none released");
     }

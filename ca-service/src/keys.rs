@@ -70,16 +70,66 @@ impl KeyStores {
         Ok(store)
     }
 
-    /// Finds a key, naming the store in the error.
+    /// The stores opened so far, by name.
+    pub fn opened(&self) -> Vec<(String, Arc<dyn KeyStore>)> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.iter().map(|(name, store)| (name.clone(), store.clone())).collect()
+    }
+
+    /// Finds a key, naming the store in the error. Its signatures are counted and
+    /// timed (`crate::telemetry::signature`).
     pub fn find(&self, store: &str, label: &str) -> Result<Arc<dyn Signer>, KeyStoreError> {
-        self.get(store)?.find(label).map_err(|source| KeyStoreError::Hsm { store: store.to_string(), cause: source })
+        let key = self
+            .get(store)?
+            .find(label)
+            .map_err(|source| KeyStoreError::Hsm { store: store.to_string(), cause: source })?;
+        Ok(Metered::wrap(store, key))
     }
 
     /// Generates a key, naming the store in the error.
     pub fn generate(&self, store: &str, label: &str, alg: KeyAlgorithm) -> Result<Arc<dyn Signer>, KeyStoreError> {
-        self.get(store)?
+        let key = self
+            .get(store)?
             .generate(label, alg)
-            .map_err(|source| KeyStoreError::Hsm { store: store.to_string(), cause: source })
+            .map_err(|source| KeyStoreError::Hsm { store: store.to_string(), cause: source })?;
+        Ok(Metered::wrap(store, key))
+    }
+}
+
+/// A key whose signatures are counted and timed, by store and label.
+#[derive(Debug)]
+struct Metered {
+    store: String,
+    key: Arc<dyn Signer>,
+}
+
+impl Metered {
+    fn wrap(store: &str, key: Arc<dyn Signer>) -> Arc<dyn Signer> {
+        Arc::new(Metered { store: store.to_string(), key })
+    }
+}
+
+impl Signer for Metered {
+    fn label(&self) -> &str {
+        self.key.label()
+    }
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.key.algorithm()
+    }
+    fn public_key_der(&self) -> &[u8] {
+        self.key.public_key_der()
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let started = std::time::Instant::now();
+        let signed = self.key.sign(message);
+        crate::telemetry::signature(&self.store, self.key.label(), signed.is_ok(), started.elapsed());
+        signed
+    }
+    fn signature_algorithm_der(&self) -> &'static [u8] {
+        self.key.signature_algorithm_der()
+    }
+    fn signs_in_microseconds(&self) -> bool {
+        self.key.signs_in_microseconds()
     }
 }
 

@@ -58,6 +58,8 @@ struct Presigned {
     next_update: SystemTime,
     bytes: web::Bytes,
     etag: String,
+    /// The certificates' status, as the metrics name it (`good`, `revoked`, `unknown`, `mixed`).
+    status: &'static str,
 }
 
 /// What a request gets: the DER response, and the pre-signed entry it came from.
@@ -66,15 +68,33 @@ struct Answer {
     presigned: Option<Arc<Presigned>>,
     /// Where a cacheable answer lives in the cache.
     key: Option<CacheKey>,
+    /// For the metrics: the certificates' status or the error status, and whether the
+    /// answer came from the cache, was signed for this request, or is an error (`none`).
+    status: &'static str,
+    source: &'static str,
 }
 
 impl Answer {
     fn error(status: ErrorStatus) -> Self {
-        Self { bytes: web::Bytes::from(ocsp::error_response(status)), presigned: None, key: None }
+        let name = match status {
+            ErrorStatus::MalformedRequest => "malformed_request",
+            ErrorStatus::InternalError => "internal_error",
+            ErrorStatus::TryLater => "try_later",
+            ErrorStatus::SigRequired => "sig_required",
+            ErrorStatus::Unauthorized => "unauthorized",
+        };
+        let bytes = web::Bytes::from(ocsp::error_response(status));
+        Self { bytes, presigned: None, key: None, status: name, source: "none" }
     }
 
-    fn presigned(p: Arc<Presigned>, key: Option<CacheKey>) -> Self {
-        Self { bytes: p.bytes.clone(), presigned: Some(p), key }
+    fn presigned(p: Arc<Presigned>, key: Option<CacheKey>, source: &'static str) -> Self {
+        Self { bytes: p.bytes.clone(), status: p.status, presigned: Some(p), key, source }
+    }
+
+    /// Counts the answer in the metrics; returns it.
+    fn counted(self) -> Self {
+        crate::telemetry::ocsp_response(self.status, self.source);
+        self
     }
 }
 
@@ -135,6 +155,12 @@ impl OcspService {
             };
             let keys = IssuerKeys::from_ca_cert_der(&ca.record.cert_der)
                 .map_err(|e| IssueError::Signing(format!("CA '{name}': {e}")))?;
+            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&cert_der) {
+                crate::telemetry::not_after(
+                    crate::telemetry::Expiry::OcspSigner(&name),
+                    cert.validity().not_after.timestamp(),
+                );
+            }
             responders.push(Responder { ca: name, keys, signer, cert_der });
         }
         Ok(Self {
@@ -165,7 +191,7 @@ impl OcspService {
     /// Answers a request whose exact bytes are `raw` and whose DER `decode` yields.
     async fn answer_raw(&self, pki: &Pki, raw: &[u8], decode: impl FnOnce() -> Option<Vec<u8>>) -> Answer {
         if let Some(p) = self.remembered(raw) {
-            return Answer::presigned(p, None);
+            return Answer::presigned(p, None, "cache");
         }
         let Some(der) = decode() else { return Answer::error(ErrorStatus::MalformedRequest) };
         let answer = self.answer(pki, &der).await;
@@ -190,7 +216,7 @@ impl OcspService {
         }
         if request.nonce.is_some() || request.cert_ids.len() != 1 {
             return match self.sign(pki, index, &request.cert_ids, request.nonce.as_deref()).await {
-                Ok(p) => Answer { bytes: p.bytes, presigned: None, key: None },
+                Ok(p) => Answer { bytes: p.bytes, presigned: None, key: None, status: p.status, source: "signed" },
                 Err(status) => Answer::error(status),
             };
         }
@@ -198,11 +224,11 @@ impl OcspService {
         let key = (index, id.serial().to_vec(), *id.hash_algorithm() == HashAlgorithm::Sha1);
         if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             if Instant::now() < p.fresh_until {
-                return Answer::presigned(p.clone(), Some(key));
+                return Answer::presigned(p.clone(), Some(key), "cache");
             }
         }
         match self.presign(pki, key.clone(), id).await {
-            Ok(p) => Answer::presigned(p, Some(key)),
+            Ok(p) => Answer::presigned(p, Some(key), "signed"),
             Err(status) => Answer::error(status),
         }
     }
@@ -231,6 +257,14 @@ impl OcspService {
         for id in ids {
             answers.push((id.clone(), status_of(pki.store.as_ref(), &responder.ca, id).await?));
         }
+        let name = |s: &CertStatus| match s {
+            CertStatus::Good => "good",
+            CertStatus::Revoked { .. } => "revoked",
+            CertStatus::Unknown => "unknown",
+        };
+        let mut names = answers.iter().map(|(_, s)| name(s));
+        let first = names.next().unwrap_or("unknown");
+        let status = if names.all(|n| n == first) { first } else { "mixed" };
         // Whole seconds: producedAt/thisUpdate are GeneralizedTime without fractions.
         let now = UNIX_EPOCH + Duration::from_secs(crate::issuance::unix(SystemTime::now()).max(0) as u64);
         let next_update = now + RESPONSE_VALIDITY;
@@ -250,6 +284,7 @@ impl OcspService {
             next_update,
             etag: format!("\"{}\"", crate::issuance::sha256_hex(&der)),
             bytes: web::Bytes::from(der),
+            status,
         })
     }
 
@@ -348,11 +383,9 @@ pub async fn post(
     }
     let body = match payload.to_bytes_limited(ocsp::MAX_REQUEST_LEN).await {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) | Err(_) => {
-            return ocsp_response(web::Bytes::from(ocsp::error_response(ErrorStatus::MalformedRequest)))
-        }
+        Ok(Err(_)) | Err(_) => return ocsp_response(Answer::error(ErrorStatus::MalformedRequest).counted().bytes),
     };
-    ocsp_response(ocsp.answer_raw(&pki, &body, || Some(body.to_vec())).await.bytes)
+    ocsp_response(ocsp.answer_raw(&pki, &body, || Some(body.to_vec())).await.counted().bytes)
 }
 
 /// `GET /ocsp/{url-encoded base64 DER}` (RFC 6960 Appendix A), with RFC 5019 caching
@@ -373,7 +406,7 @@ pub async fn get(pki: web::Data<Pki>, ocsp: web::Data<OcspService>, req: HttpReq
         let text = percent_decode(raw)?;
         base64::engine::general_purpose::STANDARD.decode(text.trim()).ok().filter(|d| d.len() <= ocsp::MAX_REQUEST_LEN)
     };
-    let answer = ocsp.answer_raw(&pki, raw.as_bytes(), decode).await;
+    let answer = ocsp.answer_raw(&pki, raw.as_bytes(), decode).await.counted();
     let Some(p) = answer.presigned else { return ocsp_response(answer.bytes) };
     // RFC 5019 §6: caches may keep it until nextUpdate; we ask them to come back
     // sooner so that a revocation reaches them within the CRL bound.

@@ -70,6 +70,7 @@ pub fn known(config: &Config, r: CertRecord) -> KnownCertificate {
 /// Store errors as refusals: absent → 404, state → 409, unreachable → 503, the rest
 /// → 500 without details (those go to the log).
 pub fn store_refusal(e: StoreError) -> Refusal {
+    crate::telemetry::store_error(&e);
     match e {
         StoreError::NotFound(what) => Refusal::NotFound(what),
         StoreError::Conflict(why) => Refusal::Conflict(why),
@@ -88,6 +89,9 @@ pub fn store_refusal(e: StoreError) -> Refusal {
 /// Issuance failures as refusals: the requester's mistakes keep their reason; ours
 /// are logged and answered without details.
 pub fn issue_refusal(e: IssueError) -> Refusal {
+    if let IssueError::Store(store) = &e {
+        crate::telemetry::store_error(store);
+    }
     match e {
         IssueError::Ra(r) => r,
         IssueError::UnknownProfile(p) => Refusal::UnknownProfile(p),

@@ -13,7 +13,7 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use tracing::Instrument;
 
-use crate::config::ProfileKind;
+use crate::config::{MetricsListen, ProfileKind};
 use crate::issuance::Pki;
 use crate::profile::Subject;
 
@@ -89,6 +89,7 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
         )
         .await
         .map_err(|e| err(e.to_string()))?;
+    crate::telemetry::not_after(crate::telemetry::Expiry::TlsServer, issued.record.not_after);
     let mut chain = vec![issued.record.der];
     chain.extend(issued.chain);
     crate::tls::server_config(chain, key, &roots).map_err(|e| err(e.to_string()))
@@ -115,6 +116,12 @@ fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
 
 /// Runs both listeners until a shutdown signal.
 pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
+    let metrics_listen = pki.config.metrics.listen;
+    if metrics_listen != MetricsListen::Off {
+        // First: what loading records (the OCSP and TLS certificates' expiry, the first
+        // CRLs' signatures) is counted.
+        crate::telemetry::install();
+    }
     let key = Arc::new(credential_key(&pki)?);
     let tls = https_config(&pki).await?;
     let ocsp = web::Data::new(crate::ocsp::OcspService::load(&pki).await.map_err(|e| ServeError::Ocsp(e.to_string()))?);
@@ -142,6 +149,24 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let est = crate::est::state(pki.clone(), gate.key.clone());
     let state = web::Data::from(pki);
 
+    let metrics_public = metrics_listen == MetricsListen::Public;
+    if metrics_listen != MetricsListen::Off {
+        crate::telemetry::sampler::spawn(state.clone().into_inner());
+    }
+    // `metrics.listen = ADDRESS`: a listener of its own, with nothing but `/metrics`.
+    let metrics_server = match metrics_listen {
+        MetricsListen::Address(addr) => Some(
+            HttpServer::new(|| App::new().route("/metrics", web::get().to(crate::telemetry::serve)))
+                .workers(1)
+                .keep_alive(limits::KEEP_ALIVE)
+                .client_request_timeout(limits::REQUEST_HEAD_TIMEOUT)
+                .max_connections(limits::MAX_CONNECTIONS_PER_WORKER)
+                .bind(addr)
+                .map_err(|source| ServeError::Bind { addr, source })?
+                .run(),
+        ),
+        _ => None,
+    };
     let public = {
         let (state, crls, ocsp) = (state.clone(), web::Data::new(crate::crl::CrlCache::default()), ocsp.clone());
         let log = log.clone();
@@ -152,8 +177,13 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
                 .app_data(ocsp.clone())
                 .app_data(log.clone())
                 .wrap_fn(limits::enforce)
-                .wrap_fn(request_span)
+                .wrap_fn(|req, srv| request_span("public", req, srv))
                 .configure(public_routes)
+                .configure(|c| {
+                    if metrics_public {
+                        c.route("/metrics", web::get().to(crate::telemetry::serve));
+                    }
+                })
         })
         .keep_alive(limits::KEEP_ALIVE)
         .client_request_timeout(limits::REQUEST_HEAD_TIMEOUT)
@@ -176,7 +206,7 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
                 .app_data(ocsp.clone())
                 .app_data(crl_publisher.clone())
                 .wrap_fn(limits::enforce)
-                .wrap_fn(request_span)
+                .wrap_fn(|req, srv| request_span("https", req, srv))
                 .configure(https_routes)
         })
         .keep_alive(limits::KEEP_ALIVE)
@@ -190,8 +220,14 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Bind { addr: https_addr, source })?
         .run()
     };
-    tracing::info!(%http_addr, %https_addr, "serving");
-    let served = tokio::try_join!(public, private);
+    tracing::info!(%http_addr, %https_addr, metrics = %String::from(metrics_listen), "serving");
+    let metrics_served = async move {
+        match metrics_server {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
+    let served = tokio::try_join!(public, private, metrics_served);
     // The refusals counted since the last window are audited before exit.
     gate.refusals.flush().await;
     served?;
@@ -238,8 +274,10 @@ pub fn https_routes(cfg: &mut web::ServiceConfig) {
         .configure(|c| crate::transparency::serve::routes(c, crate::transparency::serve::Listener::Https));
 }
 
-/// A span per request with a request id, echoed in `x-request-id`.
+/// A span per request with a request id, echoed in `x-request-id`; the request's
+/// latency in the metrics, by `listener` and route pattern.
 fn request_span<S, B>(
+    listener: &'static str,
     req: actix_web::dev::ServiceRequest,
     srv: &S,
 ) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
@@ -255,7 +293,9 @@ where
     let fut = srv.call(req);
     async move {
         let mut res = fut.await?;
-        let (status, elapsed_us) = (res.status().as_u16(), started.elapsed().as_micros() as u64);
+        let elapsed = started.elapsed();
+        let (status, elapsed_us) = (res.status().as_u16(), elapsed.as_micros() as u64);
+        crate::telemetry::http_request(listener, res.request().match_pattern(), status, elapsed);
         // OCSP and CRL fetches are the bulk of the traffic: logged at debug unless they
         // fail, or the log costs more than the answer.
         if bulk && status < 400 {

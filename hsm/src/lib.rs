@@ -108,6 +108,22 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn find(&self, label: &str) -> Result<Arc<dyn Signer>, HsmError>;
     /// Checks that the store is reachable and usable (for readiness probes).
     fn ping(&self) -> Result<(), HsmError>;
+    /// How busy the store's session pool is, for stores that have one (a token's
+    /// sessions are few and a signature waits for one); `None` for those that do not.
+    fn sessions(&self) -> Option<SessionUse> {
+        None
+    }
+}
+
+/// A session pool's use at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionUse {
+    /// Sessions checked out (signing, generating, or being opened).
+    pub in_use: usize,
+    /// Sessions open, idle ones included.
+    pub open: usize,
+    /// The pool's size: at most this many sessions are ever open.
+    pub max: usize,
 }
 
 /// Everything that can go wrong in key custody. Messages name the cause and never

@@ -38,7 +38,7 @@ use der::{Decode, Encode, Sequence};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use crate::label::validate_label;
-use crate::{HsmError, KeyAlgorithm, KeyStore, SecretSource, Signer};
+use crate::{HsmError, KeyAlgorithm, KeyStore, SecretSource, SessionUse, Signer};
 
 /// Configuration of a [`Pkcs11KeyStore`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -265,6 +265,10 @@ impl KeyStore for Pkcs11KeyStore {
             }
         })
     }
+
+    fn sessions(&self) -> Option<SessionUse> {
+        Some(self.pool.usage())
+    }
 }
 
 /// A key in the token. Holds its object handle (valid for every session of this
@@ -463,6 +467,11 @@ impl SessionPool {
             }
             state = self.available.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    fn usage(&self) -> SessionUse {
+        let state = lock(&self.state);
+        SessionUse { in_use: state.open.saturating_sub(state.idle.len()), open: state.open, max: self.max }
     }
 
     fn forget_one(&self) {

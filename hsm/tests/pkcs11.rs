@@ -205,8 +205,24 @@ fn a_second_store_instance_finds_the_key() {
 fn many_threads_share_a_pool_of_two_sessions() {
     let fx = fixture();
     assert_eq!(fx.config.sessions, 2);
-    let store = Pkcs11KeyStore::open(&fx.config).unwrap();
+    let store = Arc::new(Pkcs11KeyStore::open(&fx.config).unwrap());
+    let idle = hsm::SessionUse { in_use: 0, open: 1, max: 2 };
+    assert_eq!(store.sessions(), Some(idle), "open logs in one session and returns it");
     let signer = store.generate("busy", KeyAlgorithm::EcdsaP256).unwrap();
+    // The pool's use as a metrics sampler sees it, while eight threads sign.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut busiest = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let u = store.sessions().unwrap();
+                assert!(u.in_use <= u.open && u.open <= u.max && u.max == 2, "{u:?}");
+                busiest = busiest.max(u.in_use);
+            }
+            busiest
+        })
+    };
     let handles: Vec<_> = (0..8)
         .map(|t| {
             let signer = Arc::clone(&signer);
@@ -222,6 +238,10 @@ fn many_threads_share_a_pool_of_two_sessions() {
     for h in handles {
         h.join().unwrap();
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(sampler.join().unwrap() >= 1, "signing was seen to hold a session");
+    let after = store.sessions().unwrap();
+    assert_eq!((after.in_use, after.max), (0, 2), "every session went back: {after:?}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ struct Endpoint {
 
 const REASON: Option<&str> = Some(r#"{"reason": "unspecified"}"#);
 
-const ENDPOINTS: [Endpoint; 13] = [
+const ENDPOINTS: [Endpoint; 14] = [
     Endpoint {
         method: "POST",
         path: "/certificates/device/0badc0de/revoke",
@@ -58,6 +58,12 @@ const ENDPOINTS: [Endpoint; 13] = [
         readme: "GET /api/v1/devices/{id}/certificates",
     },
     Endpoint { method: "GET", path: "/audit?after=0&limit=1", body: None, readme: "GET /api/v1/audit" },
+    Endpoint {
+        method: "GET",
+        path: "/reports/expiring?within=1d&limit=1",
+        body: None,
+        readme: "GET /api/v1/reports/{counts,expiring,stale,never-enrolled}",
+    },
     Endpoint {
         method: "POST",
         path: "/update-requests",

@@ -1,5 +1,6 @@
 //! The admin API's JSON bodies and query strings, decoded as the handlers decode
-//! them: the first byte picks the decoder, the rest is the body or query string.
+//! them: the first byte picks the decoder (and the report), the rest is the body or
+//! query string.
 //! Never a panic; every refusal is a 400 whose reason is safe to log (no control
 //! characters, bounded length); what is accepted is what the request said.
 #![no_main]
@@ -19,7 +20,7 @@ fn check_refusal(r: &Refused) {
 fuzz_target!(|data: &[u8]| {
     let Some((&which, input)) = data.split_first() else { return };
     let text = std::str::from_utf8(input).ok();
-    match which % 5 {
+    match which % 6 {
         0 => match fuzzing::revoke_reason(input) {
             Ok(reason) => {
                 // The name that was accepted is the reason's name, in any case.
@@ -52,10 +53,19 @@ fuzz_target!(|data: &[u8]| {
                 Err(r) => check_refusal(&r),
             }
         }
-        _ => {
+        4 => {
             let Some(q) = text else { return };
             if let Err(r) = fuzzing::status_filter(q) {
                 check_refusal(&r);
+            }
+        }
+        _ => {
+            // The report's query string (the report named by the second byte).
+            let Some(q) = text else { return };
+            let report = ["counts", "expiring", "stale", "never-enrolled"][usize::from(which / 6) % 4];
+            match fuzzing::report_query(report, q) {
+                Ok(query) => assert!((1..=ca_service::reports::MAX_LIMIT).contains(&query.limit)),
+                Err(r) => check_refusal(&r),
             }
         }
     }

@@ -43,6 +43,8 @@ pub enum Operation {
     RejectUpdateRequest,
     SignUpdateRequest,
     ReadUpdateRequests,
+    /// Lifecycle reports (`crate::reports`).
+    ReadReports,
 }
 
 impl Operation {
@@ -60,6 +62,7 @@ impl Operation {
             Operation::RejectUpdateRequest => "update-request.reject",
             Operation::SignUpdateRequest => "update-request.sign",
             Operation::ReadUpdateRequests => "api.update-request.read",
+            Operation::ReadReports => "api.report.read",
         }
     }
 
@@ -71,6 +74,7 @@ impl Operation {
             Operation::ReadCertificate
                 | Operation::ListDeviceCertificates
                 | Operation::ReadAudit
+                | Operation::ReadReports
                 | Operation::ReadUpdateRequests
         )
     }
@@ -88,6 +92,7 @@ impl Operation {
             Operation::RejectUpdateRequest => "reject update-signing requests",
             Operation::SignUpdateRequest => "sign approved update-signing requests",
             Operation::ReadUpdateRequests => "read update-signing requests",
+            Operation::ReadReports => "read lifecycle reports",
         }
     }
 }
@@ -96,7 +101,9 @@ impl Operation {
 pub fn allowed(op: Operation) -> &'static [Role] {
     match op {
         Operation::RevokeCertificate | Operation::RevokeDevice => &[Role::Admin, Role::Operator],
-        Operation::ReadCertificate | Operation::ListDeviceCertificates => &[Role::Admin, Role::Operator, Role::Auditor],
+        Operation::ReadCertificate | Operation::ListDeviceCertificates | Operation::ReadReports => {
+            &[Role::Admin, Role::Operator, Role::Auditor]
+        }
         Operation::ReadAudit | Operation::ReadLogEntries => &[Role::Admin, Role::Auditor],
         // The two-person rule needs designated people: not even admin submits or approves.
         Operation::SubmitUpdateRequest => &[Role::ReleaseManager],

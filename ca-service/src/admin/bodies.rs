@@ -114,6 +114,15 @@ pub(super) fn status_filter(query_string: &str) -> Result<Option<RequestStatus>,
         .transpose()
 }
 
+/// The query string of `GET /api/v1/reports/{report}` (see [`crate::reports`]).
+pub(super) fn report_query(
+    report: crate::reports::Report,
+    query_string: &str,
+) -> Result<crate::reports::ReportQuery, Refusal> {
+    let params: crate::reports::ReportParams = query(query_string)?;
+    params.check(report).map_err(Refusal::bad_request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

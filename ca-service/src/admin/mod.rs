@@ -26,6 +26,7 @@ mod certificates;
 mod devices;
 mod openapi;
 mod params;
+mod reports;
 mod updates;
 
 use actix_web::http::{header, StatusCode};
@@ -81,6 +82,10 @@ pub mod fuzzing {
     pub fn status_filter(query: &str) -> Result<Option<RequestStatus>, Refused> {
         bodies::status_filter(query).map_err(refused)
     }
+    pub fn report_query(report: &str, query: &str) -> Result<crate::reports::ReportQuery, Refused> {
+        let report = crate::reports::Report::parse(report).map_err(|e| (404, e))?;
+        bodies::report_query(report, query).map_err(refused)
+    }
     pub fn check_identifier(value: &str) -> Result<(), String> {
         params::check_identifier("identifier", value)
     }
@@ -101,6 +106,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/models/{model}/revoke", web::post().to(devices::revoke_model))
             .route("/devices/{device_id}/certificates", web::get().to(devices::device_certificates))
             .route("/audit", web::get().to(audit::audit_log))
+            .route("/reports/{report}", web::get().to(reports::report))
             .route("/update-requests", web::post().to(updates::submit_update_request))
             .route("/update-requests", web::get().to(updates::list_update_requests))
             .route("/update-requests/{id}", web::get().to(updates::get_update_request))

@@ -44,7 +44,31 @@ pub fn openapi_document() -> serde_json::Value {
     let json_body = |schema: &str| json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
     let mut audit_responses = ok("AuditPage");
     audit_responses.insert("400".into(), err("bad query"));
-    json!({
+    // Added after: one json! of the whole document exceeds the macro recursion limit.
+    let report_schema = json!({ "type": "object", "description": "CSV (format=csv): the same columns, a header line first, the next cursor in X-Next-Cursor",
+                    "properties": { "report": { "type": "string" },
+                    "rows": { "type": "array", "items": { "type": "object" } },
+                    "next": { "type": "string", "nullable": true } } });
+    let reports_path = json!({ "get": {
+                "summary": "A lifecycle report (counts, expiring, stale, never-enrolled), paged, JSON or CSV",
+                "x-roles": roles(Operation::ReadReports),
+                "parameters": [
+                    { "name": "report", "in": "path", "required": true,
+                      "schema": { "type": "string", "enum": ["counts", "expiring", "stale", "never-enrolled"] } },
+                    { "name": "within", "in": "query", "description": "expiring: 30d, 12h, 90m or seconds",
+                      "schema": { "type": "string", "default": "30d" } },
+                    { "name": "group_by", "in": "query", "schema": { "type": "string", "enum": ["batch", "model", "profile", "issuer"] } },
+                    { "name": "profile", "in": "query", "schema": { "type": "string" } },
+                    { "name": "issuer", "in": "query", "schema": { "type": "string" } },
+                    { "name": "batch", "in": "query", "schema": { "type": "string" } },
+                    { "name": "model", "in": "query", "schema": { "type": "string" } },
+                    { "name": "after", "in": "query", "description": "the previous page's next", "schema": { "type": "string" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1,
+                      "maximum": crate::reports::MAX_LIMIT, "default": crate::reports::DEFAULT_LIMIT } },
+                    { "name": "format", "in": "query", "schema": { "type": "string", "enum": ["json", "csv"], "default": "json" } }
+                ],
+                "responses": std_errors(ok("Report")) } });
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": { "title": "Device PKI admin API", "version": env!("CARGO_PKG_VERSION") },
         "servers": [{ "url": "/api/v1" }],
@@ -164,7 +188,10 @@ pub fn openapi_document() -> serde_json::Value {
                         "details": {}, "leaf_hash": { "type": "string" } } } } } }
             }
         }
-    })
+    });
+    doc["paths"]["/reports/{report}"] = reports_path;
+    doc["components"]["schemas"]["Report"] = report_schema;
+    doc
 }
 
 #[cfg(test)]
@@ -185,6 +212,7 @@ mod tests {
             "/models/{model}/revoke",
             "/devices/{device_id}/certificates",
             "/audit",
+            "/reports/{report}",
             "/update-requests",
             "/update-requests/{id}",
             "/update-requests/{id}/approve",

@@ -129,6 +129,37 @@ pub enum Command {
         #[command(subcommand)]
         command: EstCommand,
     },
+    /// Lifecycle reports: `counts`, `expiring` (within a window, or grouped), `stale`
+    /// (active devices overdue for renewal), `never-enrolled`. As the admin API's
+    /// `GET /api/v1/reports/{report}`; JSON or CSV on standard output, the next page's
+    /// cursor on standard error.
+    Report {
+        /// counts, expiring, stale or never-enrolled.
+        report: String,
+        /// expiring: how far ahead (30d, 12h, 90m or seconds; default 30d).
+        #[arg(long)]
+        within: Option<String>,
+        /// expiring: count by batch, model, profile or issuer instead of listing.
+        #[arg(long)]
+        group_by: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        batch: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// The cursor the previous page printed.
+        #[arg(long)]
+        after: Option<String>,
+        /// Rows per page (default 1000, at most 10000).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// json or csv.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

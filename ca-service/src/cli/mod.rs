@@ -17,6 +17,7 @@ mod issue;
 mod log;
 mod operators;
 mod ota;
+mod report;
 mod revoke;
 mod serve;
 mod stations;
@@ -102,6 +103,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crl { ca, days, out, pem } => crl::run(ctx, &ca, days, out.as_deref(), pem).await,
         Command::Ota { command } => ota::run(ctx, command).await,
         Command::Audit { command } => audit::run(ctx, command).await,
+        Command::Report { report, within, group_by, profile, issuer, batch, model, after, limit, format } => {
+            let params = crate::reports::ReportParams {
+                within,
+                group_by,
+                profile,
+                issuer,
+                batch,
+                model,
+                after,
+                limit,
+                format: Some(format),
+            };
+            report::run(ctx, &report, params).await
+        }
         Command::Log { command } => log::run(ctx, command).await,
         Command::Ca { command } => ca::run(ctx, command).await,
         Command::Devices { command } => devices::run(ctx, command).await,

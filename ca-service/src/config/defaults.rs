@@ -143,6 +143,7 @@ impl Default for Config {
                 checkpoint_interval_ms: 1000,
                 public_entries: false,
             },
+            metrics: MetricsConfig { listen: MetricsListen::Public, sample_secs: 15, count_secs: 60 },
             est: EstConfig {
                 profile: "device".into(),
                 labels: BTreeMap::new(),

@@ -54,6 +54,64 @@ pub struct Config {
     pub crl: CrlConfig,
     pub updates: UpdatesConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (see `crate::telemetry`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served: `public` (the public HTTP listener), `off`, or
+    /// an address of its own such as `127.0.0.1:9100` (plain HTTP, only `/metrics`).
+    pub listen: MetricsListen,
+    /// How often the gauges about stored state (pools, log head, CRLs) are read.
+    pub sample_secs: u64,
+    /// How often certificates are counted by issuer, profile and state (one grouped
+    /// read of an index: about a second at 10M certificates).
+    pub count_secs: u64,
+}
+
+/// Where metrics are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    Public,
+    Off,
+    Address(SocketAddr),
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "public" => Ok(MetricsListen::Public),
+            "off" => Ok(MetricsListen::Off),
+            other => other.parse().map(MetricsListen::Address).map_err(|_| {
+                format!("metrics.listen must be 'public', 'off' or an address such as 127.0.0.1:9100, not '{other}'")
+            }),
+        }
+    }
+}
+
+impl From<MetricsListen> for String {
+    fn from(l: MetricsListen) -> String {
+        match l {
+            MetricsListen::Public => "public".into(),
+            MetricsListen::Off => "off".into(),
+            MetricsListen::Address(a) => a.to_string(),
+        }
+    }
+}
+
+impl Serialize for MetricsListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from(*self))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        MetricsListen::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The transparency log the audit trail is kept in (see `crate::transparency`).

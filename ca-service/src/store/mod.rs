@@ -10,7 +10,7 @@
 //! [`RevocationReader`] (read-only; the OCSP responder and the CRL publisher need no
 //! more), [`CertificateStore`] (issuance and revocation), [`RegistryStore`],
 //! [`AuditStore`], [`CrlStore`] (with the publishing job's lock),
-//! [`UpdateRequestStore`] and [`TokenStore`]. [`Store`] is all of them; an
+//! [`UpdateRequestStore`], [`TokenStore`] and [`ReportStore`]. [`Store`] is all of them; an
 //! `Arc<dyn Store>` upcasts to any one.
 //!
 //! Layout: `types.rs` holds the records, `rows.rs` the column lists and row mappers
@@ -24,10 +24,12 @@ use async_trait::async_trait;
 use crate::audit::{AuditEntry, AuditEvent};
 
 pub mod postgres;
+mod report;
 mod rows;
 pub mod sqlite;
 mod types;
 
+pub use report::*;
 pub use types::*;
 
 /// Whether the database answers. Its own trait so that the readiness probe needs
@@ -36,6 +38,10 @@ pub use types::*;
 pub trait Readiness: Send + Sync {
     /// Checks the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The connection pool's use, for a store that has one (PostgreSQL).
+    fn pool(&self) -> Option<PoolUse> {
+        None
+    }
 }
 
 /// The CA hierarchy: the CAs' records, written by the ceremony (`init`, import,
@@ -308,6 +314,59 @@ pub trait LogStore: Send + Sync {
     async fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<bool, StoreError>;
 }
 
+/// What operators and monitoring read about the fleet as a whole: counts and
+/// lifecycle reports, answered from indexes (never a scan of certificate bodies).
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Certificates by issuer, profile and state at `now` (unix seconds), ordered by
+    /// issuer, profile and the state's name.
+    async fn certificate_counts(&self, now: i64) -> Result<Vec<CertificateCount>, StoreError>;
+    /// Devices by registry state, ordered by the state's name.
+    async fn device_counts(&self) -> Result<Vec<(DeviceState, u64)>, StoreError>;
+    /// `valid` certificates with `from ≤ notAfter < to` that match `filter`, after
+    /// `after` in (notAfter, issuer, serial) order, at most `limit`.
+    async fn expiring_certificates(
+        &self,
+        from: i64,
+        to: i64,
+        filter: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError>;
+    /// The same certificates counted by `group_by`, ordered by its value (at most
+    /// `limit` groups).
+    async fn expiring_groups(
+        &self,
+        from: i64,
+        to: i64,
+        filter: &ReportFilter,
+        group_by: GroupBy,
+        limit: i64,
+    ) -> Result<Vec<ExpiryGroup>, StoreError>;
+    /// Stale identities: `valid` certificates of `active` devices, each its device's
+    /// newest unrevoked one, whose renewal point (two thirds of the way from notBefore
+    /// to notAfter) is at or before `now`, matching `filter`; only those with notAfter
+    /// ≤ `not_after_bound` are looked at (the caller's bound from the longest
+    /// lifetime, which keeps the read to an index range). Paged as
+    /// [`ReportStore::expiring_certificates`].
+    async fn stale_certificates(
+        &self,
+        now: i64,
+        not_after_bound: i64,
+        filter: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError>;
+    /// Devices registered and never enrolled (`expected`) of `filter`'s batch and
+    /// model, with ids after `after`, in id order, at most `limit`.
+    async fn never_enrolled(
+        &self,
+        filter: &ReportFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError>;
+}
+
 /// Requests for update-signing certificates and their approvals (the two-person
 /// rule). Issuing the certificate is [`CertificateStore::store_certificates`] with
 /// [`IssuanceEffect::FulfilUpdateRequest`].
@@ -367,6 +426,7 @@ pub trait Store:
     + LogStore
     + UpdateRequestStore
     + TokenStore
+    + ReportStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -384,6 +444,7 @@ impl<T> Store for T where
         + LogStore
         + UpdateRequestStore
         + TokenStore
+        + ReportStore
         + Send
         + Sync
         + std::fmt::Debug

@@ -260,3 +260,120 @@ pub(crate) fn token_from_row(row: &impl Columns) -> Result<ApiToken, StoreError>
 pub(crate) fn entry_from_row(row: &impl Columns) -> Result<AuditEntry, StoreError> {
     entry_at(row, 0)
 }
+
+/// Stored certificates counted by issuer, profile and [`CertState`] at `$1` (unix
+/// seconds; valid through notAfter inclusive), ordered by issuer, profile, state name. One statement for both dialects (SQLite reads `$1` as parameter 1).
+pub(crate) const CERTIFICATE_COUNTS_SQL: &str = "SELECT issuer, profile, \
+     CASE WHEN status = 'valid' AND not_after < $1 THEN 'expired' ELSE status END AS state, count(*) \
+     FROM certificates GROUP BY issuer, profile, state ORDER BY issuer, profile, state";
+
+pub(crate) fn certificate_count(row: &impl Columns) -> Result<CertificateCount, StoreError> {
+    let state: String = row.get(2)?;
+    let count: i64 = row.get(3)?;
+    Ok(CertificateCount {
+        issuer: row.get(0)?,
+        profile: row.get(1)?,
+        state: CertState::parse(&state)?,
+        count: u64::try_from(count).unwrap_or(0),
+    })
+}
+
+/// `SELECT state, count(*)` of the registry.
+pub(crate) const DEVICE_COUNTS_SQL: &str = "SELECT state, count(*) FROM devices GROUP BY state ORDER BY state";
+
+pub(crate) fn device_count(row: &impl Columns) -> Result<(DeviceState, u64), StoreError> {
+    let (state, count): (String, i64) = (row.get(0)?, row.get(1)?);
+    Ok((DeviceState::parse(&state)?, u64::try_from(count).unwrap_or(0)))
+}
+
+/// The columns of a [`LifecycleRow`], from `certificates c LEFT JOIN devices d`.
+const LIFECYCLE_COLUMNS: &str =
+    "c.issuer, c.serial_hex, c.subject, c.profile, c.device_id, d.batch, d.model, c.not_before, c.not_after";
+
+pub(crate) fn lifecycle_row(row: &impl Columns) -> Result<LifecycleRow, StoreError> {
+    Ok(LifecycleRow {
+        issuer: row.get(0)?,
+        serial_hex: row.get(1)?,
+        subject: row.get(2)?,
+        profile: row.get(3)?,
+        device_id: row.get(4)?,
+        batch: row.get(5)?,
+        model: row.get(6)?,
+        not_before: row.get(7)?,
+        not_after: row.get(8)?,
+    })
+}
+
+/// The filter's parameters $3..$6 (profile, issuer, batch, model; NULL = any).
+const REPORT_FILTER: &str =
+    "(CAST($3 AS TEXT) IS NULL OR c.profile = $3) AND (CAST($4 AS TEXT) IS NULL OR c.issuer = $4) \
+     AND (CAST($5 AS TEXT) IS NULL OR d.batch = $5) AND (CAST($6 AS TEXT) IS NULL OR d.model = $6)";
+
+/// The page: after ($7, $8, $9) in (notAfter, issuer, serial) order, at most $10.
+const REPORT_PAGE: &str = "AND (c.not_after, c.issuer, c.serial_hex) > ($7, $8, $9) \
+     ORDER BY c.not_after, c.issuer, c.serial_hex LIMIT $10";
+
+/// `valid`, $1 ≤ notAfter < $2 (the lifecycle index's range), the filter.
+fn expiring_where() -> String {
+    format!("c.status = 'valid' AND c.not_after >= $1 AND c.not_after < $2 AND {REPORT_FILTER}")
+}
+
+/// Parameters $1..$10 of [`expiring_sql`] and [`stale_sql`], $1..$6 and $7 = limit of
+/// [`expiring_groups_sql`] (whose groups without a key come last, in both dialects).
+pub(crate) fn expiring_sql() -> String {
+    format!(
+        "SELECT {LIFECYCLE_COLUMNS} FROM certificates c LEFT JOIN devices d ON d.device_id = c.device_id \
+         WHERE {} {REPORT_PAGE}",
+        expiring_where()
+    )
+}
+
+pub(crate) fn expiring_groups_sql(group_by: GroupBy) -> String {
+    let key = group_by.column();
+    format!(
+        "SELECT {key}, count(*), min(c.not_after) FROM certificates c LEFT JOIN devices d ON d.device_id = c.device_id \
+         WHERE {} GROUP BY {key} ORDER BY {key} IS NULL, {key} LIMIT $7",
+        expiring_where()
+    )
+}
+
+pub(crate) fn expiry_group(row: &impl Columns) -> Result<ExpiryGroup, StoreError> {
+    let count: i64 = row.get(1)?;
+    Ok(ExpiryGroup { key: row.get(0)?, count: u64::try_from(count).unwrap_or(0), first_not_after: row.get(2)? })
+}
+
+/// $1 = now, $2 = the notAfter bound: the renewal point is two thirds of the lifetime
+/// (`(not_after - not_before) * 2 / 3`, integer seconds in both dialects).
+pub(crate) fn stale_sql() -> String {
+    format!(
+        "SELECT {LIFECYCLE_COLUMNS} FROM certificates c JOIN devices d ON d.device_id = c.device_id \
+         WHERE c.status = 'valid' AND c.not_after <= $2 AND d.state = 'active' \
+         AND c.not_before + (c.not_after - c.not_before) * 2 / 3 <= $1 AND {REPORT_FILTER} \
+         AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = c.device_id \
+             AND n.not_before > c.not_before AND n.status <> 'revoked') {REPORT_PAGE}"
+    )
+}
+
+/// $1 batch, $2 model (NULL = any), after device id $3, at most $4.
+pub(crate) fn never_enrolled_sql() -> String {
+    format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE state = 'expected' \
+         AND (CAST($1 AS TEXT) IS NULL OR batch = $1) AND (CAST($2 AS TEXT) IS NULL OR model = $2) \
+         AND device_id > $3 ORDER BY device_id LIMIT $4"
+    )
+}
+
+/// A statement written with PostgreSQL's `$N` parameters for SQLite, where `$N` would
+/// be a *named* parameter numbered by first appearance: `?N` keeps the numbers.
+pub(crate) fn numbered_for_sqlite(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

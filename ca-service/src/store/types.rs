@@ -56,6 +56,63 @@ impl CertStatus {
     }
 }
 
+/// Where a stored certificate is in its life: its status, with a `valid` one past its
+/// notAfter counted as `expired`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CertState {
+    Valid,
+    Expired,
+    Superseded,
+    Revoked,
+}
+
+impl CertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Valid => "valid",
+            CertState::Expired => "expired",
+            CertState::Superseded => "superseded",
+            CertState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "expired" => Ok(CertState::Expired),
+            other => Ok(match CertStatus::parse(other)? {
+                CertStatus::Valid => CertState::Valid,
+                CertStatus::Superseded => CertState::Superseded,
+                CertStatus::Revoked => CertState::Revoked,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for CertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many stored certificates of one issuer and profile are in one state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateCount {
+    pub issuer: String,
+    pub profile: String,
+    pub state: CertState,
+    pub count: u64,
+}
+
+/// A database connection pool's use at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUse {
+    pub idle: usize,
+    pub in_use: usize,
+    pub max: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// An issued certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertRecord {

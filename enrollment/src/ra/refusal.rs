@@ -147,6 +147,46 @@ impl Refusal {
         }
     }
 
+    /// A short, fixed name of the refusal's kind (`unknown_device`, `rate_limited`, …):
+    /// a bounded label for metrics and dashboards, where the message (which names
+    /// devices and stations) would be an unbounded one.
+    pub fn kind(&self) -> &'static str {
+        use Refusal::*;
+        match self {
+            CertificateRequired => "certificate_required",
+            CredentialsRequired => "credentials_required",
+            BadCredentials(_) => "bad_credentials",
+            ForeignCertificate(_) => "foreign_certificate",
+            CertificateOutOfValidity => "certificate_out_of_validity",
+            NotAnIdentity(_) => "not_an_identity",
+            CertificateRevoked => "certificate_revoked",
+            CertificateSuperseded => "certificate_superseded",
+            StationWithoutName | UnknownStation(_) => "unknown_station",
+            StationDisabled(_) => "station_disabled",
+            UnknownDevice(_) | UnregisteredDevice(_) => "unknown_device",
+            OutOfScope { .. } => "out_of_scope",
+            AlreadyEnrolled(_) => "already_enrolled",
+            DeviceNotEnrollable { .. } => "device_not_enrollable",
+            UnknownModel(_) | UnknownModelName(_) => "unknown_model",
+            ProfileGone(_) | UnknownLabel(_) | UnknownEstProfile(_) | UnknownProfile(_) => "unknown_profile",
+            Rejected(_) => "rejected",
+            Body(EstError::TooLarge) | Csr(CsrError::TooLarge) => "too_large",
+            Body(EstError::WrongContentType { .. }) => "wrong_content_type",
+            Body(_) | UnreadableBody => "bad_body",
+            Csr(_) | InvalidRequest(_) => "bad_csr",
+            BadSubject(_) | NoDeviceId | InvalidDeviceId(_) => "bad_subject",
+            Policy(_) => "policy",
+            RenewalIdentity(_) => "renewal_identity",
+            SameKey => "same_key",
+            NotFound(_) => "not_found",
+            StateChanged(_) | Conflict(_) => "conflict",
+            StationRateLimited { .. } | RenewalRateLimited { .. } => "rate_limited",
+            Unavailable => "storage_unavailable",
+            IssuerUnavailable | IssuanceFailed => "issuer_unavailable",
+            Internal => "internal",
+        }
+    }
+
     /// Seconds the caller should wait before asking again, where that is known.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
@@ -155,5 +195,35 @@ impl Refusal {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kinds are metric label values: fixed snake-case words that never carry the
+    /// caller's input, whatever the message holds.
+    #[test]
+    fn kinds_are_bounded_words_without_the_input() {
+        let hostile = "SN-1\"} 1\nevil{".to_string();
+        let samples = [
+            Refusal::UnknownDevice(hostile.clone()),
+            Refusal::UnknownStation(hostile.clone()),
+            Refusal::OutOfScope { station: hostile.clone(), model: hostile.clone(), batch: hostile.clone() },
+            Refusal::RenewalRateLimited { device: hostile.clone(), interval: 1, retry_after: 1 },
+            Refusal::Body(EstError::TooLarge),
+            Refusal::Conflict(hostile.clone()),
+            Refusal::CertificateRequired,
+            Refusal::Internal,
+        ];
+        for r in &samples {
+            let kind = r.kind();
+            assert!(!kind.is_empty() && kind.len() <= 32, "{kind}");
+            assert!(kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{kind}");
+        }
+        assert_eq!(samples[0].kind(), "unknown_device");
+        assert_eq!(samples[3].kind(), "rate_limited");
+        assert_eq!(samples[4].kind(), "too_large");
     }
 }

@@ -40,6 +40,7 @@ mod certificates;
 mod crls;
 mod deadline;
 mod registry;
+mod reports;
 mod tokens;
 mod updates;
 
@@ -440,5 +441,15 @@ impl Readiness for PostgresStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg_err)?;
         Ok(())
+    }
+
+    fn pool(&self) -> Option<PoolUse> {
+        let s = self.pool.status();
+        Some(PoolUse {
+            idle: s.available,
+            in_use: s.size.saturating_sub(s.available),
+            max: s.max_size,
+            waiting: s.waiting,
+        })
     }
 }

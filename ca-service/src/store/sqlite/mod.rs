@@ -29,6 +29,7 @@ mod certificates;
 mod crls;
 mod files;
 mod registry;
+mod reports;
 mod tokens;
 mod updates;
 

@@ -28,12 +28,14 @@ mod certificates;
 mod connections;
 mod crls;
 mod registry;
+mod reports;
 mod revocation;
 mod tokens;
 mod updates;
 
 use self::{
-    audit::*, cas::*, certificates::*, connections::*, crls::*, registry::*, revocation::*, tokens::*, updates::*,
+    audit::*, cas::*, certificates::*, connections::*, crls::*, registry::*, reports::*, revocation::*, tokens::*,
+    updates::*,
 };
 
 // ---------------------------------------------------------------------------------
@@ -269,6 +271,10 @@ both_backends!(
     tree_nodes_and_checkpoints,
     concurrent_store_certificates,
     two_instances_one_chain,
+    certificates_are_counted_by_state,
+    connection_pool_is_reported,
+    expiring_certificates_are_paged_filtered_and_grouped,
+    stale_identities_and_devices_never_enrolled,
     #[ignore = "throughput measurement; run with --ignored --nocapture"]
     throughput,
 );

@@ -1,0 +1,109 @@
+//! Counts and lifecycle reports (the statements are shared: `store::rows`).
+//!
+//! Every statement here is prepared per call: they filter on ranges and may first run
+//! when the tables are small, and a plan cached then stays bad (DESIGN §8); an unnamed
+//! statement is planned with the actual parameters, so `$3 IS NULL OR …` folds away.
+
+use super::*;
+
+#[async_trait]
+impl ReportStore for PostgresStore {
+    async fn certificate_counts(&self, now: i64) -> Result<Vec<CertificateCount>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(CERTIFICATE_COUNTS_SQL, &[&now]).await.map_err(pg_err)?;
+        rows.iter().map(certificate_count).collect()
+    }
+
+    async fn device_counts(&self) -> Result<Vec<(DeviceState, u64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(DEVICE_COUNTS_SQL, &[]).await.map_err(pg_err)?;
+        rows.iter().map(device_count).collect()
+    }
+
+    async fn expiring_certificates(
+        &self,
+        from: i64,
+        to: i64,
+        filter: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError> {
+        self.page(&expiring_sql(), from, to, filter, after, limit).await
+    }
+
+    async fn expiring_groups(
+        &self,
+        from: i64,
+        to: i64,
+        filter: &ReportFilter,
+        group_by: GroupBy,
+        limit: i64,
+    ) -> Result<Vec<ExpiryGroup>, StoreError> {
+        let client = self.client().await?;
+        let f = filter;
+        let rows = client
+            .query(&expiring_groups_sql(group_by), &[&from, &to, &f.profile, &f.issuer, &f.batch, &f.model, &limit])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(expiry_group).collect()
+    }
+
+    async fn stale_certificates(
+        &self,
+        now: i64,
+        not_after_bound: i64,
+        filter: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError> {
+        self.page(&stale_sql(), now, not_after_bound, filter, after, limit).await
+    }
+
+    async fn never_enrolled(
+        &self,
+        filter: &ReportFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&never_enrolled_sql(), &[&filter.batch, &filter.model, &after, &limit])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| device_at(r, 0)).collect()
+    }
+}
+
+impl PostgresStore {
+    /// A page of certificates: `sql` with parameters $1..$10 (`store::rows`).
+    async fn page(
+        &self,
+        sql: &str,
+        a: i64,
+        b: i64,
+        f: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                sql,
+                &[
+                    &a,
+                    &b,
+                    &f.profile,
+                    &f.issuer,
+                    &f.batch,
+                    &f.model,
+                    &after.not_after,
+                    &after.issuer,
+                    &after.serial_hex,
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(lifecycle_row).collect()
+    }
+}

@@ -1,0 +1,84 @@
+//! Counts and lifecycle reports (the statements are shared: `store::rows`).
+
+use super::*;
+
+/// A report's parameters $1..$10: window or (now, bound), the filter, the cursor, the limit.
+fn page_params(a: i64, b: i64, f: &ReportFilter, after: &CertCursor, limit: i64) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    vec![
+        Value::Integer(a),
+        Value::Integer(b),
+        text(&f.profile),
+        text(&f.issuer),
+        text(&f.batch),
+        text(&f.model),
+        Value::Integer(after.not_after),
+        Value::Text(after.issuer.clone()),
+        Value::Text(after.serial_hex.clone()),
+        Value::Integer(limit),
+    ]
+}
+
+#[async_trait]
+impl ReportStore for SqliteStore {
+    async fn certificate_counts(&self, now: i64) -> Result<Vec<CertificateCount>, StoreError> {
+        self.read(move |conn| query_all(conn, CERTIFICATE_COUNTS_SQL, [now], |row| certificate_count(row))).await
+    }
+
+    async fn device_counts(&self) -> Result<Vec<(DeviceState, u64)>, StoreError> {
+        self.read(move |conn| query_all(conn, DEVICE_COUNTS_SQL, [], |row| device_count(row))).await
+    }
+
+    async fn expiring_certificates(
+        &self,
+        from: i64,
+        to: i64,
+        filter: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError> {
+        let params = page_params(from, to, filter, after, limit);
+        let sql = numbered_for_sqlite(&expiring_sql());
+        self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| lifecycle_row(row))).await
+    }
+
+    async fn expiring_groups(
+        &self,
+        from: i64,
+        to: i64,
+        filter: &ReportFilter,
+        group_by: GroupBy,
+        limit: i64,
+    ) -> Result<Vec<ExpiryGroup>, StoreError> {
+        let mut params = page_params(from, to, filter, &CertCursor::start(), limit);
+        params.truncate(6);
+        params.push(rusqlite::types::Value::Integer(limit));
+        let sql = numbered_for_sqlite(&expiring_groups_sql(group_by));
+        self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| expiry_group(row))).await
+    }
+
+    async fn stale_certificates(
+        &self,
+        now: i64,
+        not_after_bound: i64,
+        filter: &ReportFilter,
+        after: &CertCursor,
+        limit: i64,
+    ) -> Result<Vec<LifecycleRow>, StoreError> {
+        let params = page_params(now, not_after_bound, filter, after, limit);
+        let sql = numbered_for_sqlite(&stale_sql());
+        self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| lifecycle_row(row))).await
+    }
+
+    async fn never_enrolled(
+        &self,
+        filter: &ReportFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (batch, model, after) = (filter.batch.clone(), filter.model.clone(), after.to_string());
+        let sql = numbered_for_sqlite(&never_enrolled_sql());
+        self.read(move |conn| query_all(conn, &sql, params![batch, model, after, limit], |row| device_at(row, 0))).await
+    }
+}
