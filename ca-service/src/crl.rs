@@ -330,6 +330,31 @@ pub async fn publish_revoked(pki: &Pki, changed: &BTreeSet<(String, u32)>) -> Re
 }
 
 /// What a revocation changed: (issuer, CRL shard) of each certificate.
+/// The published CRL that lists a revoked certificate — the CRL of its scope (its
+/// shard's, or the complete one) — as its URL and head, once one signed after the
+/// revocation is stored; `None` before that (and for a certificate not revoked). A
+/// CRL signed in the very second of the revocation is read to see whether it lists it.
+pub async fn listing(
+    pki: &Pki,
+    cert: &crate::store::CertRecord,
+) -> Result<Option<(String, crate::store::CrlHead)>, crate::store::StoreError> {
+    let Some(revoked_at) = cert.revoked_at else { return Ok(None) };
+    let scope = pki.urls.scope_of(cert.crl_shard);
+    let name = crl_name(scope, false);
+    let Some(head) = pki.store.published_crl_head(&cert.issuer, &name).await? else { return Ok(None) };
+    let listed = head.this_update > revoked_at
+        || (head.this_update == revoked_at
+            && pki.store.published_crl(&cert.issuer, &name).await?.is_some_and(|crl| lists(&crl.der, &cert.serial)));
+    Ok(listed.then(|| (pki.urls.crl_of(&cert.issuer, scope).0, head)))
+}
+
+/// Whether a CRL (DER) lists `serial`.
+fn lists(crl: &[u8], serial: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
+        .is_ok_and(|(_, crl)| crl.iter_revoked_certificates().any(|r| r.raw_serial() == serial))
+}
+
 pub fn changed_by(certificates: &[crate::store::CertRecord]) -> BTreeSet<(String, u32)> {
     certificates.iter().map(|c| (c.issuer.clone(), c.crl_shard)).collect()
 }

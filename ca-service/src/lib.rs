@@ -14,6 +14,7 @@ pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod crl;
 pub mod est;

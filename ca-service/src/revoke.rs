@@ -60,6 +60,11 @@ pub fn parse_reason(name: &str) -> Result<Reason, String> {
     })
 }
 
+/// The RFC 5280 names one may revoke for, in code order.
+pub fn reason_names() -> impl Iterator<Item = &'static str> {
+    REASONS.iter().map(|(n, _)| *n)
+}
+
 /// A reason's RFC 5280 name.
 pub fn reason_name(reason: Reason) -> &'static str {
     REASONS.iter().find(|(_, r)| *r == reason).map_or("removeFromCRL", |(n, _)| *n)
@@ -92,11 +97,13 @@ impl Target {
     }
 }
 
-/// Which door the order came through; the API's audit entries say `"via": "api"`.
+/// Which door the order came through; the API's audit entries say `"via": "api"`,
+/// the console's `"via": "console"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     Cli,
     Api,
+    Console,
 }
 
 /// A revocation: what, why, and who asks (the audit actor).
@@ -148,8 +155,10 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
     }
     let code = i32::from(order.reason.code());
     let mut details = serde_json::json!({ "reason": reason_name(order.reason), "reason_code": code });
-    if order.via == Via::Api {
-        details["via"] = "api".into();
+    match order.via {
+        Via::Cli => {}
+        Via::Api => details["via"] = "api".into(),
+        Via::Console => details["via"] = "console".into(),
     }
     let audit =
         AuditEvent::success(order.actor, order.target.action(), order.target.audit_target()).with_details(details);

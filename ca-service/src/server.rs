@@ -147,6 +147,13 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     let gate = web::Data::new(crate::abuse::Gate::new(key, pki.store.clone()));
     gate.spawn_flush();
     let est = crate::est::state(pki.clone(), gate.key.clone());
+    let console = pki.config.console.enabled.then(|| {
+        let c = &pki.config.console;
+        web::Data::new(crate::console::Sessions::new(
+            Duration::from_secs(c.idle_timeout_secs),
+            Duration::from_secs(c.max_session_secs),
+        ))
+    });
     let state = web::Data::from(pki);
 
     let metrics_public = metrics_listen == MetricsListen::Public;
@@ -198,8 +205,11 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
         let crl_publisher = crl_publisher.clone();
         let log = log.clone();
         HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
+            let mut app = App::new();
+            if let Some(sessions) = &console {
+                app = app.app_data(sessions.clone());
+            }
+            app.app_data(state.clone())
                 .app_data(log.clone())
                 .app_data(est.clone())
                 .app_data(gate.clone())
@@ -271,6 +281,7 @@ pub fn https_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .configure(crate::est::routes)
         .configure(crate::admin::routes)
+        .configure(crate::console::routes)
         .configure(|c| crate::transparency::serve::routes(c, crate::transparency::serve::Listener::Https));
 }
 

@@ -144,44 +144,89 @@ pub struct Principal {
     /// What the two-person rule compares: the token's or the certificate's name.
     pub name: String,
     pub role: Role,
+    /// The credential that proved it (the console checks it again on every request).
+    pub credential: Credential,
+}
+
+/// What a principal authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An operator certificate, by its SHA-256 fingerprint (hex).
+    Certificate { fingerprint: String },
+    /// An API token, by its id.
+    Token { id: String },
+}
+
+/// `Ok` if the role table lets `role` perform `op`; else the 403 that says so.
+pub(crate) fn permit(role: Role, op: Operation) -> Result<(), Refusal> {
+    if allowed(op).contains(&role) {
+        Ok(())
+    } else {
+        Err(Refusal::forbidden(format!("role {role} may not {}", op.describe())))
+    }
 }
 
 /// Authenticates the caller — an operator client certificate presented in the TLS
-/// handshake, or else a bearer token — and checks its role may perform `op`. Sets
-/// `actor` as soon as the caller is known, so a refusal is audited against who asked.
-/// A bearer token (or no credential) from an address that has used up its failed
-/// attempts is refused with 429 unchecked; a 401 counts as a failed attempt.
-pub(super) async fn authorize(
+/// handshake, or else a bearer token. Sets `actor` as soon as the caller is known, so
+/// a refusal is audited against who asked. The role is checked by the caller of this
+/// ([`permit`]).
+pub(crate) async fn authenticate(
     pki: &Pki,
     gate: &Gate,
     req: &HttpRequest,
-    op: Operation,
     actor: &mut String,
 ) -> Result<Principal, Refusal> {
     let has_certificate = req.conn_data::<crate::est::PeerCertificate>().is_some();
-    let principal = if req.headers().get(header::AUTHORIZATION).is_none() && has_certificate {
-        operator_certificate(pki, req, actor).await?
-    } else {
-        let client = req.peer_addr().map(|a| a.ip());
-        if let Err(secs) = gate.failures.check(client, Instant::now()) {
-            return Err(Refusal::too_many_failures(secs));
-        }
-        let token = bearer_token(pki, &gate.key, req, actor).await.inspect_err(|r| {
-            if r.status == StatusCode::UNAUTHORIZED {
-                gate.failures.failed(client, Instant::now());
-            }
-        })?;
-        Principal { name: token.name, role: token.role }
-    };
-    if !allowed(op).contains(&principal.role) {
-        return Err(Refusal::forbidden(format!("role {} may not {}", principal.role, op.describe())));
+    if req.headers().get(header::AUTHORIZATION).is_none() && has_certificate {
+        return operator_certificate(pki, req, actor).await;
     }
-    Ok(principal)
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| bearer_of(value).ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, INVALID_TOKEN)));
+    api_token(pki, gate, req, token.transpose(), actor).await
+}
+
+/// `Bearer <token>` → the token (trimmed); `None` for any other shape.
+fn bearer_of(value: &header::HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Authenticates an API token (`None`: none was given): the failure limit first — an
+/// address that has used up its failed attempts is refused with 429 unchecked — then
+/// the token; a 401 counts as a failed attempt. The API reads the token from the
+/// `Authorization` header, the console from its sign-in form.
+pub(crate) async fn api_token(
+    pki: &Pki,
+    gate: &Gate,
+    req: &HttpRequest,
+    token: Result<Option<&str>, Refusal>,
+    actor: &mut String,
+) -> Result<Principal, Refusal> {
+    let client = req.peer_addr().map(|a| a.ip());
+    if let Err(secs) = gate.failures.check(client, Instant::now()) {
+        return Err(Refusal::too_many_failures(secs));
+    }
+    let checked = match token {
+        Ok(token) => bearer_token(pki, &gate.key, token, actor).await,
+        Err(r) => Err(r),
+    };
+    let token = checked.inspect_err(|r| {
+        if r.status == StatusCode::UNAUTHORIZED {
+            gate.failures.failed(client, Instant::now());
+        }
+    })?;
+    Ok(Principal { name: token.name, role: token.role, credential: Credential::Token { id: token.id } })
 }
 
 /// An operator certificate (profile kind `operator`): issued by us, valid, not
 /// revoked; its CN names the person and its OU the role.
-async fn operator_certificate(pki: &Pki, req: &HttpRequest, actor: &mut String) -> Result<Principal, Refusal> {
+pub(crate) async fn operator_certificate(
+    pki: &Pki,
+    req: &HttpRequest,
+    actor: &mut String,
+) -> Result<Principal, Refusal> {
     let Some((_, profile)) = pki.config.profiles.iter().find(|(_, p)| p.kind == ProfileKind::Operator) else {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -196,7 +241,7 @@ async fn operator_certificate(pki: &Pki, req: &HttpRequest, actor: &mut String) 
     *actor = format!("operator:{name}:{}", &cert.fingerprint[..16]);
     let role =
         Role::parse(&role).map_err(|_| Refusal::forbidden(format!("unknown role '{role}' in the certificate")))?;
-    Ok(Principal { name, role })
+    Ok(Principal { name, role, credential: Credential::Certificate { fingerprint: cert.fingerprint } })
 }
 
 /// An operator certificate that is not a valid credential — not ours, expired, revoked
@@ -216,25 +261,20 @@ fn operator_refusal(r: enrollment::ra::Refusal) -> Refusal {
     refusal
 }
 
-/// Authenticates the bearer token; sets `actor`.
+/// Checks an API token (`None`: none was given); sets `actor`.
 async fn bearer_token(
     pki: &Pki,
     key: &CredentialKey,
-    req: &HttpRequest,
+    token: Option<&str>,
     actor: &mut String,
 ) -> Result<ApiToken, Refusal> {
     let unauthorized = || Refusal::new(StatusCode::UNAUTHORIZED, INVALID_TOKEN);
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+    let Some(token) = token else {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "missing credential (Authorization: Bearer pki_…, or an operator client certificate)",
         ));
     };
-    let value = value.to_str().map_err(|_| unauthorized())?.trim();
-    let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized());
-    }
     let (id, secret) = parse_token(token.trim()).ok_or_else(unauthorized)?;
     *actor = format!("token:{id}:?");
     let stored = pki.store.get_api_token(id).await.map_err(Refusal::from)?;

@@ -33,7 +33,7 @@ fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
 }
 
 /// A query string as `T`, or a 400 with the decoder's message, escaped.
-fn query<T: DeserializeOwned>(query: &str) -> Result<T, Refusal> {
+pub(crate) fn query<T: DeserializeOwned>(query: &str) -> Result<T, Refusal> {
     actix_web::web::Query::<T>::from_query(query)
         .map(actix_web::web::Query::into_inner)
         .map_err(|e| Refusal::bad_request(format!("bad query: {}", escaped(&e.to_string()))))
@@ -103,7 +103,7 @@ struct StatusQuery {
 }
 
 /// `status=pending` of `GET /update-requests`: no filter, or one status.
-pub(super) fn status_filter(query_string: &str) -> Result<Option<RequestStatus>, Refusal> {
+pub(crate) fn status_filter(query_string: &str) -> Result<Option<RequestStatus>, Refusal> {
     let q: StatusQuery = query(query_string)?;
     q.status
         .map(|s| {
@@ -115,7 +115,7 @@ pub(super) fn status_filter(query_string: &str) -> Result<Option<RequestStatus>,
 }
 
 /// The query string of `GET /api/v1/reports/{report}` (see [`crate::reports`]).
-pub(super) fn report_query(
+pub(crate) fn report_query(
     report: crate::reports::Report,
     query_string: &str,
 ) -> Result<crate::reports::ReportQuery, Refusal> {

@@ -38,10 +38,13 @@ use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::revoke;
 
-pub use auth::{actor_of, allowed, new_token, parse_token, Operation, Principal, TOKEN_PREFIX};
+pub use auth::{actor_of, allowed, new_token, parse_token, Credential, Operation, Principal, TOKEN_PREFIX};
+pub(crate) use auth::{api_token, operator_certificate};
+pub(crate) use bodies::{query as urlencoded, report_query, status_filter};
 pub use certificates::certificate_json;
 pub use openapi::openapi_document;
 pub(crate) use params::check_identifier;
+pub(crate) use params::escaped;
 pub use params::MAX_IDENTIFIER_BYTES;
 
 /// Largest JSON body the admin API accepts.
@@ -123,16 +126,12 @@ pub(crate) struct Caller {
     pub(crate) name: String,
     /// The audit actor: `token:<id>:<name>` or `operator:<name>:<fingerprint>`.
     pub(crate) actor: String,
+    pub(crate) role: crate::store::Role,
 }
 
-/// Runs an endpoint: authorize → act → audit, once for every endpoint.
-///
-/// Authenticates the caller and checks the role table allows `op`; only then runs
-/// `act`. A read's success is audited here (`op`'s action on `target`); a change is
-/// audited by `act` itself, in the transaction that makes it. Every refusal — of the
-/// credential, the role or the action — is audited against `target` with whoever the
-/// caller turned out to be, and answered as JSON `{"error": …}` with its status
-/// (401s with `WWW-Authenticate: Bearer`, 429s with `Retry-After`).
+/// Runs an endpoint of the API: [`run`] with the API's credentials (an operator
+/// certificate or a bearer token), refusals answered as JSON `{"error": …}` with their
+/// status (401s with `WWW-Authenticate: Bearer`, 429s with `Retry-After`).
 pub(crate) async fn handle(
     pki: &Pki,
     req: &HttpRequest,
@@ -140,26 +139,10 @@ pub(crate) async fn handle(
     target: &str,
     act: impl AsyncFnOnce(Caller) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
-    let Some(gate) = req.app_data::<web::Data<Gate>>() else {
-        tracing::error!("the admin API is served without its gate (credential key, failure limits)");
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "not ready" }));
-    };
-    let mut actor = String::from("anonymous");
-    let result = match auth::authorize(pki, gate, req, op, &mut actor).await {
-        Ok(principal) => act(Caller { name: principal.name, actor: actor.clone() }).await,
-        Err(r) => Err(r),
-    };
-    let result = match result {
-        Ok(res) if op.is_read() => {
-            let event = AuditEvent::success(actor.as_str(), op.action(), target);
-            pki.store.append_audit(&[event]).await.map_err(Refusal::from).map(|()| res)
-        }
-        other => other,
-    };
-    match result {
+    let authenticate = async |gate: &Gate, actor: &mut String| auth::authenticate(pki, gate, req, actor).await;
+    match run(pki, req, op, target, authenticate, act).await {
         Ok(res) => res,
         Err(r) => {
-            crate::est::audit_refusal_from(&gate.refusals, req, op.action(), &actor, target, None, &r).await;
             let mut res = HttpResponse::build(r.status);
             if r.status == StatusCode::UNAUTHORIZED {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -170,6 +153,47 @@ pub(crate) async fn handle(
             res.json(serde_json::json!({ "error": r.reason }))
         }
     }
+}
+
+/// Authorize → act → audit, once for every privileged action, the API's and the
+/// console's alike (each brings its own way to `authenticate`).
+///
+/// Authenticates the caller and checks the role table allows `op`; only then runs
+/// `act`. A read's success is audited here (`op`'s action on `target`); a change is
+/// audited by `act` itself, in the transaction that makes it. Every refusal — of the
+/// credential, the role or the action — is audited against `target` with whoever the
+/// caller turned out to be, and returned for the caller to render.
+pub(crate) async fn run<T>(
+    pki: &Pki,
+    req: &HttpRequest,
+    op: Operation,
+    target: &str,
+    authenticate: impl AsyncFnOnce(&Gate, &mut String) -> Result<Principal, Refusal>,
+    act: impl AsyncFnOnce(Caller) -> Result<T, Refusal>,
+) -> Result<T, Refusal> {
+    let Some(gate) = req.app_data::<web::Data<Gate>>() else {
+        tracing::error!("a privileged endpoint is served without its gate (credential key, failure limits)");
+        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
+    };
+    let mut actor = String::from("anonymous");
+    let result = match authenticate(gate, &mut actor).await {
+        Ok(principal) => match auth::permit(principal.role, op) {
+            Ok(()) => act(Caller { name: principal.name, actor: actor.clone(), role: principal.role }).await,
+            Err(r) => Err(r),
+        },
+        Err(r) => Err(r),
+    };
+    let result = match result {
+        Ok(res) if op.is_read() => {
+            let event = AuditEvent::success(actor.as_str(), op.action(), target);
+            pki.store.append_audit(&[event]).await.map_err(Refusal::from).map(|()| res)
+        }
+        other => other,
+    };
+    if let Err(r) = &result {
+        crate::est::audit_refusal_from(&gate.refusals, req, op.action(), &actor, target, None, r).await;
+    }
+    result
 }
 
 /// Reads a request body of at most [`MAX_JSON_BYTES`], for one of the decoders in

@@ -144,6 +144,7 @@ impl Default for Config {
                 public_entries: false,
             },
             metrics: MetricsConfig { listen: MetricsListen::Public, sample_secs: 15, count_secs: 60 },
+            console: ConsoleConfig { enabled: true, idle_timeout_secs: 900, max_session_secs: 8 * 3600 },
             est: EstConfig {
                 profile: "device".into(),
                 labels: BTreeMap::new(),

@@ -55,6 +55,19 @@ pub struct Config {
     pub updates: UpdatesConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The operator console (`crate::console`) on the HTTPS listener.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve `/console/` (off: 404, and no sessions are kept).
+    pub enabled: bool,
+    /// A session unused this long ends (the next request signs in again).
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after sign-in, however busy.
+    pub max_session_secs: u64,
 }
 
 /// Prometheus metrics (see `crate::telemetry`).
@@ -449,6 +462,13 @@ impl Config {
             return bad(format!(
                 "est.retry_window_secs = {} is more than {MAX_RETRY_WINDOW_SECS} (30 days)",
                 self.est.retry_window_secs
+            ));
+        }
+        let console = &self.console;
+        if console.idle_timeout_secs == 0 || console.idle_timeout_secs > console.max_session_secs {
+            return bad(format!(
+                "console.idle_timeout_secs = {} must be at least 1 and at most console.max_session_secs = {}",
+                console.idle_timeout_secs, console.max_session_secs
             ));
         }
         for (name, ca) in &self.cas {

@@ -261,6 +261,14 @@ pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Up to `limit` entries with `seq > after_seq`, in order.
     async fn audit_entries(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Up to `limit` entries matching `query`, with `seq < before` (`None`: from the
+    /// newest), newest first; each as [`AuditStore::audit_entries`] reads it.
+    async fn find_audit(
+        &self,
+        query: &AuditQuery,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// Published CRLs and their numbers: all the CRL publisher and the CRL server need
@@ -365,6 +373,14 @@ pub trait ReportStore: Send + Sync {
         after: &str,
         limit: i64,
     ) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Devices matching `query`, with ids after `after` (`""`: from the start), in id
+    /// order, at most `limit`.
+    async fn find_devices(&self, query: &DeviceQuery, after: &str, limit: i64)
+        -> Result<Vec<DeviceRecord>, StoreError>;
+    /// What [`CertificateStore::revoke_devices`] with `which` would revoke if run now:
+    /// the devices it matches and their certificates not yet revoked (superseded ones
+    /// included), by the same predicates. Nothing matching is 0/0, not `NotFound`.
+    async fn revocation_preview(&self, which: &DeviceSelector) -> Result<RevocationPreview, StoreError>;
 }
 
 /// Requests for update-signing certificates and their approvals (the two-person

@@ -1,5 +1,8 @@
-//! What the lifecycle reports ask the store and get back (`crate::reports` builds the
-//! questions; [`super::ReportStore`] answers them from indexes).
+//! What the lifecycle reports and the operator console ask the store and get back
+//! (`crate::reports` builds the report questions; [`super::ReportStore`] and
+//! [`super::AuditStore`] answer them from indexes).
+
+use super::DeviceState;
 
 /// Narrows a report: each field, when set, must equal the certificate's or its device's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,4 +94,29 @@ pub struct ExpiryGroup {
     pub count: u64,
     /// The first of them to expire (unix seconds).
     pub first_not_after: i64,
+}
+
+/// Narrows a device search: each field, when set, must equal the device's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceQuery {
+    pub batch: Option<String>,
+    pub model: Option<String>,
+    pub state: Option<DeviceState>,
+}
+
+/// What revoking a device selector would revoke now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevocationPreview {
+    /// The devices the selector matches (whatever their state).
+    pub devices: u64,
+    /// Their certificates not yet revoked (valid and superseded ones).
+    pub certificates: u64,
+}
+
+/// Narrows the audit trail: each field, when set, must equal the entry's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
 }

@@ -354,13 +354,79 @@ pub(crate) fn stale_sql() -> String {
     )
 }
 
-/// $1 batch, $2 model (NULL = any), after device id $3, at most $4.
-pub(crate) fn never_enrolled_sql() -> String {
+/// `column = $1 AND column = $2 AND …` (each followed by ` AND `) for the fields that
+/// are set, numbered from $1, and their values in that order. The columns are fixed
+/// names, never the caller's. A field not set is left out of the statement rather than
+/// written `($1 IS NULL OR column = $1)`: SQLite plans a statement before it sees the
+/// values, so that form would keep it from the index that leads with the column.
+fn equalities(fields: &[(&'static str, Option<&str>)]) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for (column, value) in fields {
+        if let Some(value) = value {
+            values.push((*value).to_string());
+            sql.push_str(&format!("{column} = ${} AND ", values.len()));
+        }
+    }
+    (sql, values)
+}
+
+/// Devices matching `query`, in id order: the query's set fields are $1…$n (their
+/// values returned with the statement), the device id to start after is $n+1 and the
+/// limit $n+2. Indexes `devices (batch, device_id)`, `(model, device_id)` and
+/// `(state, device_id)` serve a page of one batch, model or state.
+pub(crate) fn find_devices_sql(query: &DeviceQuery) -> (String, Vec<String>) {
+    let (filter, values) = equalities(&[
+        ("batch", query.batch.as_deref()),
+        ("model", query.model.as_deref()),
+        ("state", query.state.map(DeviceState::as_str)),
+    ]);
+    let n = values.len();
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE {filter}device_id > ${} ORDER BY device_id LIMIT ${}",
+        n + 1,
+        n + 2
+    );
+    (sql, values)
+}
+
+/// What `revoke_devices` would revoke on `column = $1`: (devices, certificates). The
+/// predicates are those of both dialects' `revoke_devices` (`certificates.rs`): every
+/// device whose column equals the value, whatever its state, and every certificate of
+/// those devices whose status is not `revoked` (valid and superseded ones).
+pub(crate) fn revocation_preview_sql(column: &'static str) -> String {
     format!(
-        "SELECT {DEVICE_COLUMNS} FROM devices WHERE state = 'expected' \
-         AND (CAST($1 AS TEXT) IS NULL OR batch = $1) AND (CAST($2 AS TEXT) IS NULL OR model = $2) \
-         AND device_id > $3 ORDER BY device_id LIMIT $4"
+        "SELECT (SELECT count(*) FROM devices WHERE {column} = $1), \
+         (SELECT count(*) FROM certificates \
+          WHERE device_id IN (SELECT device_id FROM devices WHERE {column} = $1) AND status != 'revoked')"
     )
+}
+
+pub(crate) fn revocation_preview(row: &impl Columns) -> Result<RevocationPreview, StoreError> {
+    let (devices, certificates): (i64, i64) = (row.get(0)?, row.get(1)?);
+    Ok(RevocationPreview {
+        devices: u64::try_from(devices).unwrap_or(0),
+        certificates: u64::try_from(certificates).unwrap_or(0),
+    })
+}
+
+/// Audit entries matching `query`, newest first: the query's set fields are $1…$n
+/// (their values returned with the statement), the seq to stay below is $n+1 and the
+/// limit $n+2. Indexes `audit_log (actor, seq)`, `(action, seq)` and `(target, seq)`
+/// serve a page of one actor, action or target read backwards.
+pub(crate) fn find_audit_sql(query: &AuditQuery) -> (String, Vec<String>) {
+    let (filter, values) = equalities(&[
+        ("actor", query.actor.as_deref()),
+        ("action", query.action.as_deref()),
+        ("target", query.target.as_deref()),
+    ]);
+    let n = values.len();
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {filter}seq < ${} ORDER BY seq DESC LIMIT ${}",
+        n + 1,
+        n + 2
+    );
+    (sql, values)
 }
 
 /// A statement written with PostgreSQL's `$N` parameters for SQLite, where `$N` would

@@ -90,6 +90,23 @@ impl AuditStore for PostgresStore {
         )
         .await
     }
+
+    /// Prepared per call (as the reports are): the planner then sees the values, and
+    /// picks the (field, seq) index of the rarest field asked for.
+    async fn find_audit(
+        &self,
+        query: &AuditQuery,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let (sql, values) = find_audit_sql(query);
+        let (before, limit) = (before.unwrap_or(i64::MAX), limit.max(0));
+        let mut params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        params.extend([&before as &(dyn ToSql + Sync), &limit]);
+        let client = self.client().await?;
+        let rows = client.query(&sql, &params).await.map_err(pg_err)?;
+        rows.iter().map(entry_from_row).collect()
+    }
 }
 
 #[async_trait]

@@ -65,12 +65,34 @@ impl ReportStore for PostgresStore {
         after: &str,
         limit: i64,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let query = DeviceQuery {
+            batch: filter.batch.clone(),
+            model: filter.model.clone(),
+            state: Some(DeviceState::Expected),
+        };
+        self.find_devices(&query, after, limit).await
+    }
+
+    async fn find_devices(
+        &self,
+        query: &DeviceQuery,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (sql, values) = find_devices_sql(query);
+        let limit = limit.max(0);
+        let mut params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        params.extend([&after as &(dyn ToSql + Sync), &limit]);
         let client = self.client().await?;
-        let rows = client
-            .query(&never_enrolled_sql(), &[&filter.batch, &filter.model, &after, &limit])
-            .await
-            .map_err(pg_err)?;
+        let rows = client.query(&sql, &params).await.map_err(pg_err)?;
         rows.iter().map(|r| device_at(r, 0)).collect()
+    }
+
+    async fn revocation_preview(&self, which: &DeviceSelector) -> Result<RevocationPreview, StoreError> {
+        let (column, value) = which.column_and_value();
+        let client = self.client().await?;
+        let row = client.query_one(&revocation_preview_sql(column), &[&value]).await.map_err(pg_err)?;
+        revocation_preview(&row)
     }
 }
 

@@ -70,6 +70,22 @@ impl AuditStore for SqliteStore {
         })
         .await
     }
+
+    async fn find_audit(
+        &self,
+        query: &AuditQuery,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        use rusqlite::types::Value;
+        let (sql, values) = find_audit_sql(query);
+        let sql = numbered_for_sqlite(&sql);
+        let mut params: Vec<Value> = values.into_iter().map(Value::Text).collect();
+        params.push(Value::Integer(before.unwrap_or(i64::MAX)));
+        params.push(Value::Integer(limit.max(0)));
+        self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| entry_from_row(row)))
+            .await
+    }
 }
 
 #[async_trait]

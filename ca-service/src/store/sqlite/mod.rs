@@ -151,12 +151,19 @@ impl SqliteStore {
     }
 }
 
+/// Prepared statements each reader connection keeps.
+const READER_STATEMENT_CACHE: usize = 64;
+
 impl Inner {
     fn open_reader(&self) -> Result<Connection, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| open_err(&self.path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         conn.execute_batch("PRAGMA query_only = ON;").map_err(db_err)?;
+        // Room for every statement the readers prepare (the console's searches and
+        // filters add a score to the hot paths' dozen): rusqlite's default is 16, and
+        // an evicted OCSP or EST statement would be prepared again on its next use.
+        conn.set_prepared_statement_cache_capacity(READER_STATEMENT_CACHE);
         Ok(conn)
     }
 }

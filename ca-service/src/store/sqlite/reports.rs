@@ -77,8 +77,36 @@ impl ReportStore for SqliteStore {
         after: &str,
         limit: i64,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let (batch, model, after) = (filter.batch.clone(), filter.model.clone(), after.to_string());
-        let sql = numbered_for_sqlite(&never_enrolled_sql());
-        self.read(move |conn| query_all(conn, &sql, params![batch, model, after, limit], |row| device_at(row, 0))).await
+        let query = DeviceQuery {
+            batch: filter.batch.clone(),
+            model: filter.model.clone(),
+            state: Some(DeviceState::Expected),
+        };
+        self.find_devices(&query, after, limit).await
+    }
+
+    async fn find_devices(
+        &self,
+        query: &DeviceQuery,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        use rusqlite::types::Value;
+        let (sql, values) = find_devices_sql(query);
+        let sql = numbered_for_sqlite(&sql);
+        let mut params: Vec<Value> = values.into_iter().map(Value::Text).collect();
+        params.push(Value::Text(after.to_string()));
+        params.push(Value::Integer(limit.max(0)));
+        self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| device_at(row, 0))).await
+    }
+
+    async fn revocation_preview(&self, which: &DeviceSelector) -> Result<RevocationPreview, StoreError> {
+        let (column, value) = which.column_and_value();
+        let (sql, value) = (numbered_for_sqlite(&revocation_preview_sql(column)), value.to_string());
+        self.read(move |conn| {
+            let found = query_all(conn, &sql, [value], |row| revocation_preview(row))?;
+            found.into_iter().next().ok_or_else(|| StoreError::Database("the revocation preview read no row".into()))
+        })
+        .await
     }
 }

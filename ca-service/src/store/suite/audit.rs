@@ -166,3 +166,98 @@ pub(super) async fn two_instances_one_chain(h: &Harness) {
     assert_eq!(verify_log(&*a, 50).await.map(|h| h.0), Ok(241));
     assert_eq!(verify_log(&*b, 7).await.map(|h| h.0), Ok(241));
 }
+
+/// Every entry of `query` below `before`, read in pages of `limit` newest first:
+/// each page at most `limit` long, the next one below the last seq of the one before.
+async fn audit_paged(s: &dyn Store, query: &AuditQuery, before: Option<i64>, limit: i64) -> Vec<AuditEntry> {
+    let mut out: Vec<AuditEntry> = Vec::new();
+    loop {
+        let below = out.last().map_or(before, |e| Some(e.seq));
+        let page = s.find_audit(query, below, limit).await.unwrap();
+        assert!(page.len() as i64 <= limit, "{query:?} below {below:?}: {} > {limit}", page.len());
+        let done = (page.len() as i64) < limit;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+pub(super) async fn audit_is_found_by_actor_action_and_target(h: &Harness) {
+    let s = h.store();
+    // 24 entries: actor, action and target vary independently (3 × 2 × 4).
+    let actors = ["cli:alice", "cli:bob", "station:ab12"];
+    let actions = ["device.register", "certificate.revoke"];
+    let targets = ["device:d-1", "device:d-2", "batch:b1", "ca:device"];
+    let events: Vec<AuditEvent> = (0..24usize)
+        .map(|i| {
+            let outcome = if i % 5 == 0 { "denied: no" } else { "success" };
+            AuditEvent::success(actors[i % 3], actions[i % 2], targets[i % 4]).with_outcome(outcome)
+        })
+        .collect();
+    s.append_audit(&events[..10]).await.unwrap();
+    s.append_audit(&events[10..]).await.unwrap();
+    // One entry without its leaf hash (written before the tree): read as audit_entries reads it.
+    h.backend.exec_sql("UPDATE audit_log SET leaf_hash = NULL WHERE seq = 7").await;
+    let all = all_entries(s, 100).await;
+    assert_eq!(all.len(), 24);
+    assert_eq!(all[6].leaf_hash, None);
+    let seqs = |entries: &[AuditEntry]| entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let q = |actor: Option<&str>, action: Option<&str>, target: Option<&str>| AuditQuery {
+        actor: actor.map(Into::into),
+        action: action.map(Into::into),
+        target: target.map(Into::into),
+    };
+
+    // Each field alone and together, newest first; entry i + 1 is events[i].
+    let bob = s.find_audit(&q(Some("cli:bob"), None, None), None, 100).await.unwrap();
+    assert_eq!(seqs(&bob), [23, 20, 17, 14, 11, 8, 5, 2]);
+    assert!(bob.iter().all(|e| e.event.actor == "cli:bob"));
+    let revokes = s.find_audit(&q(None, Some("certificate.revoke"), None), None, 100).await.unwrap();
+    assert_eq!(seqs(&revokes), (1..=12).rev().map(|n| 2 * n).collect::<Vec<i64>>());
+    let d2 = s.find_audit(&q(None, None, Some("device:d-2")), None, 100).await.unwrap();
+    assert_eq!(seqs(&d2), [22, 18, 14, 10, 6, 2]);
+    assert_eq!(seqs(&s.find_audit(&q(Some("cli:bob"), None, Some("device:d-2")), None, 100).await.unwrap()), [14, 2]);
+    assert_eq!(
+        seqs(&s.find_audit(&q(Some("cli:alice"), Some("device.register"), None), None, 100).await.unwrap()),
+        [19, 13, 7, 1]
+    );
+    let all_three = q(Some("cli:alice"), Some("device.register"), Some("batch:b1"));
+    assert_eq!(seqs(&s.find_audit(&all_three, None, 100).await.unwrap()), [19, 7]);
+    // `before` is exclusive, and pages newest first.
+    assert_eq!(seqs(&s.find_audit(&q(Some("cli:bob"), None, None), Some(14), 2).await.unwrap()), [11, 8]);
+    assert!(s.find_audit(&q(Some("cli:bob"), None, None), Some(2), 100).await.unwrap().is_empty());
+    assert!(s.find_audit(&AuditQuery::default(), None, 0).await.unwrap().is_empty(), "limit 0");
+    // Nothing matching: an unknown value, or a combination no entry has.
+    assert!(s.find_audit(&q(Some("cli:eve"), None, None), None, 100).await.unwrap().is_empty());
+    assert!(s.find_audit(&q(None, Some("device.register"), Some("device:d-2")), None, 100).await.unwrap().is_empty());
+
+    // Every combination, paged from the newest and from the middle: each matching
+    // entry exactly once, equal to what audit_entries reads, newest first.
+    let mut actor_values: Vec<Option<&str>> = actors.iter().copied().map(Some).collect();
+    actor_values.extend([None, Some("cli:eve")]);
+    let mut action_values: Vec<Option<&str>> = actions.iter().copied().map(Some).collect();
+    action_values.extend([None, Some("ca.init")]);
+    let mut target_values: Vec<Option<&str>> = targets.iter().copied().map(Some).collect();
+    target_values.extend([None, Some("device:d-9")]);
+    for actor in &actor_values {
+        for action in &action_values {
+            for target in &target_values {
+                let query = q(*actor, *action, *target);
+                let matching: Vec<AuditEntry> = all
+                    .iter()
+                    .rev()
+                    .filter(|e| actor.is_none_or(|a| e.event.actor == a))
+                    .filter(|e| action.is_none_or(|a| e.event.action == a))
+                    .filter(|e| target.is_none_or(|t| e.event.target == t))
+                    .cloned()
+                    .collect();
+                for limit in [1, 3, 100] {
+                    assert_eq!(audit_paged(s, &query, None, limit).await, matching, "{query:?}, pages of {limit}");
+                    let below_13: Vec<AuditEntry> = matching.iter().filter(|e| e.seq < 13).cloned().collect();
+                    assert_eq!(audit_paged(s, &query, Some(13), limit).await, below_13, "{query:?} below 13");
+                }
+            }
+        }
+    }
+}

@@ -275,6 +275,9 @@ both_backends!(
     connection_pool_is_reported,
     expiring_certificates_are_paged_filtered_and_grouped,
     stale_identities_and_devices_never_enrolled,
+    devices_are_found_by_batch_model_and_state,
+    revocation_preview_counts_what_revoking_would_revoke,
+    audit_is_found_by_actor_action_and_target,
     #[ignore = "throughput measurement; run with --ignored --nocapture"]
     throughput,
 );

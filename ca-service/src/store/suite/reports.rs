@@ -174,3 +174,197 @@ pub(super) async fn stale_identities_and_devices_never_enrolled(h: &Harness) {
     let counts = s.device_counts().await.unwrap();
     assert_eq!(counts, [(DeviceState::Active, 4), (DeviceState::Expected, 3), (DeviceState::Revoked, 1)]);
 }
+
+/// Every device of `query` after `after`, read in pages of `limit`: each page at most
+/// `limit` long, the next one starting after the last id of the one before.
+async fn devices_paged(s: &dyn Store, query: &DeviceQuery, limit: i64) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    loop {
+        let after = ids.last().cloned().unwrap_or_default();
+        let page = s.find_devices(query, &after, limit).await.unwrap();
+        assert!(page.len() as i64 <= limit, "{query:?} after {after:?}: {} > {limit}", page.len());
+        let done = (page.len() as i64) < limit;
+        ids.extend(page.into_iter().map(|d| d.device_id));
+        if done {
+            return ids;
+        }
+    }
+}
+
+pub(super) async fn devices_are_found_by_batch_model_and_state(h: &Harness) {
+    let s = h.store();
+    let states = [DeviceState::Expected, DeviceState::Active, DeviceState::Revoked, DeviceState::Decommissioned];
+    // Batch, model and state vary independently: 3 batches × 2 models × 4 states.
+    let devices: Vec<DeviceRecord> = (0..12usize)
+        .map(|i| DeviceRecord {
+            model: format!("m{}", i % 2 + 1),
+            state: states[i % 4],
+            ..device(&format!("d-{:02}", 12 - i), &format!("b{}", i % 3 + 1))
+        })
+        .collect();
+    s.add_devices(&devices, event("device.register", "batch:b")).await.unwrap();
+    let ids = |d: Vec<DeviceRecord>| d.into_iter().map(|d| d.device_id).collect::<Vec<_>>();
+    let q = |batch: Option<&str>, model: Option<&str>, state: Option<DeviceState>| DeviceQuery {
+        batch: batch.map(Into::into),
+        model: model.map(Into::into),
+        state,
+    };
+
+    // Each filter alone, and together; whole records, in id order (not insertion order).
+    let b1 = s.find_devices(&q(Some("b1"), None, None), "", 100).await.unwrap();
+    assert_eq!(ids(b1.clone()), ["d-03", "d-06", "d-09", "d-12"]);
+    let mut expected: Vec<DeviceRecord> = devices.iter().filter(|d| d.batch == "b1").cloned().collect();
+    expected.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    assert_eq!(b1, expected, "the records as stored");
+    assert_eq!(
+        ids(s.find_devices(&q(None, Some("m2"), None), "", 100).await.unwrap()),
+        ["d-01", "d-03", "d-05", "d-07", "d-09", "d-11"]
+    );
+    assert_eq!(
+        ids(s.find_devices(&q(None, None, Some(DeviceState::Revoked)), "", 100).await.unwrap()),
+        ["d-02", "d-06", "d-10"]
+    );
+    assert_eq!(ids(s.find_devices(&q(Some("b1"), Some("m1"), None), "", 100).await.unwrap()), ["d-06", "d-12"]);
+    assert_eq!(ids(s.find_devices(&q(Some("b2"), None, Some(DeviceState::Active)), "", 100).await.unwrap()), ["d-11"]);
+    assert_eq!(
+        ids(s.find_devices(&q(None, Some("m1"), Some(DeviceState::Expected)), "", 100).await.unwrap()),
+        ["d-04", "d-08", "d-12"]
+    );
+    assert_eq!(
+        ids(s.find_devices(&q(Some("b1"), Some("m1"), Some(DeviceState::Revoked)), "", 100).await.unwrap()),
+        ["d-06"]
+    );
+    // Nothing matching, by an unknown value or by a combination no device has.
+    assert!(s.find_devices(&q(Some("b9"), None, None), "", 100).await.unwrap().is_empty());
+    assert!(s.find_devices(&q(Some("b1"), Some("m2"), Some(DeviceState::Expected)), "", 100).await.unwrap().is_empty());
+    // No filter: every device.
+    assert_eq!(devices_paged(s, &DeviceQuery::default(), 100).await.len(), 12);
+    assert!(s.find_devices(&DeviceQuery::default(), "", 0).await.unwrap().is_empty(), "limit 0");
+    assert_eq!(ids(s.find_devices(&DeviceQuery::default(), "d-10", 100).await.unwrap()), ["d-11", "d-12"]);
+
+    // Every combination, paged: each matching device exactly once, in id order.
+    let batches = [None, Some("b1"), Some("b2"), Some("b3"), Some("b9")];
+    let models = [None, Some("m1"), Some("m2"), Some("m9")];
+    let mut all_states = vec![None];
+    all_states.extend(states.map(Some));
+    for batch in batches {
+        for model in models {
+            for state in all_states.iter().copied() {
+                let query = q(batch, model, state);
+                let mut want: Vec<String> = devices
+                    .iter()
+                    .filter(|d| batch.is_none_or(|b| d.batch == b))
+                    .filter(|d| model.is_none_or(|m| d.model == m))
+                    .filter(|d| state.is_none_or(|st| d.state == st))
+                    .map(|d| d.device_id.clone())
+                    .collect();
+                want.sort();
+                for limit in [1, 2, 5] {
+                    assert_eq!(devices_paged(s, &query, limit).await, want, "{query:?}, pages of {limit}");
+                }
+            }
+        }
+    }
+    // never_enrolled is the same search with the state fixed.
+    let never = s.never_enrolled(&ReportFilter { batch: Some("b1".into()), ..ReportFilter::default() }, "", 10).await;
+    assert_eq!(ids(never.unwrap()), ["d-12"]);
+}
+
+/// A fleet for revocation: certificates valid, superseded and already revoked, on
+/// devices of two batches and two models (crossed), and a station's.
+async fn revocation_fleet(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    let dev = |id: &str, batch: &str, model: &str, state: DeviceState| DeviceRecord {
+        model: model.into(),
+        state,
+        ..device(id, batch)
+    };
+    let devices = [
+        dev("dev-1", "bA", "mA", DeviceState::Active),
+        dev("dev-2", "bA", "mA", DeviceState::Active),
+        dev("dev-3", "bA", "mB", DeviceState::Expected),
+        dev("dev-4", "bB", "mA", DeviceState::Active),
+        dev("dev-5", "bB", "mB", DeviceState::Active),
+        dev("dev-6", "bB", "mB", DeviceState::Revoked),
+    ];
+    s.add_devices(&devices, event("device.register", "batch:b")).await.unwrap();
+    let owners = [
+        (1, Some("dev-1")), // valid
+        (2, Some("dev-1")), // superseded
+        (3, Some("dev-1")), // revoked
+        (4, Some("dev-2")), // valid
+        (5, Some("dev-4")), // valid
+        (6, Some("dev-4")), // superseded
+        (7, Some("dev-5")), // valid
+        (8, Some("dev-6")), // revoked
+        (9, None),          // a station's: no device
+    ];
+    let batch: Vec<Issuance> = owners.iter().map(|(n, d)| issue(cert("device", &[*n], *d))).collect();
+    s.store_certificates(&batch).await.unwrap();
+    h.backend.exec_sql("UPDATE certificates SET status = 'superseded' WHERE serial_hex IN ('02', '06')").await;
+    for serial in [3u8, 8] {
+        s.revoke_certificate("device", &[serial], Reason::KeyCompromise, NOW, event("certificate.revoke", "c"))
+            .await
+            .unwrap();
+    }
+}
+
+pub(super) async fn revocation_preview_counts_what_revoking_would_revoke(h: &Harness) {
+    revocation_fleet(h).await;
+    let s = h.store();
+    let preview = |devices, certificates| RevocationPreview { devices, certificates };
+    let device = |v: &str| DeviceSelector::Device(v.into());
+    let batch = |v: &str| DeviceSelector::Batch(v.into());
+    let model = |v: &str| DeviceSelector::Model(v.into());
+
+    // Before anything is revoked: devices in any state; valid and superseded
+    // certificates, never the revoked ones nor the station's.
+    let log = s.log_size().await.unwrap();
+    assert_eq!(s.revocation_preview(&device("dev-1")).await.unwrap(), preview(1, 2), "01 and the superseded 02");
+    assert_eq!(s.revocation_preview(&device("dev-3")).await.unwrap(), preview(1, 0), "a device without certificates");
+    assert_eq!(s.revocation_preview(&batch("bA")).await.unwrap(), preview(3, 3), "01, 02, 04");
+    assert_eq!(s.revocation_preview(&batch("bB")).await.unwrap(), preview(3, 3), "05, 06, 07; not the revoked 08");
+    assert_eq!(s.revocation_preview(&model("mA")).await.unwrap(), preview(3, 5), "01, 02, 04, 05, 06");
+    assert_eq!(s.revocation_preview(&model("mB")).await.unwrap(), preview(3, 1), "07");
+    for nothing in [device("dev-9"), batch("bZ"), model("mZ"), device("bA"), batch("mA")] {
+        assert_eq!(s.revocation_preview(&nothing).await.unwrap(), RevocationPreview::default(), "{nothing}");
+    }
+    // A preview changes nothing and is not audited.
+    assert_eq!(s.log_size().await.unwrap(), log);
+    assert_eq!(s.get_device("dev-1").await.unwrap().unwrap().state, DeviceState::Active);
+    assert_eq!(s.get_certificate("device", &[1]).await.unwrap().unwrap().status, CertStatus::Valid);
+
+    // Each preview equals what revoking then reports, also after earlier revocations
+    // (one device, then a model across both batches, then a batch).
+    let serials = |certs: &[CertRecord]| {
+        let mut s: Vec<String> = certs.iter().map(|c| hex::encode(&c.serial)).collect();
+        s.sort();
+        s
+    };
+    let steps: [(DeviceSelector, RevocationPreview, &[&str]); 5] = [
+        (device("dev-1"), preview(1, 2), &["01", "02"]),
+        (device("dev-1"), preview(1, 0), &[]),
+        (model("mA"), preview(3, 3), &["04", "05", "06"]),
+        (batch("bB"), preview(3, 1), &["07"]),
+        (batch("bA"), preview(3, 0), &[]),
+    ];
+    for (which, expected, revoked) in steps {
+        let before = s.revocation_preview(&which).await.unwrap();
+        assert_eq!(before, expected, "{which}");
+        let (devices, certs) = s
+            .revoke_devices(&which, Reason::Superseded, NOW, event("device.revoke", &which.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(before, preview(devices, certs.len() as u64), "{which}: the preview is what revoking did");
+        assert_eq!(serials(&certs), revoked, "{which}");
+        assert_eq!(s.revocation_preview(&which).await.unwrap(), preview(devices, 0), "{which}: nothing left");
+    }
+    // Matching nothing: 0/0, and revoking it is NotFound.
+    let nothing = batch("bZ");
+    assert_eq!(s.revocation_preview(&nothing).await.unwrap(), RevocationPreview::default());
+    let err = s.revoke_devices(&nothing, Reason::Superseded, NOW, event("device.revoke", "batch:bZ")).await;
+    assert!(matches!(err, Err(StoreError::NotFound(_))), "{err:?}");
+    // The station's certificate was never counted nor revoked.
+    assert_eq!(s.get_certificate("device", &[9]).await.unwrap().unwrap().status, CertStatus::Valid);
+}
