@@ -372,7 +372,14 @@ pub trait ReportStore: Send + Sync {
         filter: &ReportFilter,
         after: &str,
         limit: i64,
-    ) -> Result<Vec<DeviceRecord>, StoreError>;
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let query = DeviceQuery {
+            batch: filter.batch.clone(),
+            model: filter.model.clone(),
+            state: Some(DeviceState::Expected),
+        };
+        self.find_devices(&query, after, limit).await
+    }
     /// Devices matching `query`, with ids after `after` (`""`: from the start), in id
     /// order, at most `limit`.
     async fn find_devices(&self, query: &DeviceQuery, after: &str, limit: i64)

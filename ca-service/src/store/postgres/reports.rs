@@ -59,20 +59,6 @@ impl ReportStore for PostgresStore {
         self.page(&stale_sql(), now, not_after_bound, filter, after, limit).await
     }
 
-    async fn never_enrolled(
-        &self,
-        filter: &ReportFilter,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let query = DeviceQuery {
-            batch: filter.batch.clone(),
-            model: filter.model.clone(),
-            state: Some(DeviceState::Expected),
-        };
-        self.find_devices(&query, after, limit).await
-    }
-
     async fn find_devices(
         &self,
         query: &DeviceQuery,

@@ -71,20 +71,6 @@ impl ReportStore for SqliteStore {
         self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| lifecycle_row(row))).await
     }
 
-    async fn never_enrolled(
-        &self,
-        filter: &ReportFilter,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let query = DeviceQuery {
-            batch: filter.batch.clone(),
-            model: filter.model.clone(),
-            state: Some(DeviceState::Expected),
-        };
-        self.find_devices(&query, after, limit).await
-    }
-
     async fn find_devices(
         &self,
         query: &DeviceQuery,
