@@ -490,3 +490,65 @@ fn forged_forms_roles_credentials_and_headers() -> Result<()> {
     cli.run_ok(&["audit", "verify"])?;
     Ok(())
 }
+
+/// Whatever a signed-in browser sends the console's parsers — a query, a path, a form
+/// — comes back as a 4xx naming what is wrong, and the console keeps serving.
+#[test]
+fn garbage_gets_a_reason_and_the_console_keeps_serving() -> Result<()> {
+    let tmp = e2e_tests::workdir("console-garbage")?;
+    let d = tmp.path();
+    let cli = fleet(d)?;
+    let ops = token(&cli, "ops", "operator")?;
+    let auditor = token(&cli, "ann", "auditor")?;
+    let svc = Service::start(&cli)?;
+    let root = d.join("root.pem");
+    curl(d, &["-f", "-o", path_str(&root)?, &format!("{}/ca/identity-root.pem", svc.base_url())])?.ok()?;
+    let c = Curl { d, https: svc.https.port(), root };
+    let session = c.sign_in(&ops)?;
+    let reading = c.sign_in(&auditor)?;
+    for path in ["/console/audit?before=minus-one", "/console/audit?actor=x&nope=1"] {
+        let reply = c.call("GET", path, Some(&reading), None, &[])?;
+        ensure!(reply.status == 400, "GET {path}: {}\n{}", reply.describe(), reply.text());
+    }
+    let csrf = csrf_of(&c.call("GET", "/console/revoke?what=device&id=SN-C2", Some(&session), None, &[])?.text())?;
+
+    let gets: &[(&str, u16, &str)] = &[
+        ("/console/search?kind=device&state=bogus", 400, "unknown state"),
+        ("/console/search?no_such_field=1", 400, ""),
+        // Not UTF-8: decoded lossily (U+FFFD), which names no device.
+        ("/console/search?q=%FF%FE", 200, "\u{FFFD}"),
+        ("/console/devices/bad%20id%00", 400, ""),
+        ("/console/revoke?what=planet&id=earth", 400, ""),
+        ("/console/reports/no-such-report", 404, ""),
+    ];
+    for (path, status, says) in gets {
+        let reply = c.call("GET", path, Some(&session), None, &[])?;
+        ensure!(reply.status == *status, "GET {path}: {}\n{}", reply.describe(), reply.text());
+        ensure!(reply.text().contains(says), "GET {path}: no '{says}' in\n{}", reply.text());
+        strict_headers(&reply, path)?;
+    }
+
+    let big = d.join("big.form");
+    std::fs::write(&big, format!("csrf={csrf}&what=device&id={}", "A".repeat(40 * 1024)))?;
+    let binary = d.join("binary.form");
+    std::fs::write(&binary, [b"csrf=".as_slice(), csrf.as_bytes(), b"&what=device&id=\xff\xfe".as_slice()].concat())?;
+    let (big, binary) = (format!("@{}", path_str(&big)?), format!("@{}", path_str(&binary)?));
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let posts: &[(&[&str], u16, &str)] = &[
+        (&["-H", "Content-Type: text/plain", "--data-raw", "csrf=x"], 415, "x-www-form-urlencoded"),
+        (&["-H", form, "--data-binary", &big], 413, "larger than"),
+        (&["-H", form, "--data-binary", &binary], 400, "UTF-8"),
+        (&["-H", form, "--data-raw", &format!("csrf={csrf}&what=device&id=SN-C2&reason=sunspots")], 400, ""),
+    ];
+    for (extra, status, says) in posts {
+        let reply = c.call("POST", "/console/revoke", Some(&session), None, extra)?;
+        ensure!(reply.status == *status, "POST {extra:?}: {}\n{}", reply.describe(), reply.text());
+        ensure!(reply.text().contains(says), "POST: no '{says}' in\n{}", reply.text());
+    }
+
+    // Nothing was revoked, and the console still answers.
+    let device = c.call("GET", "/console/devices/SN-C2", Some(&session), None, &[])?;
+    ensure!(device.status == 200 && !device.text().contains(">revoked<"), "{}", device.text());
+    svc.stop();
+    Ok(())
+}
