@@ -146,6 +146,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/simpleenroll", web::post().to(simpleenroll))
             .route("/simplereenroll", web::post().to(simplereenroll))
             .route("/serverkeygen", web::post().to(serverkeygen))
+            .route("/renewal-info/{cert_id}", web::get().to(renewal_info))
+            .route("/{label}/renewal-info/{cert_id}", web::get().to(renewal_info))
             .route("/{label}/cacerts", web::get().to(cacerts))
             .route("/{label}/csrattrs", web::get().to(csrattrs))
             .route("/{label}/simpleenroll", web::post().to(simpleenroll))
@@ -462,6 +464,55 @@ async fn simplereenroll(
             Err(r) => Err(r.into()),
         },
         Err(r) => Err(r.into()),
+    };
+    respond(&gate, &req, ACTION, &answer.actor, None, result).await
+}
+
+/// `GET renewal-info/{certID}` (draft-ietf-lamps-est-renewal-info): when the device
+/// should renew the certificate it presents. The certificate ID is ACME ARI's
+/// (RFC 9773 §4.1): base64url of the AKI keyIdentifier, `.`, base64url of the serial's
+/// DER content octets, unpadded. The draft leaves authentication open; here the device
+/// authenticates with that certificate over mutual TLS, and may ask about it only.
+/// Answered with the window as JSON and `Retry-After` (when to ask again); not audited
+/// when it succeeds (every device asks about once a day), refusals are.
+async fn renewal_info(
+    pki: web::Data<Pki>,
+    ra: web::Data<Authority>,
+    gate: web::Data<Gate>,
+    req: HttpRequest,
+) -> HttpResponse {
+    const ACTION: &str = "est.renewal-info";
+    let profile = match profile_for(&pki, &req) {
+        Ok((name, _)) => name.to_string(),
+        Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r)).await,
+    };
+    let client_fingerprint = match ra::require_certificate(peer_certificate(&req).map(|p| p.fingerprint.clone())) {
+        Ok(fp) => fp,
+        Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r.into())).await,
+    };
+    let asked = enrollment::certid::parse_cert_id(req.match_info().get("cert_id").unwrap_or_default());
+    let answer = ra.renewal_info(profile, client_fingerprint).await;
+    let result = match (answer.result, asked) {
+        (Err(r), _) => Err(r.into()),
+        (Ok(_), Err(e)) => Err(Refusal::bad_request(e.to_string())),
+        (Ok(info), Ok(asked)) => {
+            if enrollment::certid::cert_id_of(&info.certificate.der).as_ref() != Some(&asked) {
+                Err(Refusal::forbidden("the certificate ID does not name the client certificate presented"))
+            } else {
+                let at = |t: i64| {
+                    time::OffsetDateTime::from_unix_timestamp(t)
+                        .ok()
+                        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                };
+                let body = serde_json::json!({
+                    "suggestedWindow": { "start": at(info.window.start), "end": at(info.window.end) }
+                });
+                Ok(HttpResponse::Ok()
+                    .insert_header((header::RETRY_AFTER, info.recheck_secs.to_string()))
+                    .insert_header((header::CACHE_CONTROL, "private, no-store"))
+                    .json(body))
+            }
+        }
     };
     respond(&gate, &req, ACTION, &answer.actor, None, result).await
 }

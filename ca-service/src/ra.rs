@@ -206,6 +206,15 @@ impl ra::Registry for StoreRegistry {
         Ok(newest.map(|c| c.not_before + crate::profile::BACKDATE.as_secs() as i64))
     }
 
+    async fn rotations(&self, device: &DeviceRecord) -> Result<Vec<ra::Rotation>, Refusal> {
+        let found = self
+            .store
+            .device_rotations(&device.device_id, &device.batch, &device.model)
+            .await
+            .map_err(store_refusal)?;
+        Ok(found.into_iter().map(|r| crate::rotation::window_rotation(&r)).collect())
+    }
+
     async fn approval(&self, request_id: &str) -> Result<Option<ApprovalState>, Refusal> {
         let found = self.store.get_enrollment_request(request_id).await.map_err(store_refusal)?;
         Ok(found.map(approval_state))

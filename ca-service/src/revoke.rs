@@ -172,25 +172,30 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
             Revoked::Devices { which, devices, certificates }
         }
     };
-    if let Publish::Here { pki, ocsp, crls } = publish {
-        if let Some(ocsp) = ocsp {
-            for c in revoked.certificates() {
-                ocsp.revoked(pki, &c.issuer, &c.serial).await;
-            }
-        }
-        match crls {
-            Some(crls) => crls.revoked(revoked.certificates()),
-            None if !revoked.certificates().is_empty() => {
-                let changed = crate::crl::changed_by(revoked.certificates());
-                if let Err(e) = crate::crl::publish_revoked(pki, &changed).await {
-                    // Committed all the same: the serving instances' CRL job carries it.
-                    tracing::warn!(error = %e, "revoked, but re-signing the CRLs failed; the CRL job will");
-                }
-            }
-            None => {}
+    publish_revoked(publish, revoked.certificates()).await;
+    Ok(revoked)
+}
+
+/// Publishes revocations already committed (see the module docs): every revocation
+/// path ends here, the deadline of a rotation too.
+pub async fn publish_revoked(publish: Publish<'_>, certificates: &[CertRecord]) {
+    let Publish::Here { pki, ocsp, crls } = publish else { return };
+    if let Some(ocsp) = ocsp {
+        for c in certificates {
+            ocsp.revoked(pki, &c.issuer, &c.serial).await;
         }
     }
-    Ok(revoked)
+    match crls {
+        Some(crls) => crls.revoked(certificates),
+        None if !certificates.is_empty() => {
+            let changed = crate::crl::changed_by(certificates);
+            if let Err(e) = crate::crl::publish_revoked(pki, &changed).await {
+                // Committed all the same: the serving instances' CRL job carries it.
+                tracing::warn!(error = %e, "revoked, but re-signing the CRLs failed; the CRL job will");
+            }
+        }
+        None => {}
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ pub async fn serve(pki: Arc<Pki>) -> Result<(), ServeError> {
     }
     let crl_publisher = web::Data::new(crate::crl::CrlPublisher::default());
     crl_publisher.clone().into_inner().spawn(pki.clone());
+    crate::rotation::spawn_deadlines(pki.clone(), ocsp.clone().into_inner(), crl_publisher.clone().into_inner());
     // A log from before the tree (or a new one) gets its key now; one that signed
     // checkpoints must still have it.
     crate::transparency::ensure_key(&pki.config, pki.store.as_ref(), &pki.keys, "system:serve")

@@ -4,6 +4,7 @@
 //! serverkeygen multipart) and the renewal identity rule; and the registration
 //! authority ([`ra`]): the enrollment pipeline every issuing path goes through.
 
+pub mod certid;
 pub mod csr;
 pub mod est;
 pub mod ra;

@@ -1448,3 +1448,6 @@ fn serverkeygen_waits_for_manual_approval() -> Result<()> {
     ensure!(status == "issued", "the request is '{status}'");
     est.finish()
 }
+
+#[path = "est/rotation.rs"]
+mod rotation;

@@ -45,6 +45,9 @@ pub enum Operation {
     ReadUpdateRequests,
     /// Lifecycle reports (`crate::reports`).
     ReadReports,
+    /// Rotations on command (`crate::rotation`).
+    CreateRotation,
+    ReadRotations,
 }
 
 impl Operation {
@@ -63,6 +66,8 @@ impl Operation {
             Operation::SignUpdateRequest => "update-request.sign",
             Operation::ReadUpdateRequests => "api.update-request.read",
             Operation::ReadReports => "api.report.read",
+            Operation::CreateRotation => crate::rotation::CREATE_ACTION,
+            Operation::ReadRotations => "api.rotation.read",
         }
     }
 
@@ -76,6 +81,7 @@ impl Operation {
                 | Operation::ReadAudit
                 | Operation::ReadReports
                 | Operation::ReadUpdateRequests
+                | Operation::ReadRotations
         )
     }
 
@@ -93,6 +99,8 @@ impl Operation {
             Operation::SignUpdateRequest => "sign approved update-signing requests",
             Operation::ReadUpdateRequests => "read update-signing requests",
             Operation::ReadReports => "read lifecycle reports",
+            Operation::CreateRotation => "rotate devices",
+            Operation::ReadRotations => "read rotations",
         }
     }
 }
@@ -100,10 +108,13 @@ impl Operation {
 /// THE authorization table: which roles may perform each operation.
 pub fn allowed(op: Operation) -> &'static [Role] {
     match op {
-        Operation::RevokeCertificate | Operation::RevokeDevice => &[Role::Admin, Role::Operator],
-        Operation::ReadCertificate | Operation::ListDeviceCertificates | Operation::ReadReports => {
-            &[Role::Admin, Role::Operator, Role::Auditor]
+        Operation::RevokeCertificate | Operation::RevokeDevice | Operation::CreateRotation => {
+            &[Role::Admin, Role::Operator]
         }
+        Operation::ReadCertificate
+        | Operation::ListDeviceCertificates
+        | Operation::ReadReports
+        | Operation::ReadRotations => &[Role::Admin, Role::Operator, Role::Auditor],
         Operation::ReadAudit | Operation::ReadLogEntries => &[Role::Admin, Role::Auditor],
         // The two-person rule needs designated people: not even admin submits or approves.
         Operation::SubmitUpdateRequest => &[Role::ReleaseManager],

@@ -51,6 +51,12 @@ pub(super) fn revoke_reason(body: &[u8]) -> Result<Reason, Refusal> {
     revoke::parse_reason(&body.reason).map_err(Refusal::bad_request)
 }
 
+/// The body of `POST /rotations` (`crate::rotation::Request`), checked at `now`.
+pub(super) fn rotation(body: &[u8], now: i64) -> Result<crate::rotation::Order, Refusal> {
+    let request: crate::rotation::Request = json(body)?;
+    request.check(now).map_err(Refusal::bad_request)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequestBody {

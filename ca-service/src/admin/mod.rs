@@ -27,6 +27,7 @@ mod devices;
 mod openapi;
 mod params;
 mod reports;
+mod rotations;
 mod updates;
 
 use actix_web::http::{header, StatusCode};
@@ -110,6 +111,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/devices/{device_id}/certificates", web::get().to(devices::device_certificates))
             .route("/audit", web::get().to(audit::audit_log))
             .route("/reports/{report}", web::get().to(reports::report))
+            .route("/rotations", web::post().to(rotations::create))
+            .route("/rotations", web::get().to(rotations::list))
+            .route("/rotations/{id}", web::get().to(rotations::show))
             .route("/update-requests", web::post().to(updates::submit_update_request))
             .route("/update-requests", web::get().to(updates::list_update_requests))
             .route("/update-requests/{id}", web::get().to(updates::get_update_request))

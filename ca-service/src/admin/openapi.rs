@@ -68,6 +68,43 @@ pub fn openapi_document() -> serde_json::Value {
                     { "name": "format", "in": "query", "schema": { "type": "string", "enum": ["json", "csv"], "default": "json" } }
                 ],
                 "responses": std_errors(ok("Report")) } });
+    let mut rotations = json!({
+            "/rotations": {
+                "post": { "summary": "Rotate a device, a batch or a model: renewal window now … by; at the deadline \
+                    nothing or revoke (superseded)", "x-roles": roles(Operation::CreateRotation),
+                    "requestBody": json_body("NewRotation"), "responses": std_errors(ok("Rotation")) },
+                "get": { "summary": "The newest rotations with their progress", "x-roles": roles(Operation::ReadRotations),
+                    "responses": std_errors(ok("RotationList")) } },
+            "/rotations/{id}": { "get": {
+                "summary": "A rotation's progress and the devices not yet renewed (paged by id)",
+                "x-roles": roles(Operation::ReadRotations),
+                "parameters": [p("id"),
+                    { "name": "after", "in": "query", "schema": { "type": "string" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000 } }],
+                "responses": std_errors(ok("Rotation")) } }
+    });
+    let mut rotation_schemas = json!({
+                "NewRotation": { "type": "object", "required": ["by"], "properties": {
+                    "device": { "type": "string" }, "batch": { "type": "string" }, "model": { "type": "string" },
+                    "by": { "type": "string", "description": "RFC 3339, or from now: 7d, 12h, 90m" },
+                    "reason": { "type": "string", "maxLength": 512 },
+                    "after_deadline": { "type": "string", "enum": ["nothing", "revoke"], "default": "nothing" },
+                    "key_exposure": { "type": "boolean", "default": false } } },
+                "Rotation": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "scope": { "type": "string" },
+                    "opened_at": { "type": "string", "format": "date-time" },
+                    "deadline": { "type": "string", "format": "date-time" },
+                    "after_deadline": { "type": "string" }, "key_exposure": { "type": "boolean" },
+                    "reason": { "type": "string" }, "created_by": { "type": "string" },
+                    "state": { "type": "string", "enum": ["open", "closed"] },
+                    "closed_at": { "type": ["string", "null"], "format": "date-time" },
+                    "revoked_at_deadline": { "type": ["integer", "null"] },
+                    "devices": { "type": "integer" }, "replaced": { "type": "integer" }, "pending": { "type": "integer" },
+                    "pending_devices": { "type": "array", "items": { "type": "string" } },
+                    "next": { "type": ["string", "null"] } } },
+                "RotationList": { "type": "object", "properties": {
+                    "rotations": { "type": "array", "items": { "$ref": "#/components/schemas/Rotation" } } } }
+    });
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": { "title": "Device PKI admin API", "version": env!("CARGO_PKG_VERSION") },
@@ -191,6 +228,11 @@ pub fn openapi_document() -> serde_json::Value {
     });
     doc["paths"]["/reports/{report}"] = reports_path;
     doc["components"]["schemas"]["Report"] = report_schema;
+    doc["paths"]["/rotations"] = rotations["/rotations"].take();
+    doc["paths"]["/rotations/{id}"] = rotations["/rotations/{id}"].take();
+    for (name, schema) in rotation_schemas.as_object_mut().map(std::mem::take).unwrap_or_default() {
+        doc["components"]["schemas"][name] = schema;
+    }
     doc
 }
 
@@ -218,6 +260,8 @@ mod tests {
             "/update-requests/{id}/approve",
             "/update-requests/{id}/reject",
             "/update-requests/{id}/sign",
+            "/rotations",
+            "/rotations/{id}",
         ];
         for p in routed {
             assert!(paths.contains_key(p), "{p}");

@@ -67,6 +67,35 @@ pub enum Command {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
+    /// Rotate a device, a batch or a model: their renewal window becomes now … --by
+    /// (renewals inside it skip the rate limit); at the deadline, certificates not yet
+    /// replaced stay (reported) or are revoked as `superseded` (--after-deadline revoke).
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["device", "batch", "model"])))]
+    Rotate {
+        #[arg(long, conflicts_with_all = ["batch", "model"])]
+        device: Option<String>,
+        #[arg(long, conflicts_with = "model")]
+        batch: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// Deadline: RFC 3339 (2026-12-31T00:00:00Z) or from now (7d, 12h, 90m).
+        #[arg(long)]
+        by: String,
+        /// Why (kept in the rotation and its audit entry).
+        #[arg(long)]
+        reason: Option<String>,
+        /// `nothing` (default) or `revoke`.
+        #[arg(long)]
+        after_deadline: Option<String>,
+        /// After a suspected key exposure: a renewal must bring a new key.
+        #[arg(long)]
+        key_exposure: bool,
+    },
+    /// Rotations and their progress.
+    Rotations {
+        #[command(subcommand)]
+        command: RotationsCommand,
+    },
     /// Sign a CRL with the CA's own key and write it to a file: the ceremony for
     /// roots, whose keys the service never loads (it publishes the issuing CAs' CRLs
     /// itself at /crl/{ca}.crl).
@@ -388,5 +417,24 @@ pub enum CaCommand {
         ca: String,
         #[arg(long)]
         cert: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotationsCommand {
+    /// The newest rotations, with their progress.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One rotation's progress and the devices that have not renewed yet.
+    Show {
+        id: i64,
+        /// Devices listed at most.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// List pending devices with ids after this one.
+        #[arg(long, default_value = "")]
+        after: String,
     },
 }

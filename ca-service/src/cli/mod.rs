@@ -19,6 +19,7 @@ mod operators;
 mod ota;
 mod report;
 mod revoke;
+mod rotate;
 mod serve;
 mod stations;
 mod tokens;
@@ -100,6 +101,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke { issuer, serial, device, batch, model, reason } => {
             revoke::run(ctx, issuer, serial, device, batch, model, &reason).await
         }
+        Command::Rotate { device, batch, model, by, reason, after_deadline, key_exposure } => {
+            let request = crate::rotation::Request { device, batch, model, by, reason, after_deadline, key_exposure };
+            rotate::create(ctx, request).await
+        }
+        Command::Rotations { command } => rotate::rotations(ctx, command).await,
         Command::Crl { ca, days, out, pem } => crl::run(ctx, &ca, days, out.as_deref(), pem).await,
         Command::Ota { command } => ota::run(ctx, command).await,
         Command::Audit { command } => audit::run(ctx, command).await,

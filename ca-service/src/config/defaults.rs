@@ -80,6 +80,7 @@ impl Default for Config {
             organization: Some("Device PKI".into()),
             approval: Approval::Automatic,
             station_credentials: false,
+            renewal: RenewalConfig::default(),
         };
         let mut profiles = BTreeMap::new();
         profiles.insert(

@@ -348,6 +348,64 @@ pub struct ProfileConfig {
     /// HTTP credential (Basic/Bearer) instead of a client certificate.
     #[serde(default)]
     pub station_credentials: bool,
+    /// When its certificates should be renewed (the EST renewal-info window).
+    #[serde(default)]
+    pub renewal: RenewalConfig,
+}
+
+/// A profile's renewal window (draft-ietf-lamps-est-renewal-info), as fractions of a
+/// certificate's lifetime: centred at `window_centre`, `window_width` wide, and shifted
+/// per certificate by up to ±`jitter`/2 (drawn from its serial), so that a fleet issued
+/// within one hour does not renew within one hour. Devices ask again after
+/// `recheck_secs`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenewalConfig {
+    pub window_centre: f64,
+    pub window_width: f64,
+    pub jitter: f64,
+    pub recheck_secs: u64,
+}
+
+impl Default for RenewalConfig {
+    /// ACME ARI's practice (Boulder: two thirds of the lifetime), a tenth of the
+    /// lifetime wide and spread over another tenth; asked about once a day.
+    fn default() -> Self {
+        Self::from(enrollment::ra::RenewalPolicy::default())
+    }
+}
+
+impl From<enrollment::ra::RenewalPolicy> for RenewalConfig {
+    fn from(p: enrollment::ra::RenewalPolicy) -> Self {
+        let fraction = |ppm: i64| ppm as f64 / enrollment::ra::MILLION as f64;
+        Self {
+            window_centre: fraction(p.centre_ppm),
+            window_width: fraction(p.width_ppm),
+            jitter: fraction(p.jitter_ppm),
+            recheck_secs: p.recheck_secs,
+        }
+    }
+}
+
+impl RenewalConfig {
+    /// The policy the registration authority computes windows by, or why not.
+    pub fn policy(&self) -> Result<enrollment::ra::RenewalPolicy, String> {
+        let ppm = |name: &str, v: f64| {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok((v * enrollment::ra::MILLION as f64).round() as i64)
+            } else {
+                Err(format!("renewal.{name} = {v} is not a fraction of the lifetime between 0 and 1"))
+            }
+        };
+        let policy = enrollment::ra::RenewalPolicy {
+            centre_ppm: ppm("window_centre", self.window_centre)?,
+            width_ppm: ppm("window_width", self.window_width)?,
+            jitter_ppm: ppm("jitter", self.jitter)?,
+            recheck_secs: self.recheck_secs,
+        };
+        policy.check()?;
+        Ok(policy)
+    }
 }
 
 impl ProfileConfig {
@@ -359,6 +417,8 @@ impl ProfileConfig {
             approval: self.approval,
             station_credentials: self.station_credentials,
             default_model: self.default_model.clone(),
+            // Checked by `Config::validate` at start; a bad one falls back to the default.
+            renewal: self.renewal.policy().unwrap_or_default(),
         }
     }
 }
@@ -490,6 +550,9 @@ impl Config {
                 if !self.models.contains_key(model) {
                     return bad(format!("profile '{name}' names unknown default model '{model}'"));
                 }
+            }
+            if let Err(why) = p.renewal.policy() {
+                return bad(format!("profile '{name}': {why}"));
             }
         }
         for (name, m) in &self.models {

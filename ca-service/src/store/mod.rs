@@ -25,11 +25,13 @@ use crate::audit::{AuditEntry, AuditEvent};
 
 pub mod postgres;
 mod report;
+mod rotations;
 mod rows;
 pub mod sqlite;
 mod types;
 
 pub use report::*;
+pub use rotations::{AfterDeadline, NewRotation, RotationProgress, RotationRecord, RotationStore};
 pub use types::*;
 
 /// Whether the database answers. Its own trait so that the readiness probe needs
@@ -450,6 +452,7 @@ pub trait Store:
     + UpdateRequestStore
     + TokenStore
     + ReportStore
+    + RotationStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -468,6 +471,7 @@ impl<T> Store for T where
         + UpdateRequestStore
         + TokenStore
         + ReportStore
+        + RotationStore
         + Send
         + Sync
         + std::fmt::Debug

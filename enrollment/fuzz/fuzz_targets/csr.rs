@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
             approval: Approval::Automatic,
             station_credentials: false,
             default_model: None,
+            renewal: Default::default(),
         };
         let _ = policy.check_request("device", &csr);
         let _ = enrollment::ra::is_valid_device_id(csr.common_name.as_deref().unwrap_or(""));

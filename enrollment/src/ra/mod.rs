@@ -15,12 +15,13 @@ mod plan;
 mod profile;
 mod refusal;
 mod registry;
+mod renewal;
 
 pub use authenticate::{check_certificate, short, StationWindows};
 pub use operator::{plan as plan_for_operator, OperatorRequest};
 pub use pipeline::{
-    require_certificate, sha256_hex, unix_now, Answer, KeySource, RegistrationAuthority, RenewalRequest, StationCaller,
-    StationClaim, StationRequest,
+    require_certificate, sha256_hex, unix_now, Answer, KeySource, RegistrationAuthority, RenewalInfo, RenewalRequest,
+    StationCaller, StationClaim, StationRequest,
 };
 pub use plan::{Admission, ApprovalRequest, DeliveryKey, Effect, Issuer, Plan, PlannedKey, Registry, Subject};
 pub use profile::{is_valid_device_id, Approval, KeyType, Policy, ProfileKind, ProfilePolicy};
@@ -29,6 +30,7 @@ pub use registry::{
     ApprovalState, CertState, Context, DeviceRecord, DeviceState, EarlierDelivery, KnownCertificate, Lookup,
     StationRecord, UnknownDeviceState,
 };
+pub use renewal::{jitter_ppm, window, RenewalPolicy, Rotation, Window, WindowCause, MILLION};
 
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use crate::ra::authenticate::{check_certificate, short, StationWindows};
 use crate::ra::{
     is_valid_device_id, Admission, Approval, ApprovalRequest, ApprovalState, CertState, DeliveryKey, DeviceRecord,
     DeviceState, EarlierDelivery, Effect, Issuer, KeyType, KnownCertificate, Lookup, Plan, PlannedKey, Policy,
-    ProfileKind, ProfilePolicy, Refusal, Registry, StationRecord, Subject,
+    ProfileKind, ProfilePolicy, Refusal, Registry, StationRecord, Subject, Window,
 };
 
 /// Who a station request says it is, before the registry confirms it.
@@ -368,25 +368,78 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         Answer { actor, result }
     }
 
-    async fn renew_stages(&self, request: RenewalRequest, actor: &mut String) -> Result<Plan, Refusal> {
-        let now = (self.clock)();
-        self.profile(&request.profile)?;
-        // Authenticate: the current certificate, as our records have it now.
-        let found = self.registry.certificate_by_fingerprint(&request.client_fingerprint).await?;
+    /// The renewal window of the device's current certificate (the renewal-info
+    /// endpoint, draft-ietf-lamps-est-renewal-info): authenticated as a renewal is,
+    /// by the certificate itself, which must still be `valid`.
+    pub async fn renewal_info(&self, profile: String, client_fingerprint: String) -> Answer<RenewalInfo> {
+        let mut actor = "unauthenticated".to_string();
+        let result = async {
+            let now = (self.clock)();
+            self.profile(&profile)?;
+            let (current, device) = self.current_identity(&client_fingerprint, now, &mut actor).await?;
+            let window = self.window(&current, &device).await?;
+            let recheck_secs = self.renewal_policy(&current.profile)?.recheck_secs;
+            Ok(RenewalInfo { certificate: current, window, recheck_secs })
+        }
+        .await;
+        Answer { actor, result }
+    }
+
+    /// Authenticates a device by its current certificate, as our records have it now,
+    /// and finds it still an active registered device.
+    async fn current_identity(
+        &self,
+        client_fingerprint: &str,
+        now: i64,
+        actor: &mut String,
+    ) -> Result<(KnownCertificate, DeviceRecord), Refusal> {
+        let found = self.registry.certificate_by_fingerprint(client_fingerprint).await?;
         let current = check_certificate(found, "device", ProfileKind::Device, now)?;
         let id = current.device_id.clone().ok_or_else(|| Refusal::NotAnIdentity("device".into()))?;
         *actor = format!("device:{id}:{}", short(&current.fingerprint));
-
-        // Authorize: still an active device, the same identity, a new key (by
-        // default), and what the certificate's own profile allows.
         let device = self.registry.device(&id).await?.ok_or_else(|| Refusal::UnregisteredDevice(id.clone()))?;
         if device.state != DeviceState::Active {
             return Err(Refusal::DeviceNotEnrollable { id, state: device.state });
         }
+        Ok((current, device))
+    }
+
+    /// The renewal schedule of the profile a certificate was issued under.
+    fn renewal_policy(&self, profile: &str) -> Result<&crate::ra::RenewalPolicy, Refusal> {
+        let p = self.policy.profiles.get(profile).ok_or_else(|| Refusal::ProfileGone(profile.to_string()))?;
+        Ok(&p.renewal)
+    }
+
+    /// The recommended renewal window of `current`: its profile's schedule, moved by
+    /// the rotations covering its device.
+    async fn window(&self, current: &KnownCertificate, device: &DeviceRecord) -> Result<Window, Refusal> {
+        let policy = self.renewal_policy(&current.profile)?;
+        let rotations = self.registry.rotations(device).await?;
+        let issued_at = current.not_before.saturating_add(self.policy.backdate_secs as i64);
+        Ok(crate::ra::window(policy, current, issued_at, &rotations))
+    }
+
+    async fn renew_stages(&self, request: RenewalRequest, actor: &mut String) -> Result<Plan, Refusal> {
+        let now = (self.clock)();
+        self.profile(&request.profile)?;
+        // Authenticate: the current certificate, as our records have it now.
+        let (current, device) = self.current_identity(&request.client_fingerprint, now, actor).await?;
+        let id = device.device_id.clone();
+
+        // Authorize: still an active device, the same identity, a new key (by
+        // default, and always inside a key-exposure rotation), and what the
+        // certificate's own profile allows.
         let csr = request.csr?;
         check_renewal_identity(&csr.der, &current.der)?;
-        if !self.policy.allow_same_key_renewal && sha256_hex(&csr.public_key_der) == current.public_key_sha256 {
-            return Err(Refusal::SameKey);
+        let window = self.window(&current, &device).await?;
+        let same_key = sha256_hex(&csr.public_key_der) == current.public_key_sha256;
+        if same_key {
+            if let Some(r) = window.rotation().filter(|r| r.new_key_required) {
+                return Err(Refusal::SameKeyInRotation(r.id));
+            }
+            if !self.policy.allow_same_key_renewal {
+                return Err(Refusal::SameKey);
+            }
         }
         // Renewals use the profile the current certificate was issued under.
         let profile =
@@ -394,13 +447,17 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         profile.check_request(&current.profile, &csr)?;
 
         // Rate limit: one certificate per device per interval, counted from the store
-        // (so it holds across instances and restarts).
+        // (so it holds across instances and restarts) — except inside the recommended
+        // renewal window, which is when the device was told to renew. Before the
+        // window, the wait named is until the window opens or the interval ends,
+        // whichever comes first.
         let interval = self.policy.renewal_min_interval_secs;
-        if interval > 0 {
+        if interval > 0 && !window.open_at(now) {
             if let Some(issued_at) = self.registry.newest_issuance(&id).await? {
                 let wait = issued_at + interval as i64 - now;
                 if wait > 0 {
-                    return Err(Refusal::RenewalRateLimited { device: id, interval, retry_after: wait as u64 });
+                    let retry_after = wait.min(window.start - now).max(1) as u64;
+                    return Err(Refusal::RenewalRateLimited { device: id, interval, retry_after });
                 }
             }
         }
@@ -414,6 +471,15 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
             actor: actor.clone(),
         })
     }
+}
+
+/// What the renewal-info endpoint answers: the certificate it is about, its window,
+/// and when to ask again.
+#[derive(Debug)]
+pub struct RenewalInfo {
+    pub certificate: KnownCertificate,
+    pub window: Window,
+    pub recheck_secs: u64,
 }
 
 /// What the caller claimed, before the lookup confirmed it.

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use const_oid::ObjectIdentifier;
 
-use crate::ra::{ApprovalState, Context, DeviceRecord, KeyType, KnownCertificate, Lookup, Refusal};
+use crate::ra::{ApprovalState, Context, DeviceRecord, KeyType, KnownCertificate, Lookup, Refusal, Rotation};
 
 /// Who a certificate is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +99,9 @@ pub trait Registry: Send + Sync {
     async fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, Refusal>;
     /// When (unix seconds) the device's newest certificate was issued.
     async fn newest_issuance(&self, device_id: &str) -> Result<Option<i64>, Refusal>;
+    /// The operators' rotations that cover the device (by id, batch or model) and are
+    /// not cancelled, whether or not their deadline has passed.
+    async fn rotations(&self, device: &DeviceRecord) -> Result<Vec<Rotation>, Refusal>;
     /// Where the request with this id stands, if it was ever submitted.
     async fn approval(&self, request_id: &str) -> Result<Option<ApprovalState>, Refusal>;
     /// Records a request for approval, or answers where the stored one with the same

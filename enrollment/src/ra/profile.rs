@@ -97,6 +97,8 @@ pub struct ProfilePolicy {
     pub station_credentials: bool,
     /// Model assumed when an operator's request names none (device profiles).
     pub default_model: Option<String>,
+    /// When its certificates should be renewed.
+    pub renewal: crate::ra::RenewalPolicy,
 }
 
 impl ProfilePolicy {

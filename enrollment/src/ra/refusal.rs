@@ -79,6 +79,8 @@ pub enum Refusal {
     RenewalIdentity(#[from] RenewalMismatch),
     #[error("renewal must use a new key pair (same-key renewal is not allowed)")]
     SameKey,
+    #[error("rotation {0} follows a suspected key exposure: renew with a new key pair")]
+    SameKeyInRotation(i64),
 
     // --- 404 -----------------------------------------------------------------------------
     #[error("unknown EST label '{0}'")]
@@ -139,7 +141,7 @@ impl Refusal {
             Body(EstError::WrongContentType { .. }) => 415,
             Body(EstError::Encoding(_)) | Internal | IssuanceFailed => 500,
             Body(_) | Csr(_) | UnreadableBody | InvalidRequest(_) | BadSubject(_) | NoDeviceId | InvalidDeviceId(_)
-            | Policy(_) | UnknownModelName(_) | RenewalIdentity(_) | SameKey => 400,
+            | Policy(_) | UnknownModelName(_) | RenewalIdentity(_) | SameKey | SameKeyInRotation(_) => 400,
             UnknownLabel(_) | UnknownEstProfile(_) | UnknownProfile(_) | NotFound(_) => 404,
             StateChanged(_) | Conflict(_) => 409,
             StationRateLimited { .. } | RenewalRateLimited { .. } => 429,
@@ -177,7 +179,7 @@ impl Refusal {
             BadSubject(_) | NoDeviceId | InvalidDeviceId(_) => "bad_subject",
             Policy(_) => "policy",
             RenewalIdentity(_) => "renewal_identity",
-            SameKey => "same_key",
+            SameKey | SameKeyInRotation(_) => "same_key",
             NotFound(_) => "not_found",
             StateChanged(_) | Conflict(_) => "conflict",
             StationRateLimited { .. } | RenewalRateLimited { .. } => "rate_limited",

@@ -21,6 +21,7 @@ struct FakeRegistry {
     approvals: Mutex<BTreeMap<String, ApprovalState>>,
     certificates: Vec<KnownCertificate>,
     newest: Option<i64>,
+    rotations: Vec<Rotation>,
     redelivered: Mutex<Vec<String>>,
     lookups: Mutex<Vec<Lookup>>,
 }
@@ -46,6 +47,9 @@ impl Registry for FakeRegistry {
     }
     async fn newest_issuance(&self, _id: &str) -> Result<Option<i64>, Refusal> {
         Ok(self.newest)
+    }
+    async fn rotations(&self, _device: &DeviceRecord) -> Result<Vec<Rotation>, Refusal> {
+        Ok(self.rotations.clone())
     }
     async fn approval(&self, id: &str) -> Result<Option<ApprovalState>, Refusal> {
         Ok(self.approvals.lock().unwrap().get(id).cloned())
@@ -76,6 +80,7 @@ fn policy(approval: Approval) -> Policy {
         approval,
         station_credentials: true,
         default_model: Some("generic".into()),
+        renewal: RenewalPolicy { jitter_ppm: 0, ..RenewalPolicy::default() },
     };
     Policy {
         profiles: BTreeMap::from([("device".to_string(), device)]),
@@ -409,6 +414,105 @@ async fn a_renewal_keeps_the_identity_and_supersedes_the_current_certificate() {
     assert!(matches!(ra.renew(other).await.result, Err(Refusal::RenewalIdentity(_))));
     let unknown = RenewalRequest { client_fingerprint: "ff".repeat(32), ..request() };
     assert_eq!(ra.renew(unknown).await.result, Err(Refusal::ForeignCertificate("device".into())));
+}
+
+/// A device whose current certificate (serial 5) was issued at `NOW - 1000` and is
+/// valid until `NOW + 1000`: its window (no jitter) is `NOW + 233 … NOW + 433`, and it
+/// was last issued a certificate `NOW - 1000 + 60` (within the 3,600 s interval).
+fn renewing_device() -> (FakeRegistry, KnownCertificate) {
+    let mut reg = registry(DeviceState::Active);
+    let mut current = cert("device", ProfileKind::Device, Some("SN-1"), 5);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "SN-1");
+    current.der = params.self_signed(&key).unwrap().der().to_vec();
+    reg.client = Some(current.clone());
+    reg.newest = Some(NOW - 1000 + 60);
+    (reg, current)
+}
+
+fn renewal_of(current: &KnownCertificate, csr: CheckedCsr) -> RenewalRequest {
+    RenewalRequest { profile: "device".into(), client_fingerprint: current.fingerprint.clone(), csr: Ok(csr) }
+}
+
+#[tokio::test]
+async fn a_renewal_inside_its_window_is_exempt_from_the_rate_limit_and_not_before() {
+    static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(NOW);
+    let (reg, current) = renewing_device();
+    let ra = RegistrationAuthority::new(policy(Approval::Automatic), reg, NoIssuer)
+        .with_clock(|| CLOCK.load(std::sync::atomic::Ordering::SeqCst));
+
+    let info = ra.renewal_info("device".into(), current.fingerprint.clone()).await.result.unwrap();
+    assert_eq!((info.window.start, info.window.end), (NOW + 233, NOW + 433));
+    assert_eq!(info.window.cause, WindowCause::Schedule);
+    assert_eq!(info.recheck_secs, 86_400);
+
+    // Before the window: the rate limit holds, and names the wait until it opens.
+    let early = ra.renew(renewal_of(&current, csr("SN-1"))).await.result;
+    assert_eq!(early, Err(Refusal::RenewalRateLimited { device: "SN-1".into(), interval: 3600, retry_after: 233 }));
+    // Inside it: renewed, though the interval has not passed.
+    CLOCK.store(NOW + 233, std::sync::atomic::Ordering::SeqCst);
+    let inside = ra.renew(renewal_of(&current, csr("SN-1"))).await;
+    assert!(inside.result.is_ok(), "{:?}", inside.result);
+}
+
+#[tokio::test]
+async fn a_rotation_opens_the_window_now_and_a_key_exposure_one_refuses_the_same_key() {
+    let (mut reg, current) = renewing_device();
+    reg.rotations = vec![Rotation { id: 7, opened_at: NOW - 10, deadline: NOW + 86_400, new_key_required: true }];
+    let mut policy = policy(Approval::Automatic);
+    policy.allow_same_key_renewal = true;
+    let ra = RegistrationAuthority::new(policy, reg, NoIssuer).with_clock(|| NOW);
+
+    let info = ra.renewal_info("device".into(), current.fingerprint.clone()).await.result.unwrap();
+    assert_eq!((info.window.start, info.window.end), (NOW - 10, NOW + 433), "now … no later than scheduled");
+    assert_eq!(info.window.rotation().map(|r| r.id), Some(7));
+
+    // Same key: refused by the rotation even where same-key renewal is allowed.
+    let mut same = csr("SN-1");
+    same.public_key_der = vec![1, 2, 3];
+    let mut with_same_key = renewal_of(&current, same);
+    let mut current_same = current.clone();
+    current_same.public_key_sha256 = sha256_hex(&[1, 2, 3]);
+    let (mut reg, _) = renewing_device();
+    reg.client = Some(current_same);
+    reg.rotations = vec![Rotation { id: 7, opened_at: NOW - 10, deadline: NOW + 86_400, new_key_required: true }];
+    let ra_same = RegistrationAuthority::new(policy_with_same_key(), reg, NoIssuer).with_clock(|| NOW);
+    assert_eq!(ra_same.renew(with_same_key).await.result, Err(Refusal::SameKeyInRotation(7)));
+
+    // Without key exposure the same key is what the policy says (allowed here).
+    let (mut reg, _) = renewing_device();
+    let mut current_same = current.clone();
+    current_same.public_key_sha256 = sha256_hex(&[1, 2, 3]);
+    reg.client = Some(current_same);
+    reg.rotations = vec![Rotation { id: 8, opened_at: NOW - 10, deadline: NOW + 86_400, new_key_required: false }];
+    let ra_plain = RegistrationAuthority::new(policy_with_same_key(), reg, NoIssuer).with_clock(|| NOW);
+    let mut same = csr("SN-1");
+    same.public_key_der = vec![1, 2, 3];
+    with_same_key = renewal_of(&current, same);
+    let renewed = ra_plain.renew(with_same_key).await.result;
+    assert!(renewed.is_ok(), "inside the rotation's window, exempt from the rate limit: {renewed:?}");
+
+    // A new key inside the key-exposure rotation: renewed, rate limit or not.
+    assert!(ra.renew(renewal_of(&current, csr("SN-1"))).await.result.is_ok());
+}
+
+#[tokio::test]
+async fn a_certificate_issued_after_the_rotation_opened_is_its_replacement() {
+    let (mut reg, current) = renewing_device();
+    reg.rotations = vec![Rotation { id: 3, opened_at: NOW - 2000, deadline: NOW + 10, new_key_required: true }];
+    let ra = ra(Approval::Automatic, reg);
+    let info = ra.renewal_info("device".into(), current.fingerprint.clone()).await.result.unwrap();
+    assert_eq!(info.window.cause, WindowCause::Schedule);
+    assert!(matches!(
+        ra.renew(renewal_of(&current, csr("SN-1"))).await.result,
+        Err(Refusal::RenewalRateLimited { .. })
+    ));
+}
+
+fn policy_with_same_key() -> Policy {
+    Policy { allow_same_key_renewal: true, ..policy(Approval::Automatic) }
 }
 
 #[test]

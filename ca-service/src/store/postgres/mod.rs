@@ -41,6 +41,7 @@ mod crls;
 mod deadline;
 mod registry;
 mod reports;
+mod rotations;
 mod tokens;
 mod updates;
 

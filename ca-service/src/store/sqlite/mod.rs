@@ -30,6 +30,7 @@ mod crls;
 mod files;
 mod registry;
 mod reports;
+mod rotations;
 mod tokens;
 mod updates;
 

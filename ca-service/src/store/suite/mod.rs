@@ -30,12 +30,13 @@ mod crls;
 mod registry;
 mod reports;
 mod revocation;
+mod rotations;
 mod tokens;
 mod updates;
 
 use self::{
-    audit::*, cas::*, certificates::*, connections::*, crls::*, registry::*, reports::*, revocation::*, tokens::*,
-    updates::*,
+    audit::*, cas::*, certificates::*, connections::*, crls::*, registry::*, reports::*, revocation::*, rotations::*,
+    tokens::*, updates::*,
 };
 
 // ---------------------------------------------------------------------------------
@@ -278,6 +279,7 @@ both_backends!(
     devices_are_found_by_batch_model_and_state,
     revocation_preview_counts_what_revoking_would_revoke,
     audit_is_found_by_actor_action_and_target,
+    rotations_count_progress_and_revoke_the_pending_once,
     #[ignore = "throughput measurement; run with --ignored --nocapture"]
     throughput,
 );
