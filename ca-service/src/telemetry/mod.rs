@@ -97,6 +97,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("devicepki_audit_log_checkpoint_size", Kind::Gauge, "Tree size of the newest signed checkpoint."),
     ("devicepki_audit_log_checkpoint_timestamp_seconds", Kind::Gauge, "When the newest signed checkpoint was signed."),
     ("devicepki_certificates", Kind::Gauge, "Stored certificates by issuer, profile and state (valid, expired, superseded, revoked), from a periodic count."),
+    ("devicepki_rotation_devices", Kind::Gauge, "Active devices an open rotation covers, by rotation id and state (replaced, pending), from a periodic count; zero once the rotation closes."),
     ("devicepki_sampler_last_run_timestamp_seconds", Kind::Gauge, "When the gauges about stored state were last read successfully."),
 ];
 
@@ -275,9 +276,45 @@ pub fn certificate_counts(counts: &[crate::store::CertificateCount]) {
     seen.extend(now);
 }
 
+/// The open rotations' progress (at most 100 rotations, two series each); a rotation
+/// no longer open is set to 0 rather than left at its last count.
+pub fn rotation_progress(open: &[(i64, crate::store::RotationProgress)]) {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<BTreeSet<i64>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let now: BTreeSet<i64> = open.iter().map(|(id, _)| *id).collect();
+    let set = |id: i64, replaced: u64, pending: u64| {
+        gauge!("devicepki_rotation_devices", "rotation" => id.to_string(), "state" => "replaced").set(replaced as f64);
+        gauge!("devicepki_rotation_devices", "rotation" => id.to_string(), "state" => "pending").set(pending as f64);
+    };
+    for id in seen.difference(&now).copied().collect::<Vec<_>>() {
+        set(id, 0, 0);
+    }
+    for (id, p) in open {
+        set(*id, p.replaced, p.pending);
+    }
+    *seen = now;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_rotations_are_counted_and_closed_ones_zeroed() {
+        let p = crate::store::RotationProgress { devices: 5, replaced: 3, pending: 2 };
+        let text = rendered(|| {
+            rotation_progress(&[(7, p)]);
+        });
+        assert!(text.contains("devicepki_rotation_devices{rotation=\"7\",state=\"pending\"} 2"), "{text}");
+        assert!(text.contains("devicepki_rotation_devices{rotation=\"7\",state=\"replaced\"} 3"), "{text}");
+        let text = rendered(|| {
+            rotation_progress(&[(7, p)]);
+            rotation_progress(&[]);
+        });
+        assert!(text.contains("devicepki_rotation_devices{rotation=\"7\",state=\"pending\"} 0"), "{text}");
+    }
 
     fn rendered(f: impl FnOnce()) -> String {
         let recorder = PrometheusBuilder::new()

@@ -4,13 +4,14 @@
 //! Every `metrics.sample_secs`: the pools (database, HSM sessions), the audit log's
 //! head, the published CRLs' numbers and times (every instance reports them, not only
 //! the one that signs), the CAs' expiry. Every `metrics.count_secs`: certificates by
-//! issuer, profile and state, one grouped read of an index.
+//! issuer, profile and state, one grouped read of an index; and the progress of the open
+//! rotations (newest 100).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::issuance::{unix, Pki};
-use crate::store::{CrlStore, LogStore, Readiness, ReportStore};
+use crate::store::{CrlStore, LogStore, Readiness, ReportStore, RotationStore};
 
 /// Starts the sampler on the current runtime.
 pub fn spawn(pki: Arc<Pki>) {
@@ -73,6 +74,12 @@ pub async fn sample(pki: &Pki, count: bool) -> Result<(), crate::store::StoreErr
         let counts = reports.certificate_counts(unix(SystemTime::now())).await?;
         super::store_transaction("certificate_counts", t.elapsed());
         super::certificate_counts(&counts);
+        let rotations: &dyn RotationStore = pki.store.as_ref();
+        let mut open = Vec::new();
+        for r in rotations.list_rotations(100).await?.into_iter().filter(|r| r.closed_at.is_none()) {
+            open.push((r.id, rotations.rotation_progress(&r).await?));
+        }
+        super::rotation_progress(&open);
     }
     Ok(())
 }
