@@ -439,6 +439,14 @@ async fn serverkeygen(
     respond(&gate, &req, "est.serverkeygen", &out.actor, out.claim.as_deref(), out.result).await
 }
 
+/// What a device's request names before the pipeline sees it: the profile of its path,
+/// and the SHA-256 of the client certificate it must have presented.
+fn device_request(pki: &Pki, req: &HttpRequest) -> Result<(String, String), Refusal> {
+    let (profile, _) = profile_for(pki, req)?;
+    let fingerprint = ra::require_certificate(peer_certificate(req).map(|p| p.fingerprint.clone()))?;
+    Ok((profile.to_string(), fingerprint))
+}
+
 /// `POST simplereenroll`: a device renews its own identity with its current certificate.
 async fn simplereenroll(
     pki: web::Data<Pki>,
@@ -448,13 +456,9 @@ async fn simplereenroll(
     payload: web::Payload,
 ) -> HttpResponse {
     const ACTION: &str = "est.simplereenroll";
-    let profile = match profile_for(&pki, &req) {
-        Ok((name, _)) => name.to_string(),
+    let (profile, client_fingerprint) = match device_request(&pki, &req) {
+        Ok(found) => found,
         Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r)).await,
-    };
-    let client_fingerprint = match ra::require_certificate(peer_certificate(&req).map(|p| p.fingerprint.clone())) {
-        Ok(fp) => fp,
-        Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r.into())).await,
     };
     let csr = read_csr(&req, payload).await;
     let answer = ra.renew(RenewalRequest { profile, client_fingerprint, csr }).await;
@@ -482,13 +486,9 @@ async fn renewal_info(
     req: HttpRequest,
 ) -> HttpResponse {
     const ACTION: &str = "est.renewal-info";
-    let profile = match profile_for(&pki, &req) {
-        Ok((name, _)) => name.to_string(),
+    let (profile, client_fingerprint) = match device_request(&pki, &req) {
+        Ok(found) => found,
         Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r)).await,
-    };
-    let client_fingerprint = match ra::require_certificate(peer_certificate(&req).map(|p| p.fingerprint.clone())) {
-        Ok(fp) => fp,
-        Err(r) => return respond(&gate, &req, ACTION, "unauthenticated", None, Err(r.into())).await,
     };
     let asked = enrollment::certid::parse_cert_id(req.match_info().get("cert_id").unwrap_or_default());
     let answer = ra.renewal_info(profile, client_fingerprint).await;
@@ -499,11 +499,7 @@ async fn renewal_info(
             if enrollment::certid::cert_id_of(&info.certificate.der).as_ref() != Some(&asked) {
                 Err(Refusal::forbidden("the certificate ID does not name the client certificate presented"))
             } else {
-                let at = |t: i64| {
-                    time::OffsetDateTime::from_unix_timestamp(t)
-                        .ok()
-                        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                };
+                let at = crate::issuance::rfc3339;
                 let body = serde_json::json!({
                     "suggestedWindow": { "start": at(info.window.start), "end": at(info.window.end) }
                 });

@@ -529,6 +529,13 @@ pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Unix seconds as RFC 3339 (`2026-12-04T18:00:00Z`); `None` out of range.
+pub fn rfc3339(unix_secs: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
 fn subject_string(der: &[u8]) -> String {
     x509_parser::certificate::X509Certificate::from_der(der).map(|(_, c)| c.subject().to_string()).unwrap_or_default()
 }

@@ -265,10 +265,7 @@ impl Table {
 }
 
 fn rfc3339(unix_secs: i64) -> Value {
-    time::OffsetDateTime::from_unix_timestamp(unix_secs)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map_or(Value::Null, Value::String)
+    crate::issuance::rfc3339(unix_secs).map_or(Value::Null, Value::String)
 }
 
 const CERT_COLUMNS: [&str; 9] =

@@ -151,11 +151,7 @@ pub fn window_rotation(r: &RotationRecord) -> enrollment::ra::Rotation {
 
 /// A rotation and its progress, as the API and the CLI show it.
 pub fn json(r: &RotationRecord, progress: Option<RotationProgress>) -> serde_json::Value {
-    let time = |t: i64| {
-        time::OffsetDateTime::from_unix_timestamp(t)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-    };
+    let time = crate::issuance::rfc3339;
     let mut v = serde_json::json!({
         "id": r.id,
         "scope": r.rotation.which.to_string(),

@@ -167,4 +167,27 @@ mod tests {
         let r = status_filter("status=a%0Ab").unwrap_err();
         assert!(r.reason.contains(r"a\nb"), "{}", r.reason);
     }
+
+    #[test]
+    fn rotation_bodies_that_are_not_an_order_get_a_reason() {
+        const NOW: i64 = 1_800_000_000;
+        let order =
+            rotation(br#"{"batch":"b1","by":"7d","after_deadline":"revoke","key_exposure":true}"#, NOW).unwrap();
+        assert_eq!((order.deadline, order.key_exposure), (NOW + 7 * 86_400, true));
+        for (body, reason) in [
+            (&b"garbage"[..], "must be a JSON object"),
+            (br#"["batch"]"#, "must be a JSON object"),
+            (br#"{"batch":"b1"}"#, "missing field"),
+            (br#"{"batch":"b1","by":"7d","colour":"red"}"#, "unknown field"),
+            (br#"{"batch":"b1","by":7}"#, "malformed JSON"),
+            (br#"{"by":"7d"}"#, "exactly one of device, batch or model"),
+            (br#"{"batch":"b1","by":"yesterday"}"#, "neither RFC 3339"),
+            (b"{\"batch\":\"b\\u0000\",\"by\":\"7d\"}", "control character"),
+        ] {
+            let r = rotation(body, NOW).unwrap_err();
+            assert_eq!(r.status.as_u16(), 400, "{}", String::from_utf8_lossy(body));
+            assert!(r.reason.contains(reason), "{}: {}", String::from_utf8_lossy(body), r.reason);
+            assert!(!r.reason.chars().any(char::is_control), "{}", r.reason);
+        }
+    }
 }

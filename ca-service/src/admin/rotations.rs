@@ -57,9 +57,9 @@ pub(super) async fn show(pki: web::Data<Pki>, req: HttpRequest) -> HttpResponse 
         if !(1..=10_000).contains(&limit) {
             return Err(Refusal::bad_request("limit must be 1 to 10000"));
         }
-        super::check_identifier("after", &page.after)
-            .or_else(|e| if page.after.is_empty() { Ok(()) } else { Err(e) })
-            .map_err(Refusal::bad_request)?;
+        if !page.after.is_empty() {
+            super::check_identifier("after", &page.after).map_err(Refusal::bad_request)?;
+        }
         let r = pki.store.get_rotation(id).await.map_err(Refusal::from)?;
         let r = r.ok_or_else(|| not_found(format!("rotation {id} not found")))?;
         let progress = pki.store.rotation_progress(&r).await.map_err(Refusal::from)?;
