@@ -66,9 +66,10 @@ for r in $(seq 7); do curl -sk -o $D/out -w '%{time_total}\n' -H "$H" "$API/rota
 printf '%-52s %7.1f ms\n' "GET /rotations/ID (progress + 1000 pending), median" "$(median < $D/times | awk '{print $1*1000}')"
 psql -h 127.0.0.1 -U postgres -d $DB -Atc "EXPLAIN (ANALYZE, BUFFERS) SELECT count(*), coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = d.device_id AND n.status = 'valid' AND n.created_at >= 9999999999000000) THEN 1 ELSE 0 END), 0) FROM devices d WHERE d.batch = 'batch-1' AND d.state = 'active'" | grep -E "Execution Time|Buffers: shared" | head -2
 deadline=$(python3 -c 'import json,sys,datetime; print(int(datetime.datetime.fromisoformat(json.load(open(sys.argv[1]))["deadline"].replace("Z","+00:00")).timestamp()))' $D/created)
-while :; do
+for i in $(seq 600); do   # at most 2 minutes
   curl -sk -o $D/out -H "$H" "$API/rotations/$ID?limit=1"
   python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["state"]=="closed" else 1)' $D/out && break
+  [ $i = 600 ] && { echo "the deadline was not acted on within 2 minutes"; exit 1; }
   sleep 0.2
 done
 t=$(date +%s.%N)
