@@ -245,7 +245,9 @@ where
             each(&head)?;
         }
         for e in page {
-            if matches!(e.event.action.as_str(), "certificate.issue" | "ca.create" | "ca.import") {
+            let created = matches!(e.event.action.as_str(), "certificate.issue" | "ca.create" | "ca.import")
+                || (e.event.action == "ca.rollover" && e.event.outcome == "success");
+            if created {
                 recorded.insert(e.event.target);
             }
         }

@@ -249,15 +249,11 @@ fn enrolled(der: &[u8]) -> Result<HttpResponse, Refusal> {
 }
 
 /// `GET cacerts`: the issuing CA of the selected profile and everything above it,
-/// root included (RFC 7030 §4.1.3).
+/// root included (RFC 7030 §4.1.3); during a rollover every live key generation of
+/// each, and a rolled-over root's OldWithNew and NewWithOld.
 async fn cacerts(pki: web::Data<Pki>, gate: web::Data<Gate>, req: HttpRequest) -> HttpResponse {
     let result = profile_for(&pki, &req).and_then(|(_, profile)| {
-        let mut chain = Vec::new();
-        let mut next = pki.ca(&profile.issuer);
-        while let Some(ca) = next {
-            chain.push(ca.record.cert_der.clone());
-            next = ca.record.parent.as_ref().and_then(|p| pki.ca(p));
-        }
+        let chain = pki.published_chain(&profile.issuer);
         Ok(base64_response("application/pkcs7-mime", &proto::certs_only(&chain)?))
     });
     respond(&gate, &req, "est.cacerts", "anonymous", None, result).await

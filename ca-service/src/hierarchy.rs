@@ -26,6 +26,8 @@ pub enum HierarchyError {
     UnknownCa(String),
     #[error("certificate refused: {0}")]
     BadCertificate(String),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error(transparent)]
     Key(#[from] KeyStoreError),
     #[error(transparent)]
@@ -80,6 +82,39 @@ pub fn summaries(records: &[CaRecord]) -> Vec<CaSummary> {
 
 fn colon_hex(hex: &str) -> String {
     hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect::<Vec<_>>().join(":")
+}
+
+/// The stored name of key generation `n` of the configured CA `ca`: `ca` itself for
+/// its first key, `ca.n` for the keys that rollovers gave it. Configured CA names
+/// have no '.' (the configuration refuses them), so the two never collide, and a
+/// generation's CRL, OCSP signer and certificates are those of a CA of that name.
+pub fn generation_name(ca: &str, n: u32) -> String {
+    if n <= 1 {
+        ca.to_string()
+    } else {
+        format!("{ca}.{n}")
+    }
+}
+
+/// (configured CA, generation) of a stored CA name: the inverse of
+/// [`generation_name`]. A name without a generation suffix is generation 1.
+pub fn generation_of(name: &str) -> (&str, u32) {
+    match name.rsplit_once('.') {
+        Some((ca, n)) if !ca.is_empty() && !n.starts_with('0') => match n.parse::<u32>() {
+            Ok(n) if n >= 2 => (ca, n),
+            _ => (name, 1),
+        },
+        _ => (name, 1),
+    }
+}
+
+/// The key label of generation `n` of a CA whose first key is `label`.
+pub fn generation_label(label: &str, n: u32) -> String {
+    if n <= 1 {
+        label.to_string()
+    } else {
+        format!("{label}.{n}")
+    }
 }
 
 /// Label of an issuing CA's OCSP-signer key.
@@ -156,6 +191,7 @@ pub async fn init(
                 key_store: ca_cfg.key_store,
                 key_label: ca_cfg.key_label,
                 parent: ca_cfg.parent,
+                ..CaRecord::default()
             };
             built.push((record, key));
         }
@@ -209,7 +245,7 @@ pub async fn init(
     Ok(summaries(&records))
 }
 
-fn issuer_for(record: &CaRecord, key: CaKey) -> Result<rcgen::Issuer<'static, CaKey>, HierarchyError> {
+pub(crate) fn issuer_for(record: &CaRecord, key: CaKey) -> Result<rcgen::Issuer<'static, CaKey>, HierarchyError> {
     rcgen::Issuer::from_ca_cert_der(&record.cert_der.clone().into(), key)
         .map_err(|e| HierarchyError::Build(format!("CA '{}' cannot act as issuer: {e}", record.name)))
 }
@@ -222,10 +258,11 @@ pub async fn ca_csr(
     keys: Arc<KeyStores>,
     name: &str,
 ) -> Result<String, HierarchyError> {
-    let ca_cfg = config.cas.get(name).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?.clone();
+    let (family, n) = generation_of(name);
+    let ca_cfg = config.cas.get(family).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?.clone();
     let (store_name, label) = match store.get_ca(name).await? {
         Some(r) => (r.key_store, r.key_label),
-        None => (ca_cfg.key_store.clone(), ca_cfg.key_label.clone()),
+        None => (ca_cfg.key_store.clone(), generation_label(&ca_cfg.key_label, n)),
     };
     blocking(move || {
         let key = CaKey::new(keys.find(&store_name, &label)?)?;
@@ -238,14 +275,31 @@ pub async fn ca_csr(
     .await
 }
 
-/// Installs an externally signed certificate for a CA after checking that it
-/// certifies the CA's key, is a CA certificate, and is currently valid.
+/// Installs an externally signed certificate for a CA (or for a key generation a
+/// rollover left waiting for it, which then issues from `issues_from`, default now)
+/// after checking that it certifies the CA's key, is a CA certificate, and is
+/// currently valid. A refusal is audited with its reason.
 pub async fn ca_import(
     config: &Config,
     store: &dyn Store,
     keys: Arc<KeyStores>,
     name: &str,
     cert_input: &[u8],
+    issues_from: Option<i64>,
+    actor: &str,
+) -> Result<CaSummary, HierarchyError> {
+    let result = import_checked(config, store, keys, name, cert_input, issues_from, actor).await;
+    crate::rollover::audit_failure(store, actor, "ca.import", &format!("ca:{name}"), &result).await;
+    result
+}
+
+async fn import_checked(
+    config: &Config,
+    store: &dyn Store,
+    keys: Arc<KeyStores>,
+    name: &str,
+    cert_input: &[u8],
+    issues_from: Option<i64>,
     actor: &str,
 ) -> Result<CaSummary, HierarchyError> {
     let der = if cert_input.trim_ascii_start().starts_with(b"-----BEGIN") {
@@ -261,11 +315,12 @@ pub async fn ca_import(
     if !cert.validity().is_valid() {
         return Err(HierarchyError::BadCertificate("not valid now (expired or not yet valid)".into()));
     }
-    let ca_cfg = config.cas.get(name).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?;
+    let (family, n) = generation_of(name);
+    let ca_cfg = config.cas.get(family).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?;
     let existing = store.get_ca(name).await?;
     let (store_name, label) = match &existing {
         Some(r) => (r.key_store.clone(), r.key_label.clone()),
-        None => (ca_cfg.key_store.clone(), ca_cfg.key_label.clone()),
+        None => (ca_cfg.key_store.clone(), generation_label(&ca_cfg.key_label, n)),
     };
     let signer = {
         let (k, s, l) = (keys.clone(), store_name.clone(), label.clone());
@@ -304,7 +359,17 @@ pub async fn ca_import(
             r
         }
         None => {
-            let r = CaRecord { name: name.to_string(), cert_der: der, key_store: store_name, key_label: label, parent };
+            let r = CaRecord {
+                name: name.to_string(),
+                cert_der: der,
+                key_store: store_name,
+                key_label: label,
+                parent,
+                // A later generation takes over from its predecessor at a set time.
+                issues_from: (n > 1)
+                    .then(|| issues_from.unwrap_or_else(|| crate::issuance::unix(std::time::SystemTime::now()))),
+                ..CaRecord::default()
+            };
             store.create_ca(&r, audit).await?;
             r
         }
@@ -312,7 +377,7 @@ pub async fn ca_import(
     Ok(summaries(std::slice::from_ref(&record)).remove(0))
 }
 
-fn not_after(der: &[u8]) -> Result<std::time::SystemTime, HierarchyError> {
+pub(crate) fn not_after(der: &[u8]) -> Result<std::time::SystemTime, HierarchyError> {
     let (_, c) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|e| HierarchyError::Build(format!("parent certificate: {e}")))?;
     let secs = u64::try_from(c.validity().not_after.timestamp()).unwrap_or(0);
@@ -320,8 +385,26 @@ fn not_after(der: &[u8]) -> Result<std::time::SystemTime, HierarchyError> {
 }
 
 /// Runs key-store work on the blocking pool (PKCS#11 calls block).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HierarchyError> + Send + 'static,
 ) -> Result<T, HierarchyError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| HierarchyError::Build(format!("key store task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_names_round_trip_and_never_shadow_a_configured_name() {
+        for (ca, n) in [("device", 1), ("device", 2), ("update-root", 17), ("a_b", 4_000_000)] {
+            assert_eq!(generation_of(&generation_name(ca, n)), (ca, n));
+        }
+        assert_eq!(generation_name("device", 1), "device");
+        assert_eq!(generation_label("ca-device", 3), "ca-device.3");
+        // Not a generation suffix: the whole name is the CA's first key.
+        for name in ["device.1", "device.0", "device.02", "device.x", ".2", "device.", "device.99999999999"] {
+            assert_eq!(generation_of(name), (name, 1), "{name}");
+        }
+    }
 }

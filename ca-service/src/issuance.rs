@@ -80,9 +80,13 @@ impl From<enrollment::ra::Refusal> for IssueError {
     }
 }
 
-/// A CA as loaded for service: its certificate, and its key if this process signs.
+/// A CA key generation as loaded for service: its certificate, and its key if this
+/// process signs.
 pub struct Ca {
     pub record: CaRecord,
+    /// The configured CA it is a key of, and which one (1: its first key).
+    pub ca: String,
+    pub generation: u32,
     pub subject: String,
     /// Issuer and subject are the same name (a root).
     pub self_signed: bool,
@@ -119,11 +123,28 @@ impl Ca {
             None => None,
         };
         let self_signed = cert.subject().as_raw() == cert.issuer().as_raw();
-        Ok(Self { fingerprint: sha256_hex(&record.cert_der), subject, self_signed, not_after, issuer, record })
+        let (ca, generation) = crate::hierarchy::generation_of(&record.name);
+        Ok(Self {
+            ca: ca.to_string(),
+            generation,
+            fingerprint: sha256_hex(&record.cert_der),
+            subject,
+            self_signed,
+            not_after,
+            issuer,
+            record,
+        })
     }
 
+    /// Its key, when this process signs with it (issuing CAs; retired generations
+    /// too, for their CRLs and OCSP; never a destroyed one).
     pub fn issuer(&self) -> Option<&rcgen::Issuer<'static, CaKey>> {
         self.issuer.as_ref()
+    }
+
+    /// Whether this generation's time to issue has come (`issues_from`).
+    pub fn started(&self, now: i64) -> bool {
+        self.record.destroyed_at.is_none() && self.record.issues_from.is_none_or(|t| t <= now)
     }
 }
 
@@ -204,21 +225,21 @@ impl Pki {
     pub async fn load(config: Arc<Config>, store: Arc<dyn Store>, keys: Arc<KeyStores>) -> Result<Self, IssueError> {
         let mut cas = BTreeMap::new();
         for record in store.list_cas().await? {
+            let (family, generation) = crate::hierarchy::generation_of(&record.name);
             // The database records where each CA's key is; a configuration that has
             // since been edited to point elsewhere must not be silently ignored.
-            if let Some(c) = config.cas.get(&record.name) {
-                if (c.key_store.as_str(), c.key_label.as_str())
-                    != (record.key_store.as_str(), record.key_label.as_str())
-                {
+            if let Some(c) = config.cas.get(family) {
+                let label = crate::hierarchy::generation_label(&c.key_label, generation);
+                if (c.key_store.as_str(), label.as_str()) != (record.key_store.as_str(), record.key_label.as_str()) {
                     return Err(IssueError::ConfigMismatch(format!(
-                        "CA '{}': the configuration names key {}:{} but the hierarchy holds it in {}:{}; \
+                        "CA '{}': the configuration names key {}:{label} but the hierarchy holds it in {}:{}; \
                          restore the configuration, or move the CA with `ca-service ca import`",
-                        record.name, c.key_store, c.key_label, record.key_store, record.key_label
+                        record.name, c.key_store, record.key_store, record.key_label
                     )));
                 }
             }
-            let key = match config.cas.get(&record.name) {
-                Some(c) if c.issuing => {
+            let key = match config.cas.get(family) {
+                Some(c) if c.issuing && record.destroyed_at.is_none() => {
                     let (store_name, label) = (record.key_store.clone(), record.key_label.clone());
                     let keys = keys.clone();
                     let signer = tokio::task::spawn_blocking(move || keys.find(&store_name, &label))
@@ -248,8 +269,25 @@ impl Pki {
         self
     }
 
+    /// A CA key generation by its stored name (`device`, `device.2`).
     pub fn ca(&self, name: &str) -> Option<&Arc<Ca>> {
         self.cas.get(name)
+    }
+
+    /// The key generations of the configured CA `ca`, newest first, destroyed ones
+    /// left out: what `cacerts` serves and client authentication trusts.
+    pub fn generations(&self, ca: &str) -> Vec<&Arc<Ca>> {
+        let mut found: Vec<&Arc<Ca>> =
+            self.cas.values().filter(|c| c.ca == ca && c.record.destroyed_at.is_none()).collect();
+        found.sort_by_key(|c| std::cmp::Reverse(c.generation));
+        found
+    }
+
+    /// The key generation of `ca` that issues now: the newest whose `issues_from` has
+    /// come and whose key this process holds. Older generations are retired.
+    pub fn issuing(&self, ca: &str) -> Option<&Arc<Ca>> {
+        let now = unix(SystemTime::now());
+        self.generations(ca).into_iter().find(|c| c.issuer.is_some() && c.started(now))
     }
 
     pub fn cas(&self) -> impl Iterator<Item = &Arc<Ca>> {
@@ -258,16 +296,55 @@ impl Pki {
 
     /// The issuing chain above `ca`: its own certificate, then its parents, up to but
     /// excluding a self-signed root (an externally signed CA has no parent here, and
-    /// its certificate is still part of the chain).
+    /// its certificate is still part of the chain). Under a rolled-over root, the
+    /// NewWithOld links back to the first root follow, so that a relying party that
+    /// still trusts only an older root verifies the chain.
     pub fn chain_of(&self, ca: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut next = self.cas.get(ca);
         while let Some(c) = next {
             if c.self_signed {
+                let mut root = c;
+                while let Some(link) = &root.record.new_with_old {
+                    out.push(link.clone());
+                    let older = crate::hierarchy::generation_name(&root.ca, root.generation - 1);
+                    match self.cas.get(&older).filter(|o| o.record.destroyed_at.is_none()) {
+                        Some(o) => root = o,
+                        None => break,
+                    }
+                }
                 break;
             }
             out.push(c.record.cert_der.clone());
             next = c.record.parent.as_ref().and_then(|p| self.cas.get(p));
+        }
+        out
+    }
+
+    /// The configured CA `ca` and the CAs above it, nearest first, each as every live
+    /// key generation (newest first) and, for a rolled-over root, its RFC 4210 §4.4
+    /// link certificates (OldWithNew, NewWithOld): what a relying party needs to
+    /// verify a certificate of any generation, during and after a rollover.
+    pub fn published_chain(&self, ca: &str) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut families = vec![ca.to_string()];
+        let mut at = 0;
+        while let Some(family) = families.get(at).cloned() {
+            at += 1;
+            for g in self.generations(&family) {
+                let links = [&g.record.old_with_new, &g.record.new_with_old];
+                for der in std::iter::once(&g.record.cert_der).chain(links.into_iter().flatten()) {
+                    if !out.contains(der) {
+                        out.push(der.clone());
+                    }
+                }
+                if let Some(parent) = &g.record.parent {
+                    let parent = crate::hierarchy::generation_of(parent).0.to_string();
+                    if !families.contains(&parent) {
+                        families.push(parent);
+                    }
+                }
+            }
         }
         out
     }
@@ -336,6 +413,27 @@ impl Pki {
         self.issue_with(profile_name, profile, subject, public_key_der, actor, extras).await
     }
 
+    /// [`Pki::issue_checked`] by one named key generation rather than the one that
+    /// issues now: a retired generation's own OCSP signer.
+    pub async fn issue_checked_by(
+        &self,
+        generation: &str,
+        profile_name: &str,
+        profile: &ProfileConfig,
+        subject: Subject,
+        public_key_der: &[u8],
+        actor: &str,
+    ) -> Result<Issued, IssueError> {
+        let ca = self.cas.get(generation).cloned().ok_or_else(|| IssueError::CaUnavailable(generation.to_string()))?;
+        self.sign_and_store(
+            ca,
+            EndEntity::new(profile_name, profile, subject, public_key_der),
+            actor,
+            Extras::default(),
+        )
+        .await
+    }
+
     async fn issue_with(
         &self,
         profile_name: &str,
@@ -346,14 +444,19 @@ impl Pki {
         extras: Extras,
     ) -> Result<Issued, IssueError> {
         let ca =
-            self.cas.get(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
-        let issuer = ca.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
-        let request = Arc::new(EndEntity {
-            profile_name: profile_name.to_string(),
-            profile: profile.clone(),
-            subject,
-            public_key_der: public_key_der.to_vec(),
-        });
+            self.issuing(&profile.issuer).cloned().ok_or_else(|| IssueError::CaUnavailable(profile.issuer.clone()))?;
+        self.sign_and_store(ca, EndEntity::new(profile_name, profile, subject, public_key_der), actor, extras).await
+    }
+
+    async fn sign_and_store(
+        &self,
+        ca: Arc<Ca>,
+        request: EndEntity,
+        actor: &str,
+        extras: Extras,
+    ) -> Result<Issued, IssueError> {
+        let issuer = ca.issuer.as_ref().ok_or_else(|| IssueError::CaUnavailable(ca.record.name.clone()))?;
+        let request = Arc::new(request);
         // Software ECDSA/Ed25519 signs here; tokens and RSA on the blocking pool.
         let inline = issuer.key().signer().signs_in_microseconds();
         for _ in 0..SERIAL_ATTEMPTS {
@@ -384,7 +487,7 @@ impl Pki {
             };
             match self.writer.call(issuance).await.map_err(|_| IssueError::WriterStopped)?? {
                 IssuanceOutcome::Stored => {
-                    crate::telemetry::certificate_issued(profile_name, &ca.record.name);
+                    crate::telemetry::certificate_issued(&request.profile_name, &ca.record.name);
                     return Ok(Issued { chain: self.chain_of(&ca.record.name), record, private_key: None });
                 }
                 IssuanceOutcome::SerialTaken => {
@@ -409,6 +512,15 @@ pub struct EndEntity {
 }
 
 impl EndEntity {
+    pub fn new(profile_name: &str, profile: &ProfileConfig, subject: Subject, public_key_der: &[u8]) -> Self {
+        Self {
+            profile_name: profile_name.to_string(),
+            profile: profile.clone(),
+            subject,
+            public_key_der: public_key_der.to_vec(),
+        }
+    }
+
     /// Builds the certificate from the profile and signs it with `issuer`'s key.
     /// Blocking when the key is in an HSM or RSA: the caller runs those on the
     /// blocking pool (see `issue_with`).

@@ -28,6 +28,7 @@ pub mod profile;
 pub mod ra;
 pub mod reports;
 pub mod revoke;
+pub mod rollover;
 pub mod rotation;
 pub mod server;
 pub mod store;

@@ -128,7 +128,7 @@ impl OcspService {
         let mut responders = Vec::new();
         for ca in pki.cas().filter(|c| c.issuer().is_some()) {
             let name = ca.record.name.clone();
-            let Some((profile_name, profile)) = pki.config.ocsp_profile_for(&name) else { continue };
+            let Some((profile_name, profile)) = pki.config.ocsp_profile_for(&ca.ca) else { continue };
             let (keys, store, label) = (pki.keys.clone(), ca.record.key_store.clone(), ocsp_key_label(&name));
             let signer = tokio::task::spawn_blocking(move || keys.find(&store, &label))
                 .await
@@ -146,8 +146,9 @@ impl OcspService {
                 }
                 _ => {
                     let subject = Subject::Named(format!("OCSP Signer for {name}"));
+                    // By this key generation: a retired one answers for its own certificates.
                     let issued = pki
-                        .issue_checked(profile_name, profile, subject, signer.public_key_der(), "system:ocsp", None)
+                        .issue_checked_by(&name, profile_name, profile, subject, signer.public_key_der(), "system:ocsp")
                         .await?;
                     tracing::info!(ca = %name, serial = %hex::encode(&issued.record.serial), "renewed the OCSP signer certificate");
                     issued.record.der

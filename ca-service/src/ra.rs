@@ -55,6 +55,7 @@ pub fn known(config: &Config, r: CertRecord) -> KnownCertificate {
             CertStatus::Revoked => CertState::Revoked,
             CertStatus::Superseded => CertState::Superseded,
         },
+        ca: crate::hierarchy::generation_of(&r.issuer).0.to_string(),
         issuer: r.issuer,
         serial: r.serial,
         profile: r.profile,

@@ -87,22 +87,26 @@ impl Request {
 /// `by` as unix seconds: RFC 3339, or a duration from `now`; after `now`, within two
 /// years.
 pub fn parse_deadline(by: &str, now: i64) -> Result<i64, String> {
+    parse_future("deadline", by, now)
+}
+
+/// A time an operator names (`what`, for the reason): RFC 3339, or a duration from
+/// `now` (7d, 12h, 90m); after `now`, within two years.
+pub fn parse_future(what: &str, by: &str, now: i64) -> Result<i64, String> {
     let shown = crate::admin::escaped(by);
     let at = match crate::reports::parse_window(by.trim_start_matches('+')) {
         Some(secs) => now.saturating_add(secs as i64),
         None => time::OffsetDateTime::parse(by, &time::format_description::well_known::Rfc3339)
             .map_err(|_| {
-                format!(
-                    "the deadline '{shown}' is neither RFC 3339 (2026-12-31T00:00:00Z) nor a duration (7d, 12h, 90m)"
-                )
+                format!("the {what} '{shown}' is neither RFC 3339 (2026-12-31T00:00:00Z) nor a duration (7d, 12h, 90m)")
             })?
             .unix_timestamp(),
     };
     if at <= now {
-        return Err(format!("the deadline '{shown}' is not in the future"));
+        return Err(format!("the {what} '{shown}' is not in the future"));
     }
     if at - now > MAX_DEADLINE_SECS {
-        return Err(format!("the deadline '{shown}' is more than two years away"));
+        return Err(format!("the {what} '{shown}' is more than two years away"));
     }
     Ok(at)
 }

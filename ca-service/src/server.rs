@@ -100,18 +100,17 @@ async fn https_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
 /// hands out the leaf only) and are named in the CertificateRequest. Which issuer an
 /// endpoint accepts is the endpoint's rule.
 fn client_anchors(pki: &Pki) -> Vec<Vec<u8>> {
-    let mut anchors: Vec<String> = Vec::new();
     let client_kinds = |k: ProfileKind| matches!(k, ProfileKind::Device | ProfileKind::Station | ProfileKind::Operator);
+    let mut anchors: Vec<Vec<u8>> = Vec::new();
     for p in pki.config.profiles.values().filter(|p| client_kinds(p.kind)) {
-        let mut next = pki.ca(&p.issuer);
-        while let Some(ca) = next {
-            if !anchors.contains(&ca.record.name) {
-                anchors.push(ca.record.name.clone());
+        // Every live key generation: a device keeps its old-key certificate until it renews.
+        for der in pki.published_chain(&p.issuer) {
+            if !anchors.contains(&der) {
+                anchors.push(der);
             }
-            next = ca.record.parent.as_ref().and_then(|parent| pki.ca(parent));
         }
     }
-    anchors.iter().filter_map(|n| pki.ca(n)).map(|c| c.record.cert_der.clone()).collect()
+    anchors
 }
 
 /// Runs both listeners until a shutdown signal.

@@ -198,11 +198,10 @@ pub fn expired(request: &UpdateRequest, now: SystemTime) -> bool {
 /// profile's issuing CA and every CA above it, root included, as PEM.
 pub fn trust_bundle_pem(pki: &Pki) -> Option<String> {
     let issuer = &pki.config.profiles.get(&pki.config.updates.profile)?.issuer;
-    let mut pem = String::new();
-    let mut next = pki.ca(issuer);
-    while let Some(ca) = next {
-        pem.push_str(&::pem::encode(&::pem::Pem::new("CERTIFICATE", ca.record.cert_der.clone())));
-        next = ca.record.parent.as_deref().and_then(|p| pki.ca(p));
-    }
+    let pem: String = pki
+        .published_chain(issuer)
+        .into_iter()
+        .map(|der| ::pem::encode(&::pem::Pem::new("CERTIFICATE", der)))
+        .collect();
     (!pem.is_empty()).then_some(pem)
 }

@@ -106,6 +106,10 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn generate(&self, label: &str, algorithm: KeyAlgorithm) -> Result<Arc<dyn Signer>, HsmError>;
     /// Finds an existing key by label.
     fn find(&self, label: &str) -> Result<Arc<dyn Signer>, HsmError>;
+    /// Destroys the key labelled `label` (both halves, in a token), for a retired CA
+    /// key whose last certificate has expired. [`HsmError::KeyNotFound`] if absent.
+    /// There is no undo: callers check and audit first.
+    fn destroy(&self, label: &str) -> Result<(), HsmError>;
     /// Checks that the store is reachable and usable (for readiness probes).
     fn ping(&self) -> Result<(), HsmError>;
     /// How busy the store's session pool is, for stores that have one (a token's

@@ -254,6 +254,22 @@ impl KeyStore for Pkcs11KeyStore {
         }))
     }
 
+    fn destroy(&self, label: &str) -> Result<(), HsmError> {
+        validate_label(label)?;
+        let _serialize = lock(&self.generate_lock);
+        self.pool.run(|session, _retry| {
+            // The private key first: once it is gone nothing can sign, whatever else fails.
+            let private = find_private_key(session, label)?;
+            session.destroy_object(private)?;
+            for handle in find_by_label(session, label, None)? {
+                session.destroy_object(handle)?;
+            }
+            Ok(())
+        })?;
+        tracing::info!(label, token = %self.pool.token_label, "destroyed key in token");
+        Ok(())
+    }
+
     fn ping(&self) -> Result<(), HsmError> {
         self.pool.run(|session, _retry| {
             let info = session.get_session_info()?;

@@ -257,6 +257,20 @@ impl KeyStore for SoftwareKeyStore {
         Ok(Arc::new(SoftwareSigner::from_pkcs8(label, algorithm, pkcs8)?))
     }
 
+    fn destroy(&self, label: &str) -> Result<(), HsmError> {
+        validate_label(label)?;
+        let path = self.key_path(label);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HsmError::KeyNotFound(label.to_owned())),
+            Err(e) => return Err(io_err(&path, e)),
+        }
+        // The removal is durable only once the directory entry is.
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io_err(&self.dir, e))?;
+        tracing::info!(label, "destroyed software key");
+        Ok(())
+    }
+
     fn ping(&self) -> Result<(), HsmError> {
         let meta = self.dir.join(METADATA_FILE);
         fs::metadata(&meta).map_err(|e| io_err(&meta, e))?;

@@ -269,3 +269,18 @@ fn signing_recovers_after_the_token_logs_us_out() {
     assert_eq!(session.get_session_info().unwrap().session_state(), SessionState::RwUser);
     signer.sign(b"and again").unwrap();
 }
+
+#[test]
+fn a_destroyed_key_is_gone_and_its_neighbour_is_not() {
+    let fx = fixture();
+    let store = Pkcs11KeyStore::open(&fx.config).unwrap();
+    store.generate("retired", KeyAlgorithm::EcdsaP256).unwrap();
+    let kept = store.generate("current", KeyAlgorithm::EcdsaP256).unwrap();
+    store.destroy("retired").unwrap();
+    assert!(matches!(store.find("retired"), Err(HsmError::KeyNotFound(_))));
+    assert!(matches!(store.destroy("retired"), Err(HsmError::KeyNotFound(_))));
+    assert_eq!(store.find("current").unwrap().public_key_der(), kept.public_key_der());
+    // Both halves went: the label is free again.
+    store.generate("retired", KeyAlgorithm::EcdsaP256).unwrap();
+    assert!(matches!(store.destroy("../x"), Err(HsmError::Unsupported(_))));
+}

@@ -289,3 +289,15 @@ fn passphrase_store_records_its_kdf_and_reopens_with_it() {
     cfg2.kdf = KdfParams { memory_kib: 512, iterations: 2, parallelism: 1 };
     SoftwareKeyStore::open(&cfg2).unwrap();
 }
+
+#[test]
+fn a_destroyed_key_is_gone_and_its_neighbour_is_not() {
+    let (store, _dir) = hsm::testing::software_store().unwrap();
+    store.generate("retired", KeyAlgorithm::EcdsaP256).unwrap();
+    let kept = store.generate("current", KeyAlgorithm::EcdsaP256).unwrap();
+    store.destroy("retired").unwrap();
+    assert!(matches!(store.find("retired"), Err(HsmError::KeyNotFound(_))));
+    assert!(matches!(store.destroy("retired"), Err(HsmError::KeyNotFound(_))));
+    assert_eq!(store.find("current").unwrap().public_key_der(), kept.public_key_der());
+    assert!(matches!(store.destroy("../current"), Err(HsmError::Unsupported(_))));
+}

@@ -1449,5 +1449,7 @@ fn serverkeygen_waits_for_manual_approval() -> Result<()> {
     est.finish()
 }
 
+#[path = "est/rollover.rs"]
+mod rollover;
 #[path = "est/rotation.rs"]
 mod rotation;

@@ -411,12 +411,41 @@ pub enum CaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Install an externally signed certificate for a CA (checked against its key).
+    /// Install an externally signed certificate for a CA (checked against its key),
+    /// or for the key a `rollover --external` left waiting (`--ca device.2`).
     Import {
         #[arg(long)]
         ca: String,
         #[arg(long)]
         cert: PathBuf,
+        /// A new key generation issues from then (RFC 3339 or 7d/12h/90m from now);
+        /// default: at once.
+        #[arg(long)]
+        issues_from: Option<String>,
+    },
+    /// Give a CA a new key (same subject, new key identifier), certified by its
+    /// parent; from `--at` every new and renewed certificate is issued under it and
+    /// the old key is retired (it keeps signing its CRLs and OCSP answers). A root
+    /// also gets the RFC 4210 link certificates. Restart the serving instances to load
+    /// the new key before `--at`.
+    Rollover {
+        #[arg(long)]
+        ca: String,
+        /// When the new key takes over (RFC 3339 or 7d/12h/90m from now); default: at once.
+        #[arg(long)]
+        at: Option<String>,
+        /// The parent signs offline: write a CSR for the new key instead.
+        #[arg(long)]
+        external: bool,
+        /// Where to write the CSR (with --external); default stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Destroy a retired key generation (`device`, `device.2`) and its OCSP signer's
+    /// key, once the last certificate it signed has expired.
+    Destroy {
+        #[arg(long)]
+        ca: String,
     },
 }
 

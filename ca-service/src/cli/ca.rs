@@ -1,28 +1,81 @@
-//! `ca-service ca list|csr|import`: list the CAs; write a CSR for a CA's key to have it
-//! signed externally; install the externally signed certificate.
+//! `ca-service ca list|csr|import|rollover|destroy`: list the CAs and their key
+//! generations; write a CSR for a CA's key to have it signed externally; install the
+//! externally signed certificate; roll a CA over to a new key; destroy a retired one.
 
 use anyhow::Context;
 
 use super::{ensure_hierarchy, write_out, CaCommand, Ctx};
 use crate::hierarchy;
+use crate::issuance::unix;
+use crate::rollover::{self, Rolled, RolloverRequest};
 
 pub(super) async fn run(ctx: Ctx, command: CaCommand) -> anyhow::Result<()> {
+    let now = unix(std::time::SystemTime::now());
+    let when = |what: &str, at: Option<String>| -> anyhow::Result<Option<i64>> {
+        at.filter(|a| a != "now")
+            .map(|a| crate::rotation::parse_future(what, &a, now))
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    };
     match command {
         CaCommand::List => {
             ensure_hierarchy(ctx.store.as_ref()).await?;
-            for ca in hierarchy::summaries(&ctx.store.list_cas().await?) {
-                println!("{ca}");
+            let records = ctx.store.list_cas().await?;
+            for (ca, record) in hierarchy::summaries(&records).into_iter().zip(&records) {
+                println!("{ca}\n{:<18} {}", "", rollover::state(&records, record, now));
             }
         }
         CaCommand::Csr { ca, out } => {
             let pem = hierarchy::ca_csr(&ctx.config, ctx.store.as_ref(), ctx.keys, &ca).await?;
             write_out(out.as_deref(), &pem)?;
         }
-        CaCommand::Import { ca, cert } => {
+        CaCommand::Import { ca, cert, issues_from } => {
             let bytes = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+            let issues_from = when("time", issues_from)?;
             let summary =
-                hierarchy::ca_import(&ctx.config, ctx.store.as_ref(), ctx.keys, &ca, &bytes, &ctx.actor).await?;
+                hierarchy::ca_import(&ctx.config, ctx.store.as_ref(), ctx.keys, &ca, &bytes, issues_from, &ctx.actor)
+                    .await?;
             println!("Installed:\n{summary}");
+        }
+        CaCommand::Rollover { ca, at, external, out } => {
+            ensure_hierarchy(ctx.store.as_ref()).await?;
+            let issues_from = match when("takeover time", at) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Audited like every other refusal of the command.
+                    let refusal: Result<(), _> = Err(hierarchy::HierarchyError::Refused(e.to_string()));
+                    rollover::audit_failure(
+                        ctx.store.as_ref(),
+                        &ctx.actor,
+                        "ca.rollover",
+                        &format!("ca:{ca}"),
+                        &refusal,
+                    )
+                    .await;
+                    return Err(e);
+                }
+            };
+            let request = RolloverRequest { ca, issues_from, external, actor: ctx.actor.clone() };
+            match rollover::rollover(&ctx.config, ctx.store.as_ref(), ctx.keys, request).await? {
+                Rolled::Certified(summary) => {
+                    println!("Rolled over:\n{summary}");
+                    println!(
+                        "Restart every serving instance to load the new key; it issues from {}.",
+                        issues_from.and_then(crate::issuance::rfc3339).unwrap_or_else(|| "now".into())
+                    );
+                }
+                Rolled::AwaitingCertificate { name, csr_pem } => {
+                    write_out(out.as_deref(), &csr_pem)?;
+                    eprintln!(
+                        "The new key '{name}' waits for its certificate: have the CSR signed by the parent, then run \
+                         `ca-service ca import --ca {name} --cert FILE [--issues-from TIME]`."
+                    );
+                }
+            }
+        }
+        CaCommand::Destroy { ca } => {
+            rollover::destroy(&ctx.config, ctx.store.as_ref(), ctx.keys, &ca, &ctx.actor).await?;
+            println!("Destroyed the key of '{ca}' and of its OCSP signer; its CRLs and certificates stay published.");
         }
     }
     Ok(())

@@ -532,6 +532,11 @@ impl Config {
             ));
         }
         for (name, ca) in &self.cas {
+            // A CA's later key generations are stored as `name.N` (rollover), and the name
+            // is a path segment of its CRL and certificate URLs.
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) {
+                return bad(format!("CA name '{name}': use letters, digits, '-' and '_' only"));
+            }
             if !self.key_stores.contains_key(&ca.key_store) {
                 return bad(format!("CA '{name}' uses unknown key store '{}'", ca.key_store));
             }
@@ -736,6 +741,16 @@ mod tests {
         let mut c = Config::default();
         c.cas.get_mut("identity-root").unwrap().parent = Some("device".into());
         assert!(c.validate().unwrap_err().to_string().contains("cycle"));
+    }
+
+    #[test]
+    fn ca_names_cannot_look_like_a_key_generation() {
+        for bad in ["device.2", "dev ice", "dev/ice", ""] {
+            let mut c = Config::default();
+            let ca = c.cas.get("station").unwrap().clone();
+            c.cas.insert(bad.into(), ca);
+            assert!(c.validate().unwrap_err().to_string().contains("use letters, digits"), "{bad:?}");
+        }
     }
 
     #[test]

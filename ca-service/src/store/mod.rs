@@ -72,6 +72,13 @@ pub trait CaStore: Send + Sync {
         parent: Option<&str>,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Records that a CA generation's key was destroyed at `at` (unix seconds).
+    /// `NotFound` if absent or already destroyed.
+    async fn destroy_ca(&self, name: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError>;
+    /// The latest notAfter (unix seconds) of the certificates `issuer` issued under any
+    /// profile but `except_profile` (its own OCSP signer's): until then its key must
+    /// keep signing CRLs and OCSP answers.
+    async fn last_expiry(&self, issuer: &str, except_profile: &str) -> Result<Option<i64>, StoreError>;
     async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
     /// All CAs, in creation order.
     async fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;

@@ -24,7 +24,8 @@ pub(crate) trait Columns {
     fn int4(&self, i: usize) -> Result<i64, StoreError>;
 }
 
-pub(crate) const CA_COLUMNS: &str = "name, cert_der, key_store, key_label, parent";
+pub(crate) const CA_COLUMNS: &str =
+    "name, cert_der, key_store, key_label, parent, issues_from, destroyed_at, old_with_new, new_with_old";
 
 pub(crate) fn ca_at(row: &impl Columns, at: usize) -> Result<CaRecord, StoreError> {
     Ok(CaRecord {
@@ -33,6 +34,10 @@ pub(crate) fn ca_at(row: &impl Columns, at: usize) -> Result<CaRecord, StoreErro
         key_store: row.get(at + 2)?,
         key_label: row.get(at + 3)?,
         parent: row.get(at + 4)?,
+        issues_from: row.get(at + 5)?,
+        destroyed_at: row.get(at + 6)?,
+        old_with_new: row.get(at + 7)?,
+        new_with_old: row.get(at + 8)?,
     })
 }
 

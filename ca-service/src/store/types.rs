@@ -14,8 +14,9 @@ impl From<enrollment::ra::UnknownDeviceState> for StoreError {
 
 use crate::audit::AuditEvent;
 
-/// A CA of the hierarchy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A CA of the hierarchy: one key generation of a configured CA (see
+/// [`crate::hierarchy::generation_name`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaRecord {
     /// `identity-root`, `device`, `station`, `update-root`, `update-authority`.
     pub name: String,
@@ -27,6 +28,15 @@ pub struct CaRecord {
     pub key_label: String,
     /// The issuing CA's name; `None` for roots and externally signed CAs.
     pub parent: Option<String>,
+    /// From when this key generation issues (unix seconds); `None`: since it was
+    /// stored. A later generation of the same CA takes over from this time (rollover).
+    pub issues_from: Option<i64>,
+    /// When this generation's key was destroyed (unix seconds): it signs nothing more.
+    pub destroyed_at: Option<i64>,
+    /// A root's later generation: its old key certified by the new one (OldWithNew)
+    /// and its new key certified by the old one (NewWithOld), RFC 4210 §4.4.
+    pub old_with_new: Option<Vec<u8>>,
+    pub new_with_old: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ pub fn check_certificate(
     kind: ProfileKind,
     now: i64,
 ) -> Result<KnownCertificate, Refusal> {
-    let record = record.filter(|r| r.issuer == ca).ok_or_else(|| Refusal::ForeignCertificate(ca.to_string()))?;
+    let record = record.filter(|r| r.ca == ca).ok_or_else(|| Refusal::ForeignCertificate(ca.to_string()))?;
     if now < record.not_before || now > record.not_after {
         return Err(Refusal::CertificateOutOfValidity);
     }
@@ -73,6 +73,7 @@ mod tests {
     fn cert(state: CertState) -> KnownCertificate {
         KnownCertificate {
             issuer: "station".into(),
+            ca: "station".into(),
             serial: vec![1],
             profile: "station".into(),
             kind: Some(ProfileKind::Station),
@@ -118,6 +119,9 @@ mod tests {
             ok(cert(CertState::Superseded), "station", ProfileKind::Station, 150),
             Err(Refusal::CertificateSuperseded)
         );
+        // After a rollover the CA's later key issued it: still that CA's identity.
+        let rolled = KnownCertificate { issuer: "station.2".into(), ..cert(CertState::Valid) };
+        assert!(ok(rolled, "station", ProfileKind::Station, 150).is_ok());
     }
 
     #[test]

@@ -92,8 +92,12 @@ pub enum CertState {
 /// A certificate we issued, as far as the pipeline needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KnownCertificate {
-    /// The issuing CA's name.
+    /// The issuing CA key's name: the CA itself, or one of its later key generations
+    /// after a rollover. With `serial`, the certificate's key in the registry.
     pub issuer: String,
+    /// The configured CA that issued it, whichever of its key generations signed: what
+    /// a profile names, and what authentication checks.
+    pub ca: String,
     pub serial: Vec<u8>,
     pub profile: String,
     /// The kind of its profile (`None`: the profile is no longer configured).

@@ -165,6 +165,7 @@ mod tests {
     fn cert(not_before: i64, not_after: i64, serial: &[u8]) -> KnownCertificate {
         KnownCertificate {
             issuer: "device-ca".into(),
+            ca: "device-ca".into(),
             serial: serial.to_vec(),
             profile: "device".into(),
             kind: None,

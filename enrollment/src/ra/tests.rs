@@ -107,6 +107,7 @@ fn csr(cn: &str) -> CheckedCsr {
 fn cert(issuer: &str, kind: ProfileKind, device_id: Option<&str>, serial: u8) -> KnownCertificate {
     KnownCertificate {
         issuer: issuer.into(),
+        ca: issuer.into(),
         serial: vec![serial],
         profile: if kind == ProfileKind::Device { "device".into() } else { "station".into() },
         kind: Some(kind),

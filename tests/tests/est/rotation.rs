@@ -22,7 +22,7 @@ impl Est {
         curl_reply(self.path(), &["--cacert", "root.pem", "--cert", &cert, "--key", &key, &url])
     }
 
-    fn der(&self, name: &str) -> Result<Vec<u8>> {
+    pub(super) fn der(&self, name: &str) -> Result<Vec<u8>> {
         Ok(pem_certificates(&std::fs::read_to_string(self.path().join(format!("{name}.pem")))?)?.remove(0))
     }
 

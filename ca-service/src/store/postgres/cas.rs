@@ -17,15 +17,31 @@ impl CaStore for PostgresStore {
         // created_at orders list_cas: strictly increasing (the chain lock serializes writers).
         let ca_stmt = tx
             .prepare_cached(
-                "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, GREATEST($6, (SELECT MAX(created_at) + 1 FROM cas)), $6) \
+                "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at, \
+                 issues_from, destroyed_at, old_with_new, new_with_old) \
+                 VALUES ($1, $2, $3, $4, $5, GREATEST($6, (SELECT MAX(created_at) + 1 FROM cas)), $6, \
+                 $7, $8, $9, $10) \
                  ON CONFLICT (name) DO NOTHING",
             )
             .await
             .map_err(pg_err)?;
         for (ca, audit) in cas {
             let n = tx
-                .execute(&ca_stmt, &[&ca.name, &ca.cert_der, &ca.key_store, &ca.key_label, &ca.parent, &now])
+                .execute(
+                    &ca_stmt,
+                    &[
+                        &ca.name,
+                        &ca.cert_der,
+                        &ca.key_store,
+                        &ca.key_label,
+                        &ca.parent,
+                        &now,
+                        &ca.issues_from,
+                        &ca.destroyed_at,
+                        &ca.old_with_new,
+                        &ca.new_with_old,
+                    ],
+                )
                 .await
                 .map_err(pg_err)?;
             if n == 0 {
@@ -97,6 +113,36 @@ impl CaStore for PostgresStore {
         }
         append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)
+    }
+
+    async fn destroy_ca(&self, name: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_log(&tx).await?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE cas SET destroyed_at = $1, updated_at = $2 WHERE name = $3 AND destroyed_at IS NULL",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx.execute(&stmt, &[&at, &now_us(), &name]).await.map_err(pg_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("CA '{name}' (or it is already destroyed)")));
+        }
+        append_log(&tx, head, vec![audit]).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn last_expiry(&self, issuer: &str, except_profile: &str) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT MAX(not_after) FROM certificates WHERE issuer = $1 AND profile <> $2",
+                &[&issuer, &except_profile],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.try_get(0).map_err(pg_err)
     }
 
     async fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {

@@ -21,11 +21,24 @@ impl CaStore for SqliteStore {
             for (created_at, (ca, audit)) in (first..).zip(cas) {
                 let n = tx
                     .prepare_cached(
-                        "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
+                        "INSERT INTO cas (name, cert_der, key_store, key_label, parent, created_at, updated_at, \
+                         issues_from, destroyed_at, old_with_new, new_with_old) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (name) DO NOTHING",
                     )
                     .map_err(db_err)?
-                    .execute(params![ca.name, ca.cert_der, ca.key_store, ca.key_label, ca.parent, created_at, now])
+                    .execute(params![
+                        ca.name,
+                        ca.cert_der,
+                        ca.key_store,
+                        ca.key_label,
+                        ca.parent,
+                        created_at,
+                        now,
+                        ca.issues_from,
+                        ca.destroyed_at,
+                        ca.old_with_new,
+                        ca.new_with_old
+                    ])
                     .map_err(db_err)?;
                 if n == 0 {
                     return Err(StoreError::AlreadyExists(format!("CA '{}'", ca.name)));
@@ -67,6 +80,35 @@ impl CaStore for SqliteStore {
                 return Err(StoreError::NotFound(format!("CA '{name}'")));
             }
             append_log(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn destroy_ca(&self, name: &str, at: i64, audit: AuditEvent) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE cas SET destroyed_at = ?1, updated_at = ?2 WHERE name = ?3 AND destroyed_at IS NULL",
+                )
+                .map_err(db_err)?
+                .execute(params![at, now_us(), name])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("CA '{name}' (or it is already destroyed)")));
+            }
+            append_log(tx, vec![audit])
+        })
+        .await
+    }
+
+    async fn last_expiry(&self, issuer: &str, except_profile: &str) -> Result<Option<i64>, StoreError> {
+        let (issuer, except) = (issuer.to_owned(), except_profile.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT MAX(not_after) FROM certificates WHERE issuer = ?1 AND profile <> ?2")
+                .map_err(db_err)?
+                .query_row(params![issuer, except], |r| r.get(0))
+                .map_err(db_err)
         })
         .await
     }

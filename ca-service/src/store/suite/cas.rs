@@ -49,6 +49,42 @@ pub(super) async fn ca_update_certificate(h: &Harness) {
     assert_eq!(actions, ["ca.init", "ca.renew", "ca.init", "ca.import"]);
 }
 
+pub(super) async fn ca_generations_keep_their_rollover_fields_and_are_destroyed_once(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "root").await;
+    let next = CaRecord {
+        issues_from: Some(1_900_000_000),
+        old_with_new: Some(b"old-with-new".to_vec()),
+        new_with_old: Some(b"new-with-old".to_vec()),
+        ..ca("root.2", None)
+    };
+    s.create_ca(&next, event("ca.rollover", "ca:root.2")).await.unwrap();
+    assert_eq!(s.get_ca("root.2").await.unwrap(), Some(next.clone()));
+    assert_eq!(s.list_cas().await.unwrap(), vec![ca("root", None), next]);
+
+    // The latest expiry of what a generation signed, its OCSP signer's left out.
+    assert_eq!(s.last_expiry("root", "ocsp").await.unwrap(), None);
+    let mut ocsp = cert("root", &[1], None);
+    (ocsp.profile, ocsp.not_after) = ("ocsp".into(), 2_000_000_000);
+    let mut other = cert("root.2", &[3], None);
+    other.not_after = 2_100_000_000;
+    for c in [cert("root", &[2], None), ocsp, other] {
+        s.store_certificates(&[issue(c)]).await.unwrap();
+    }
+    assert_eq!(s.last_expiry("root", "ocsp").await.unwrap(), Some(1_800_000_000));
+
+    s.destroy_ca("root", 1_850_000_000, event("ca.destroy", "ca:root")).await.unwrap();
+    assert_eq!(s.get_ca("root").await.unwrap().unwrap().destroyed_at, Some(1_850_000_000));
+    // Once: a second destroy (or of an unknown CA) is NotFound and audits nothing.
+    let entries = s.audit_entries(0, 100).await.unwrap().len();
+    for name in ["root", "nope"] {
+        let err = s.destroy_ca(name, 1_860_000_000, event("ca.destroy", "ca:x")).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
+    assert_eq!(s.get_ca("root").await.unwrap().unwrap().destroyed_at, Some(1_850_000_000));
+    assert_eq!(s.audit_entries(0, 100).await.unwrap().len(), entries);
+}
+
 pub(super) async fn hierarchy_is_stored_whole_or_not_at_all(h: &Harness) {
     let s = h.store();
     let cas = [

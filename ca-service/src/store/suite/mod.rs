@@ -241,6 +241,7 @@ both_backends!(
     ca_create_get_list,
     ca_duplicate_is_already_exists,
     ca_update_certificate,
+    ca_generations_keep_their_rollover_fields_and_are_destroyed_once,
     hierarchy_is_stored_whole_or_not_at_all,
     enrollment_effects_are_atomic_with_the_certificate,
     stations_add_get_list,
@@ -298,6 +299,7 @@ fn ca(name: &str, parent: Option<&str>) -> CaRecord {
         key_store: "soft".into(),
         key_label: format!("{name}-key"),
         parent: parent.map(Into::into),
+        ..CaRecord::default()
     }
 }
 
