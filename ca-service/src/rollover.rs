@@ -91,11 +91,16 @@ async fn roll(
     ensure_free(&keys, &ca_cfg.key_store, &labels).await?;
 
     let urls = PublicUrls::new(config);
-    let record = match &ca_cfg.parent {
-        None if request.external => {
+    // Where the current key's certificate came from decides who certifies the next:
+    // itself (a root), a stored parent, or a CA outside this service.
+    let self_signed = x509_parser::parse_x509_certificate(&current.cert_der)
+        .map(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
+        .map_err(|e| HierarchyError::Build(format!("CA '{}': {e}", current.name)))?;
+    let record = match (self_signed, current.parent.as_deref().map(|p| generation_of(p).0)) {
+        (true, _) if request.external => {
             return Err(refused(format!("'{ca}' is a root: it certifies itself, there is no parent to send a CSR to")))
         }
-        None => {
+        (true, _) => {
             let old = find(&keys, &current.key_store, &current.key_label).await.map_err(|_| {
                 refused(format!(
                     "the root's current key {}:{} is not in a key store here; a root rollover signs NewWithOld with \
@@ -107,19 +112,32 @@ async fn roll(
                 (keys.clone(), ca_cfg.clone(), urls.clone(), current.clone(), name.clone(), label.clone());
             blocking(move || root_generation(&keys, &cfg, &urls, &current, old, name, label, issues_from)).await?
         }
-        Some(parent_ca) => {
-            let parent = issuing_generation(&records, parent_ca, now)
-                .ok_or_else(|| refused(format!("the parent CA '{parent_ca}' has no key that issues now")))?
-                .clone();
-            let parent_key = match request.external {
-                true => None,
-                false => Some(find(&keys, &parent.key_store, &parent.key_label).await.map_err(|_| {
-                    refused(format!(
+        (false, None) if !request.external => {
+            return Err(refused(format!(
+                "'{}' is certified by a CA outside this service: use --external and have the CSR signed there",
+                current.name
+            )))
+        }
+        (false, parent_ca) => {
+            let parent = match parent_ca {
+                Some(p) => Some(
+                    issuing_generation(&records, p, now)
+                        .ok_or_else(|| refused(format!("the parent CA '{p}' has no key that issues now")))?
+                        .clone(),
+                ),
+                None => None,
+            };
+            let parent_key = match (&parent, request.external) {
+                (Some(parent), false) => {
+                    Some(find(&keys, &parent.key_store, &parent.key_label).await.map_err(|_| {
+                        refused(format!(
                         "the parent's key {}:{} is not in a key store here (an offline root?): use --external, have \
                          the CSR signed there and install the certificate with `ca import --ca {name}`",
                         parent.key_store, parent.key_label
                     ))
-                })?),
+                    })?)
+                }
+                _ => None,
             };
             let key = generate(&keys, &ca_cfg, &label).await?;
             if ca_cfg.issuing {
@@ -127,7 +145,7 @@ async fn roll(
                 let (k, s, l) = (keys.clone(), ca_cfg.key_store.clone(), ocsp_key_label(&name));
                 blocking(move || Ok(k.generate(&s, &l, hsm::KeyAlgorithm::EcdsaP256)?)).await?;
             }
-            let Some(parent_key) = parent_key else {
+            let (Some(parent), Some(parent_key)) = (parent, parent_key) else {
                 let csr_pem = csr(&ca_cfg, key).await?;
                 let event = AuditEvent::success(&request.actor, "ca.rollover", format!("ca:{name}"))
                     .with_details(serde_json::json!({ "ca": ca, "key": format!("{}:{label}", ca_cfg.key_store),

@@ -109,7 +109,13 @@ fn externally_signed_device_ca() -> Result<()> {
     //  - an unknown CA name
     let out = cli.run(&["ca", "import", "--ca", "nope", "--cert", "dev-ca-ext.pem"])?;
     assert!(!out.success() && out.stderr.contains("unknown CA 'nope'"), "unknown CA:\n{}", out.describe());
-    assert_eq!(cli.audit_entries()?, audit_before, "refused imports must not be audited as changes");
+    // Each refusal is audited as one, with its reason; none as a change.
+    let denied = e2e_tests::sqlite_strings(d, "SELECT outcome FROM audit_log WHERE action = 'ca.import'")?;
+    assert!(
+        denied.len() == 3 && denied.iter().all(|o| o.starts_with("denied: ")),
+        "refused imports should be audited as denied: {denied:?}"
+    );
+    assert_eq!(cli.audit_entries()?, audit_before + 3, "only the refusals were audited");
     assert_eq!(sqlite_ca_der(d, "device")?, stored_before, "a refused import changed the stored certificate");
 
     // The real import.
@@ -118,7 +124,7 @@ fn externally_signed_device_ca() -> Result<()> {
     assert_eq!(sqlite_ca_der(d, "device")?, imported[0], "the imported certificate is not stored");
     let fp = e2e_tests::openssl_fingerprint(d, &d.join("dev-ca-ext.pem"))?;
     assert!(out.stdout.contains(&fp), "import should print the new fingerprint {fp}:\n{}", out.stdout);
-    assert_eq!(cli.audit_entries()?, audit_before + 1, "the import must be audited");
+    assert_eq!(cli.audit_entries()?, audit_before + 4, "the import must be audited");
     let list = cli.run_ok(&["ca", "list"])?;
     assert!(list.stdout.contains(&fp), "`ca list` should show the imported certificate:\n{}", list.stdout);
 
@@ -135,6 +141,32 @@ fn externally_signed_device_ca() -> Result<()> {
     write_pem(&d.join("identity-root.pem"), &sqlite_ca_der(d, "identity-root")?)?;
     let v = openssl(d, &["verify", "-CAfile", "identity-root.pem", "-untrusted", "dev.chain.pem", "dev.pem"])?;
     assert!(!v.success(), "the device cert still verifies against the internal root:\n{}", v.describe());
+
+    // A rollover under the external root: it cannot be certified online here…
+    let out = cli.run(&["ca", "rollover", "--ca", "device"])?;
+    assert!(!out.success() && out.stderr.contains("use --external"), "online rollover:\n{}", out.describe());
+    // …so the new key's CSR goes to the external root, and its answer is imported.
+    let out = cli.run_ok(&["ca", "rollover", "--ca", "device", "--external", "--out", "dev-ca-2.csr"])?;
+    assert!(out.stderr.contains("ca import --ca device.2"), "rollover --external:\n{}", out.describe());
+    let csr = openssl(d, &["req", "-in", "dev-ca-2.csr", "-noout", "-verify", "-subject"])?;
+    assert!(csr.success() && csr.stdout.contains("Device Issuing CA"), "rollover CSR:\n{}", csr.describe());
+    let out = cli.run(&["ca", "import", "--ca", "device.2", "--cert", "dev-ca-ext.pem"])?;
+    assert!(!out.success() && out.stderr.contains("different public key"), "old key's cert:\n{}", out.describe());
+    ext_sign(d, "dev-ca-2.csr", CA_EXT, "dev-ca-2-ext.pem")?;
+    cli.run_ok(&["ca", "import", "--ca", "device.2", "--cert", "dev-ca-2-ext.pem"])?;
+    let list = cli.run_ok(&["ca", "list"])?.stdout;
+    assert!(list.contains("retired") && list.contains("(by device.2)"), "ca list:\n{list}");
+    make_csr(d, "dev2", P256, "/CN=SN-EXT-2", &[])?;
+    cli.run_ok(&["issue", "--profile", "device", "--csr", "dev2.csr", "--out", "dev2.chain.pem"])?;
+    let chain = pem_certificates(&std::fs::read_to_string(d.join("dev2.chain.pem"))?)?;
+    let next = pem_certificates(&std::fs::read_to_string(d.join("dev-ca-2-ext.pem"))?)?;
+    assert_eq!(chain.get(1), Some(&next[0]), "issued after the import: under the new key");
+    write_pem(&d.join("dev2.pem"), &chain[0])?;
+    let v = openssl(
+        d,
+        &["verify", "-x509_strict", "-CAfile", "ext-root.pem", "-untrusted", "dev-ca-2-ext.pem", "dev2.pem"],
+    )?;
+    assert!(v.success() && v.stdout.contains("dev2.pem: OK"), "new-key cert vs external root:\n{}", v.describe());
     Ok(())
 }
 

@@ -227,10 +227,18 @@ fn rollover_flow(backend: Backend, prefix: &str) -> Result<()> {
     // A root rollover: NewWithNew, and the two keys certify each other.
     let out = est.ca_cli(&["rollover", "--ca", "identity-root"])?;
     ensure!(out.success() && out.stdout.contains("identity-root.2"), "root rollover:\n{}", out.describe());
-    // Its children roll over under the new root.
-    let out = est.ca_cli(&["rollover", "--ca", "device"])?;
+    // Its children roll over under the new root, here at a chosen time: a few seconds on.
+    let out = est.ca_cli(&["rollover", "--ca", "device", "--at", "4s"])?;
+    let takeover = now_secs() + 4;
     ensure!(out.success() && out.stdout.contains("device.3"), "rollover under the new root:\n{}", out.describe());
     est.svc.restart(&est.cli.clone().env("CA_CRL__REGENERATE_SECS", "1"))?;
+    let list = est.ca_cli(&["list"])?.ok()?.stdout;
+    ensure!(list.contains("issues from"), "ca list before the takeover:\n{list}");
+    let reply = est.renew("dev1r", "dev1r-early", "SN-1")?;
+    ensure!(aki(&est.issued("dev1r-early", &reply)?)? == ski(&new_ca)?, "issued under device.3 before its time");
+    while now_secs() <= takeover {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let cas = est.cacerts("cacerts")?;
     let root_subject = subject(&root)?;
     let roots: Vec<Vec<u8>> = cas.iter().filter(|c| subject(c).ok().as_ref() == Some(&root_subject)).cloned().collect();
@@ -247,7 +255,7 @@ fn rollover_flow(backend: Backend, prefix: &str) -> Result<()> {
     e2e_tests::write_pem(&est.path().join("root-2.pem"), &new_root)?;
     ensure!(cas.len() == 4 + 3, "and the three live issuing CA keys, has {}", cas.len());
 
-    let reply = est.renew("dev1r", "dev1rr", "SN-1")?;
+    let reply = est.renew("dev1r-early", "dev1rr", "SN-1")?;
     let renewed = est.issued("dev1rr", &reply)?;
     let device3 = cas.iter().find(|c| ski(c).ok() == aki(&renewed).ok()).context("issuer of the renewal")?;
     ensure!(aki(device3)? == ski(&new_root)?, "device.3 is certified by the new root");
