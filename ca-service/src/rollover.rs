@@ -273,7 +273,14 @@ async fn destroy_checked(
         c == ca && m > n && r.destroyed_at.is_none() && r.issues_from.is_none_or(|t| t <= now)
     });
     let Some(successor) = later else {
-        return Err(refused(format!("'{name}' is the key of '{ca}' that issues now; roll '{ca}' over first")));
+        return Err(match records.iter().find(|r| generation_of(&r.name).0 == ca && generation_of(&r.name).1 > n) {
+            Some(next) => refused(format!(
+                "'{name}' issues until '{}' takes over at {}; destroy it after its last certificate expires",
+                next.name,
+                rfc3339(next.issues_from.unwrap_or(now))
+            )),
+            None => refused(format!("'{name}' is the current key of CA '{ca}'; roll '{ca}' over first")),
+        });
     };
     // Until its last certificate expires it must keep signing CRLs and OCSP answers:
     // its end entities, the CAs it certified, and the NewWithOld of a root's successor.
@@ -324,17 +331,18 @@ pub fn state(records: &[CaRecord], record: &CaRecord, now: i64) -> String {
     if let Some(at) = record.issues_from.filter(|&at| at > now) {
         return format!("issues from {}", rfc3339(at));
     }
-    let successor = records
+    let later: Vec<(i64, &String)> = records
         .iter()
         .filter(|r| {
             let (c, m) = generation_of(&r.name);
             c == ca && m > n && r.destroyed_at.is_none()
         })
-        .filter_map(|r| r.issues_from.filter(|&at| at <= now).map(|at| (at, &r.name)))
-        .min();
-    match successor {
-        Some((at, by)) => format!("retired {} (by {by})", rfc3339(at)),
-        None => "current".into(),
+        .map(|r| (r.issues_from.unwrap_or(i64::MIN), &r.name))
+        .collect();
+    match (later.iter().filter(|(at, _)| *at <= now).min(), later.iter().min()) {
+        (Some((at, by)), _) => format!("retired {} (by {by})", rfc3339(*at)),
+        (None, Some((at, by))) => format!("current; {by} takes over at {}", rfc3339(*at)),
+        (None, None) => "current".into(),
     }
 }
 

@@ -56,9 +56,21 @@ pub(super) async fn run(ctx: Ctx, command: CaCommand) -> anyhow::Result<()> {
                 }
             };
             let request = RolloverRequest { ca, issues_from, external, actor: ctx.actor.clone() };
-            match rollover::rollover(&ctx.config, ctx.store.as_ref(), ctx.keys, request).await? {
+            match rollover::rollover(&ctx.config, ctx.store.as_ref(), ctx.keys.clone(), request).await? {
                 Rolled::Certified(summary) => {
                     println!("Rolled over:\n{summary}");
+                    if summary.parent.is_none() {
+                        // A new root's first CRL, as `init` signs it: the CAs it will
+                        // certify point their CRL distribution point at it.
+                        let Ctx { config, store, keys, actor, .. } = ctx;
+                        let pki = crate::issuance::Pki::load(config, store, keys.clone()).await?;
+                        let days = super::crl::FIRST_ROOT_CRL_DAYS;
+                        super::crl::sign_and_store(&pki, &keys, &summary.name, days, &actor).await?;
+                        println!(
+                            "Signed the first CRL of {} (valid {days} days; renew it with `ca-service crl --ca {}`)",
+                            summary.name, summary.name
+                        );
+                    }
                     println!(
                         "Restart every serving instance to load the new key; it issues from {}.",
                         issues_from.and_then(crate::issuance::rfc3339).unwrap_or_else(|| "now".into())
