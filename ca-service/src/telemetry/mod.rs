@@ -81,7 +81,8 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("devicepki_crl_number", Kind::Gauge, "cRLNumber of the published CRL."),
     ("devicepki_crl_entries", Kind::Gauge, "Entries of the last CRL this instance signed."),
     ("devicepki_crl_publish_period_seconds", Kind::Gauge, "How often CRLs of a kind are re-signed (crl.regenerate_secs, crl.base_regenerate_secs)."),
-    ("devicepki_ca_not_after_timestamp_seconds", Kind::Gauge, "notAfter of a CA certificate."),
+    ("devicepki_ca_not_after_timestamp_seconds", Kind::Gauge, "notAfter of a CA certificate (per CA, its newest key)."),
+    ("devicepki_ca_restart_needed", Kind::Gauge, "1 while the store holds CA keys this process has not loaded (a rollover) or has destroyed one it holds: restart it."),
     ("devicepki_ocsp_signer_not_after_timestamp_seconds", Kind::Gauge, "notAfter of the delegated OCSP signer certificate an issuing CA's responder uses."),
     ("devicepki_tls_server_not_after_timestamp_seconds", Kind::Gauge, "notAfter of the HTTPS listener's server certificate."),
     ("devicepki_key_signatures_total", Kind::Counter, "Signatures by key store, key and outcome (ok, error)."),
@@ -236,6 +237,19 @@ pub fn store_error(e: &crate::store::StoreError) {
 /// A storage transaction of `operation` took `elapsed`.
 pub fn store_transaction(operation: &'static str, elapsed: Duration) {
     histogram!("devicepki_store_transaction_duration_seconds", "operation" => operation).record(elapsed.as_secs_f64());
+}
+
+/// CA key generations stored or destroyed since this process loaded the hierarchy
+/// (`changed`): 1 until it restarts, with a warning when the set changes.
+pub fn restart_needed(changed: &[String]) {
+    use std::sync::Mutex;
+    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !changed.is_empty() && *warned != changed {
+        tracing::warn!(cas = ?changed, "the CA hierarchy changed in the store (a rollover or a destroyed key): restart this instance to load it");
+    }
+    changed.clone_into(&mut warned);
+    gauge!("devicepki_ca_restart_needed").set(if changed.is_empty() { 0.0 } else { 1.0 });
 }
 
 /// The database connection pool, sampled.

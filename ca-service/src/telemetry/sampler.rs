@@ -3,7 +3,8 @@
 //!
 //! Every `metrics.sample_secs`: the pools (database, HSM sessions), the audit log's
 //! head, the published CRLs' numbers and times (every instance reports them, not only
-//! the one that signs), the CAs' expiry. Every `metrics.count_secs`: certificates by
+//! the one that signs), the CAs' expiry, and CA keys stored since this process
+//! started (a rollover it has not loaded). Every `metrics.count_secs`: certificates by
 //! issuer, profile and state, one grouped read of an index; and the progress of the open
 //! rotations (newest 100).
 
@@ -20,7 +21,9 @@ pub fn spawn(pki: Arc<Pki>) {
         (Duration::from_secs(cfg.sample_secs.max(1)), Duration::from_secs(cfg.count_secs.max(1)));
     super::crl_period("delta", pki.config.crl.regenerate_secs);
     super::crl_period("full", pki.config.crl.base_regenerate_secs.unwrap_or(pki.config.crl.regenerate_secs));
-    for ca in pki.cas() {
+    // Per CA, its newest key: a retired key expiring after a rollover is expected (its
+    // certificates cannot outlive it), the CA expiring is not.
+    for ca in pki.cas().filter(|c| pki.generations(&c.ca).first().is_some_and(|n| Arc::ptr_eq(n, c))) {
         super::not_after(super::Expiry::Ca(&ca.record.name), unix(ca.not_after));
     }
     tokio::spawn(async move {
@@ -47,6 +50,19 @@ pub fn spawn(pki: Arc<Pki>) {
     });
 }
 
+/// The CA keys the store holds (a rollover's new generation) or has destroyed since
+/// this process loaded the hierarchy: until it restarts, it does not issue under them.
+pub async fn restart_needed(pki: &Pki) -> Result<Vec<String>, crate::store::StoreError> {
+    Ok(pki
+        .store
+        .list_cas()
+        .await?
+        .into_iter()
+        .filter(|r| pki.ca(&r.name).is_none_or(|c| c.record.destroyed_at != r.destroyed_at))
+        .map(|r| r.name)
+        .collect())
+}
+
 /// One round: everything but the counts, and the counts when `count`.
 pub async fn sample(pki: &Pki, count: bool) -> Result<(), crate::store::StoreError> {
     let readiness: &dyn Readiness = pki.store.as_ref();
@@ -58,6 +74,7 @@ pub async fn sample(pki: &Pki, count: bool) -> Result<(), crate::store::StoreErr
             super::hsm_sessions(&name, usage);
         }
     }
+    super::restart_needed(&restart_needed(pki).await?);
     let log: &dyn LogStore = pki.store.as_ref();
     let size = log.log_size().await?;
     let checkpoint = log.latest_checkpoint().await?.map(|c| (c.size, c.signed_at));

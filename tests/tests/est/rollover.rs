@@ -132,7 +132,8 @@ fn subject(der: &[u8]) -> Result<String> {
 }
 
 fn rollover_flow(backend: Backend, prefix: &str) -> Result<()> {
-    let mut est = Est::start(backend, prefix, &[NO_RENEWAL_LIMIT, ("CA_CRL__REGENERATE_SECS", "1")])?;
+    let env = [NO_RENEWAL_LIMIT, ("CA_CRL__REGENERATE_SECS", "1"), ("CA_METRICS__SAMPLE_SECS", "1")];
+    let mut est = Est::start(backend, prefix, &env)?;
     est.enroll("dev1", "SN-1")?;
     est.enroll("dev2", "SN-2")?;
     let old_ca = est.der("device-ca")?;
@@ -146,10 +147,26 @@ fn rollover_flow(backend: Backend, prefix: &str) -> Result<()> {
     est.expect_cli_refused(&["destroy", "--ca", "device.7"], "unknown CA 'device.7'", "ca.destroy")?;
     ensure!(est.db.i64("SELECT count(*) FROM cas")? == 5, "a refused rollover stored a CA");
 
-    // The rollover: a new key, certified by the root, issuing at once.
+    // The rollover: a new key, certified by the root, issuing at once. The running
+    // instance has not loaded it, and says so until it is restarted.
+    let restart_needed = |est: &Est, want: u8| -> Result<()> {
+        let line = format!("devicepki_ca_restart_needed {want}");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = e2e_tests::http_get(est.svc.http, "/metrics")?;
+            if String::from_utf8_lossy(&body).lines().any(|l| l == line) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < until, "/metrics never showed {line}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    restart_needed(&est, 0)?;
     let out = est.ca_cli(&["rollover", "--ca", "device"])?;
     ensure!(out.success() && out.stdout.contains("device.2"), "rollover:\n{}", out.describe());
-    est.svc.restart(&est.cli.clone().env("CA_CRL__REGENERATE_SECS", "1"))?;
+    restart_needed(&est, 1)?;
+    est.svc.restart(&est.cli)?;
+    restart_needed(&est, 0)?;
     let list = est.ca_cli(&["list"])?.ok()?.stdout;
     ensure!(list.contains("retired") && list.contains("(by device.2)") && list.contains("current"), "ca list:\n{list}");
 
@@ -232,7 +249,7 @@ fn rollover_flow(backend: Backend, prefix: &str) -> Result<()> {
     let out = est.ca_cli(&["rollover", "--ca", "device", "--at", "4s"])?;
     let takeover = now_secs() + 4;
     ensure!(out.success() && out.stdout.contains("device.3"), "rollover under the new root:\n{}", out.describe());
-    est.svc.restart(&est.cli.clone().env("CA_CRL__REGENERATE_SECS", "1"))?;
+    est.svc.restart(&est.cli)?;
     let list = est.ca_cli(&["list"])?.ok()?.stdout;
     ensure!(list.contains("issues from"), "ca list before the takeover:\n{list}");
     // The new root's first CRL is published (where its children's CRL distribution point is).
@@ -313,7 +330,7 @@ fn rollover_flow(backend: Backend, prefix: &str) -> Result<()> {
         out.describe()
     );
     est.expect_cli_refused(&["destroy", "--ca", "device"], "was destroyed at", "ca.destroy")?;
-    est.svc.restart(&est.cli.clone().env("CA_CRL__REGENERATE_SECS", "1"))?;
+    est.svc.restart(&est.cli)?;
     let list = est.ca_cli(&["list"])?.ok()?.stdout;
     ensure!(list.contains("destroyed"), "ca list:\n{list}");
     let cas = est.cacerts("cacerts")?;
