@@ -389,7 +389,9 @@ impl Pki {
             Some(Effect::ActivateDevice { device_id, allow_reprovision, approved_request }) => {
                 (Some(IssuanceEffect::ActivateDevice { device_id, allow_reprovision }), approved_request)
             }
-            Some(Effect::Supersede { issuer, serial }) => (Some(IssuanceEffect::Supersede { issuer, serial }), None),
+            Some(Effect::Supersede { issuer, serial, revoke }) => {
+                (Some(IssuanceEffect::Supersede { issuer, serial, revoke }), None)
+            }
             None => (None, None),
         };
         let extras = Extras { effect, fulfils_request, delivery: plan.delivery, note };
@@ -472,12 +474,16 @@ impl Pki {
                 .await
                 .map_err(|e| IssueError::Signing(e.to_string()))??
             };
-            let mut audit = issuance_event(actor, &record);
+            let mut details = issuance_details(&record);
             if let Some(note) = extras.note {
-                let mut details = issuance_details(&record);
                 details["key"] = serde_json::Value::from(note);
-                audit = audit.with_details(details);
             }
+            if let Some(IssuanceEffect::Supersede { issuer, serial, revoke: true }) = &extras.effect {
+                // The replaced certificate is revoked in the same transaction: this entry records it.
+                details["revokes"] = format!("certificate:{issuer}/{}", hex::encode(serial)).into();
+                details["revocation_reason"] = "superseded".into();
+            }
+            let audit = issuance_event(actor, &record).with_details(details);
             let issuance = Issuance {
                 cert: record.clone(),
                 audit,

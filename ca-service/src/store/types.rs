@@ -189,8 +189,9 @@ pub enum IssuanceEffect {
     /// First enrollment: device `expected` → `active` (also `active` → `active` when
     /// the device may be re-provisioned).
     ActivateDevice { device_id: String, allow_reprovision: bool },
-    /// Renewal: the current certificate `valid` → `superseded`.
-    Supersede { issuer: String, serial: Vec<u8> },
+    /// Renewal: the current certificate `valid` → `superseded`, or with `revoke` →
+    /// `revoked` (reason superseded, at the time of the renewal).
+    Supersede { issuer: String, serial: Vec<u8>, revoke: bool },
     /// An update-signing certificate: its request `approved` (and not expired) →
     /// `issued`, so a rejected or expired request can never be signed.
     FulfilUpdateRequest { id: String },

@@ -304,7 +304,7 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
         };
 
         let effect = match replaces {
-            Some(c) => Effect::Supersede { issuer: c.issuer, serial: c.serial },
+            Some(c) => Effect::Supersede { issuer: c.issuer, serial: c.serial, revoke: false },
             None => Effect::ActivateDevice {
                 device_id: device.device_id.clone(),
                 allow_reprovision: device.reprovision,
@@ -462,11 +462,14 @@ impl<R: Registry, I: Issuer> RegistrationAuthority<R, I> {
             }
         }
         let model_oid = self.model_oid(&device)?;
+        // After a suspected key exposure the replaced certificate must stop being
+        // trusted at once, not at its notAfter: its key may be in other hands.
+        let revoke = window.rotation().is_some_and(|r| r.new_key_required);
         Ok(Plan {
             profile: current.profile,
             subject: Subject::Device { id, model_oid },
             key: PlannedKey::Request(csr.public_key_der),
-            effect: Some(Effect::Supersede { issuer: current.issuer, serial: current.serial }),
+            effect: Some(Effect::Supersede { issuer: current.issuer, serial: current.serial, revoke }),
             delivery: None,
             actor: actor.clone(),
         })

@@ -36,8 +36,9 @@ pub enum Effect {
     /// re-provisioned); for an approved request, that request `approved` → `issued`.
     ActivateDevice { device_id: String, allow_reprovision: bool, approved_request: Option<String> },
     /// Renewal (or a server-generated key issued again): this certificate `valid` →
-    /// `superseded`.
-    Supersede { issuer: String, serial: Vec<u8> },
+    /// `superseded`; with `revoke` (a renewal inside a key-exposure rotation, whose old
+    /// key others may hold) → `revoked` with reason superseded instead.
+    Supersede { issuer: String, serial: Vec<u8>, revoke: bool },
 }
 
 /// The key under which a certificate is stored so that the same request repeated

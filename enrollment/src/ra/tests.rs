@@ -237,7 +237,7 @@ async fn a_repeated_serverkeygen_replaces_the_lost_key() {
     let answer = enroll(&ra, csr("SN-1"), KeySource::Server).await;
     let Ok(Admission::Issue(plan)) = answer.result else { panic!("{:?}", answer.result) };
     assert_eq!(plan.key, PlannedKey::Generate(KeyType::EcdsaP256));
-    assert_eq!(plan.effect, Some(Effect::Supersede { issuer: "device".into(), serial: vec![7] }));
+    assert_eq!(plan.effect, Some(Effect::Supersede { issuer: "device".into(), serial: vec![7], revoke: false }));
 }
 
 #[tokio::test]
@@ -410,7 +410,7 @@ async fn a_renewal_keeps_the_identity_and_supersedes_the_current_certificate() {
     let ra = RegistrationAuthority::new(policy(Approval::Automatic), reg, NoIssuer).with_clock(|| NOW);
     let answer = ra.renew(request()).await;
     let Ok(plan) = answer.result else { panic!("{:?}", answer.result) };
-    assert_eq!(plan.effect, Some(Effect::Supersede { issuer: "device".into(), serial: vec![5] }));
+    assert_eq!(plan.effect, Some(Effect::Supersede { issuer: "device".into(), serial: vec![5], revoke: false }));
     let other = RenewalRequest { csr: Ok(csr("SN-9")), ..request() };
     assert!(matches!(ra.renew(other).await.result, Err(Refusal::RenewalIdentity(_))));
     let unknown = RenewalRequest { client_fingerprint: "ff".repeat(32), ..request() };
@@ -493,10 +493,15 @@ async fn a_rotation_opens_the_window_now_and_a_key_exposure_one_refuses_the_same
     same.public_key_der = vec![1, 2, 3];
     with_same_key = renewal_of(&current, same);
     let renewed = ra_plain.renew(with_same_key).await.result;
-    assert!(renewed.is_ok(), "inside the rotation's window, exempt from the rate limit: {renewed:?}");
+    let Ok(plan) = renewed else { panic!("inside the rotation's window, exempt from the rate limit: {renewed:?}") };
+    // Not after a key exposure: the replaced certificate is only superseded.
+    assert!(matches!(plan.effect, Some(Effect::Supersede { revoke: false, .. })), "{:?}", plan.effect);
 
-    // A new key inside the key-exposure rotation: renewed, rate limit or not.
-    assert!(ra.renew(renewal_of(&current, csr("SN-1"))).await.result.is_ok());
+    // A new key inside the key-exposure rotation: renewed, rate limit or not, and the
+    // replaced certificate (whose key others may hold) is revoked with it.
+    let renewed = ra.renew(renewal_of(&current, csr("SN-1"))).await.result;
+    let Ok(plan) = renewed else { panic!("{renewed:?}") };
+    assert!(matches!(plan.effect, Some(Effect::Supersede { revoke: true, .. })), "{:?}", plan.effect);
 }
 
 #[tokio::test]

@@ -111,15 +111,17 @@ pub(super) async fn apply_effects(
 ) -> Result<(), StoreError> {
     let now = now_us();
     let (mut act_ids, mut act_allow, mut sup_issuer, mut sup_serial) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut sup_revoke = Vec::new();
     for (item, outcome) in batch.iter().zip(outcomes.iter()) {
         match (&item.effect, outcome) {
             (Some(IssuanceEffect::ActivateDevice { device_id, allow_reprovision }), IssuanceOutcome::Stored) => {
                 act_ids.push(device_id.as_str());
                 act_allow.push(*allow_reprovision);
             }
-            (Some(IssuanceEffect::Supersede { issuer, serial }), IssuanceOutcome::Stored) => {
+            (Some(IssuanceEffect::Supersede { issuer, serial, revoke }), IssuanceOutcome::Stored) => {
                 sup_issuer.push(issuer.clone());
                 sup_serial.push(hex::encode(serial));
+                sup_revoke.push(*revoke);
             }
             _ => {}
         }
@@ -143,15 +145,19 @@ pub(super) async fn apply_effects(
     if !sup_issuer.is_empty() {
         let stmt = tx
             .prepare_cached(
-                "UPDATE certificates SET status = 'superseded' \
-                 FROM UNNEST($1::text[], $2::text[]) AS t(issuer, serial_hex) \
+                "UPDATE certificates SET \
+                   status = CASE WHEN t.revoke THEN 'revoked' ELSE 'superseded' END, \
+                   revoked_at = CASE WHEN t.revoke THEN $4::bigint END, \
+                   revocation_reason = CASE WHEN t.revoke THEN $5::integer END \
+                 FROM UNNEST($1::text[], $2::text[], $3::bool[]) AS t(issuer, serial_hex, revoke) \
                  WHERE certificates.issuer = t.issuer AND certificates.serial_hex = t.serial_hex \
                    AND certificates.status = 'valid' \
                  RETURNING certificates.issuer, certificates.serial_hex",
             )
             .await
             .map_err(pg_err)?;
-        for row in tx.query(&stmt, &[&sup_issuer, &sup_serial]).await.map_err(pg_err)? {
+        let (at, reason) = (now / 1_000_000, reason_to_code(Some(revocation::Reason::Superseded)));
+        for row in tx.query(&stmt, &[&sup_issuer, &sup_serial, &sup_revoke, &at, &reason]).await.map_err(pg_err)? {
             superseded
                 .insert((row.try_get::<_, String>(0).map_err(pg_err)?, row.try_get::<_, String>(1).map_err(pg_err)?));
         }
@@ -182,7 +188,7 @@ pub(super) async fn apply_effects(
         let won = match &item.effect {
             None => true,
             Some(IssuanceEffect::ActivateDevice { device_id, .. }) => activated.remove(device_id),
-            Some(IssuanceEffect::Supersede { issuer, serial }) => {
+            Some(IssuanceEffect::Supersede { issuer, serial, .. }) => {
                 superseded.remove(&(issuer.clone(), hex::encode(serial)))
             }
             Some(IssuanceEffect::FulfilUpdateRequest { id }) => fulfilled.remove(id),

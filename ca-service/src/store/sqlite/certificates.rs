@@ -25,12 +25,20 @@ pub(super) fn apply_effect(
             .map_err(db_err)?
             .execute(params![now, device_id, allow_reprovision])
             .map_err(db_err)?,
-        IssuanceEffect::Supersede { issuer, serial } => tx
+        IssuanceEffect::Supersede { issuer, serial, revoke: false } => tx
             .prepare_cached(
                 "UPDATE certificates SET status = 'superseded' WHERE issuer = ?1 AND serial_hex = ?2 AND status = 'valid'",
             )
             .map_err(db_err)?
             .execute(params![issuer, hex::encode(serial)])
+            .map_err(db_err)?,
+        IssuanceEffect::Supersede { issuer, serial, revoke: true } => tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 \
+                 WHERE issuer = ?3 AND serial_hex = ?4 AND status = 'valid'",
+            )
+            .map_err(db_err)?
+            .execute(params![now / 1_000_000, reason_to_code(Some(revocation::Reason::Superseded)), issuer, hex::encode(serial)])
             .map_err(db_err)?,
         IssuanceEffect::FulfilUpdateRequest { id } => tx
             .prepare_cached(

@@ -42,13 +42,23 @@ pub(super) async fn enrollment_effects_are_atomic_with_the_certificate(h: &Harne
     assert_eq!(s.get_certificate("device", &[11]).await.unwrap().unwrap().status, CertStatus::Valid);
 
     // Renewal supersedes the current certificate once; a second renewal of it is refused.
-    let supersede = IssuanceEffect::Supersede { issuer: "device".into(), serial: vec![1] };
+    let supersede = IssuanceEffect::Supersede { issuer: "device".into(), serial: vec![1], revoke: false };
     let out = s.store_certificates(&[with(7, supersede.clone())]).await.unwrap();
     assert_eq!(out[0], IssuanceOutcome::Stored);
     assert_eq!(s.get_certificate("device", &[1]).await.unwrap().unwrap().status, CertStatus::Superseded);
     let out = s.store_certificates(&[with(8, supersede)]).await.unwrap();
     assert!(matches!(&out[0], IssuanceOutcome::Refused(r) if r.contains("no longer valid")), "{out:?}");
     assert!(s.get_certificate("device", &[8]).await.unwrap().is_none());
+    // After a key exposure the renewed certificate is revoked (superseded) instead, in
+    // the same transaction, and the revocation readers see it.
+    let before = crate::issuance::unix(std::time::SystemTime::now()) - 1;
+    let revoke = IssuanceEffect::Supersede { issuer: "device".into(), serial: vec![7], revoke: true };
+    assert_eq!(s.store_certificates(&[with(9, revoke)]).await.unwrap()[0], IssuanceOutcome::Stored);
+    let old = s.get_certificate("device", &[7]).await.unwrap().unwrap();
+    assert_eq!((old.status, old.revocation_reason), (CertStatus::Revoked, Some(Reason::Superseded)));
+    assert!(old.revoked_at.is_some_and(|t| t >= before), "{:?}", old.revoked_at);
+    let seen = s.revoked_since(before).await.unwrap();
+    assert!(seen.iter().any(|(issuer, serial, _)| issuer == "device" && serial == &[7]), "{seen:?}");
 
     // A serial clash is still reported as such, and its effect is not applied.
     let mut third = device("d-3", "b-1");
