@@ -11,9 +11,10 @@
 //! certificates are issued meanwhile.
 //!
 //! A *stale identity* is an `active` device whose newest certificate is past its
-//! renewal point and was not replaced. The renewal point is two thirds of the way from
-//! notBefore to notAfter (where ACME ARI's practice centres the renewal window); a
-//! lapsed certificate of an active device is stale too (`expired` = true).
+//! renewal point and was not replaced. The renewal point is the centre of its profile's
+//! renewal window (`[profiles.NAME.renewal] window_centre`, by default two thirds of
+//! the way from notBefore to notAfter, where ACME ARI's practice centres it); a lapsed
+//! certificate of an active device is stale too (`expired` = true).
 
 use std::time::SystemTime;
 
@@ -286,8 +287,13 @@ fn cert_row(r: &LifecycleRow) -> Vec<Value> {
 }
 
 /// When a certificate is due for renewal: two thirds of the way through its life.
-pub fn renewal_point(not_before: i64, not_after: i64) -> i64 {
-    not_before + (not_after - not_before) * 2 / 3
+pub fn renewal_point(not_before: i64, not_after: i64, ppm: i64) -> i64 {
+    not_before + (not_after - not_before) * ppm / 1_000_000
+}
+
+/// Each profile's renewal point: the centre of its renewal window, ppm of the lifetime.
+fn renewal_points(config: &Config) -> Vec<(String, i64)> {
+    config.profiles.iter().map(|(name, p)| (name.clone(), p.renewal.policy().unwrap_or_default().centre_ppm)).collect()
 }
 
 /// Answers a report at `now` (unix seconds).
@@ -347,11 +353,22 @@ pub async fn run(store: &dyn ReportStore, config: &Config, q: &ReportQuery, now:
             Ok(Table { report: q.report, columns, rows, next })
         }
         Report::Stale => {
-            // Past its renewal point means notAfter ≤ now + a third of the lifetime: the
-            // longest lifetime a profile gives bounds the index range to read.
-            let longest = config.profiles.values().map(|p| i64::from(p.validity_days) * 86_400).max().unwrap_or(0);
-            let bound = now.saturating_add(longest / 3 + 1);
-            let found = store.stale_certificates(now, bound, &q.filter, &cert_after().map_err(bad)?, q.limit).await?;
+            // Past its renewal point means notAfter ≤ now + the rest of the lifetime after
+            // it: the longest such rest a profile gives bounds the index range to read.
+            let points = renewal_points(config);
+            let rest = config
+                .profiles
+                .iter()
+                .zip(&points)
+                .map(|((_, p), (_, ppm))| i64::from(p.validity_days) * 86_400 * (1_000_000 - ppm) / 1_000_000)
+                .max()
+                .unwrap_or(0);
+            let bound = now.saturating_add(rest + 1);
+            let after = cert_after().map_err(bad)?;
+            let found = store.stale_certificates(&points, now, bound, &q.filter, &after, q.limit).await?;
+            let ppm_of = |profile: &str| {
+                points.iter().find(|(p, _)| p == profile).map_or(crate::store::DEFAULT_RENEWAL_PPM, |(_, at)| *at)
+            };
             let next = (found.len() as i64 == q.limit)
                 .then(|| found.last().map(|r| encode_cert_cursor(&r.cursor())))
                 .flatten();
@@ -361,7 +378,7 @@ pub async fn run(store: &dyn ReportStore, config: &Config, q: &ReportQuery, now:
                 .iter()
                 .map(|r| {
                     let mut row = cert_row(r);
-                    row.push(rfc3339(renewal_point(r.not_before, r.not_after)));
+                    row.push(rfc3339(renewal_point(r.not_before, r.not_after, ppm_of(&r.profile))));
                     row.push(json!(r.not_after < now));
                     row
                 })
@@ -481,7 +498,7 @@ mod tests {
 
     #[test]
     fn the_renewal_point_is_two_thirds_of_the_lifetime() {
-        assert_eq!(renewal_point(0, 90), 60);
-        assert_eq!(renewal_point(1_000, 1_000 + 365 * 86_400), 1_000 + 365 * 86_400 * 2 / 3);
+        assert_eq!(renewal_point(0, 90, 666_667), 60);
+        assert_eq!(renewal_point(1_000, 1_000 + 365 * 86_400, 500_000), 1_000 + 365 * 86_400 / 2);
     }
 }

@@ -27,6 +27,7 @@ pub mod postgres;
 mod report;
 mod rotations;
 mod rows;
+pub use rows::DEFAULT_RENEWAL_PPM;
 pub mod sqlite;
 mod types;
 
@@ -361,13 +362,15 @@ pub trait ReportStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<ExpiryGroup>, StoreError>;
     /// Stale identities: `valid` certificates of `active` devices, each its device's
-    /// newest unrevoked one, whose renewal point (two thirds of the way from notBefore
-    /// to notAfter) is at or before `now`, matching `filter`; only those with notAfter
+    /// newest unrevoked one, whose renewal point (the centre of its profile's renewal
+    /// window: `points`, profile → ppm of the way from notBefore to notAfter, others
+    /// two thirds) is at or before `now`, matching `filter`; only those with notAfter
     /// ≤ `not_after_bound` are looked at (the caller's bound from the longest
     /// lifetime, which keeps the read to an index range). Paged as
     /// [`ReportStore::expiring_certificates`].
     async fn stale_certificates(
         &self,
+        points: &[(String, i64)],
         now: i64,
         not_after_bound: i64,
         filter: &ReportFilter,

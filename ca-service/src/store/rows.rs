@@ -347,13 +347,29 @@ pub(crate) fn expiry_group(row: &impl Columns) -> Result<ExpiryGroup, StoreError
     Ok(ExpiryGroup { key: row.get(0)?, count: u64::try_from(count).unwrap_or(0), first_not_after: row.get(2)? })
 }
 
-/// $1 = now, $2 = the notAfter bound: the renewal point is two thirds of the lifetime
-/// (`(not_after - not_before) * 2 / 3`, integer seconds in both dialects).
-pub(crate) fn stale_sql() -> String {
+/// $1 = now, $2 = the notAfter bound: the renewal point is the centre of the profile's
+/// renewal window, `points` (profile → parts per million of the lifetime; others
+/// [`DEFAULT_RENEWAL_PPM`]), in integer seconds in both dialects. Profile names come
+/// from the configuration, quoted as SQL literals.
+/// Where the default renewal window is centred, ppm of the lifetime (ACME ARI's two
+/// thirds, as `enrollment::ra::RenewalPolicy::default`).
+pub const DEFAULT_RENEWAL_PPM: i64 = 666_667;
+
+pub(crate) fn stale_sql(points: &[(String, i64)]) -> String {
+    let ppm = match points {
+        [] => DEFAULT_RENEWAL_PPM.to_string(),
+        points => {
+            let mut case = String::from("CASE c.profile");
+            for (profile, at) in points {
+                case.push_str(&format!(" WHEN '{}' THEN {at}", profile.replace('\'', "''")));
+            }
+            case + &format!(" ELSE {DEFAULT_RENEWAL_PPM} END")
+        }
+    };
     format!(
         "SELECT {LIFECYCLE_COLUMNS} FROM certificates c JOIN devices d ON d.device_id = c.device_id \
          WHERE c.status = 'valid' AND c.not_after <= $2 AND d.state = 'active' \
-         AND c.not_before + (c.not_after - c.not_before) * 2 / 3 <= $1 AND {REPORT_FILTER} \
+         AND c.not_before + (c.not_after - c.not_before) * ({ppm}) / 1000000 <= $1 AND {REPORT_FILTER} \
          AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = c.device_id \
              AND n.not_before > c.not_before AND n.status <> 'revoked') {REPORT_PAGE}"
     )

@@ -50,13 +50,14 @@ impl ReportStore for PostgresStore {
 
     async fn stale_certificates(
         &self,
+        points: &[(String, i64)],
         now: i64,
         not_after_bound: i64,
         filter: &ReportFilter,
         after: &CertCursor,
         limit: i64,
     ) -> Result<Vec<LifecycleRow>, StoreError> {
-        self.page(&stale_sql(), now, not_after_bound, filter, after, limit).await
+        self.page(&stale_sql(points), now, not_after_bound, filter, after, limit).await
     }
 
     async fn find_devices(

@@ -60,6 +60,7 @@ impl ReportStore for SqliteStore {
 
     async fn stale_certificates(
         &self,
+        points: &[(String, i64)],
         now: i64,
         not_after_bound: i64,
         filter: &ReportFilter,
@@ -67,7 +68,7 @@ impl ReportStore for SqliteStore {
         limit: i64,
     ) -> Result<Vec<LifecycleRow>, StoreError> {
         let params = page_params(now, not_after_bound, filter, after, limit);
-        let sql = numbered_for_sqlite(&stale_sql());
+        let sql = numbered_for_sqlite(&stale_sql(points));
         self.read(move |conn| query_all(conn, &sql, rusqlite::params_from_iter(params), |row| lifecycle_row(row))).await
     }
 

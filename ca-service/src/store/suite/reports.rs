@@ -152,19 +152,29 @@ pub(super) async fn stale_identities_and_devices_never_enrolled(h: &Harness) {
     fleet(h).await;
     let s = h.store();
     let any = ReportFilter::default();
-    let stale = s.stale_certificates(NOW, NOW + L / 3, &any, &CertCursor::start(), 10).await.unwrap();
+    let stale = s.stale_certificates(&[], NOW, NOW + L / 3, &any, &CertCursor::start(), 10).await.unwrap();
     assert_eq!(
         serials(&stale),
         ["05", "01"],
         "lapsed 05 and overdue 01; not the replaced 03 nor the revoked device's 06"
     );
-    let page = s.stale_certificates(NOW, NOW + L / 3, &any, &stale[0].cursor(), 10).await.unwrap();
+    let page = s.stale_certificates(&[], NOW, NOW + L / 3, &any, &stale[0].cursor(), 10).await.unwrap();
     assert_eq!(serials(&page), ["01"]);
     let b2 = ReportFilter { batch: Some("b2".into()), ..ReportFilter::default() };
-    assert_eq!(serials(&s.stale_certificates(NOW, NOW + L / 3, &b2, &CertCursor::start(), 10).await.unwrap()), ["05"]);
+    assert_eq!(
+        serials(&s.stale_certificates(&[], NOW, NOW + L / 3, &b2, &CertCursor::start(), 10).await.unwrap()),
+        ["05"]
+    );
     // Earlier, 01 was not yet due.
-    let earlier = s.stale_certificates(NOW - 30_000, NOW + L / 3, &any, &CertCursor::start(), 10).await.unwrap();
+    let earlier = s.stale_certificates(&[], NOW - 30_000, NOW + L / 3, &any, &CertCursor::start(), 10).await.unwrap();
     assert_eq!(serials(&earlier), ["05"]);
+    // A profile whose window is centred elsewhere: due at 5 % of the lifetime, the fresh
+    // 02 is stale too; at 95 %, 01 is not yet. (A quote in a profile name stays a literal.)
+    let at = |ppm: i64| vec![("device".to_string(), ppm), ("it's".to_string(), 1)];
+    let early = s.stale_certificates(&at(50_000), NOW, NOW + L, &any, &CertCursor::start(), 10).await.unwrap();
+    assert_eq!(serials(&early), ["05", "01", "02"]);
+    let late = s.stale_certificates(&at(950_000), NOW, NOW + L, &any, &CertCursor::start(), 10).await.unwrap();
+    assert_eq!(serials(&late), ["05"]);
 
     let ids = |d: Vec<DeviceRecord>| d.into_iter().map(|d| d.device_id).collect::<Vec<_>>();
     assert_eq!(ids(s.never_enrolled(&any, "", 10).await.unwrap()), ["d-6", "d-7", "d-8"]);
