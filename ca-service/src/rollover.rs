@@ -70,6 +70,10 @@ async fn roll(
 ) -> Result<Rolled, HierarchyError> {
     let ca = request.ca.as_str();
     let ca_cfg = config.cas.get(ca).ok_or_else(|| HierarchyError::UnknownCa(ca.to_string()))?.clone();
+    if request.external && request.issues_from.is_some() {
+        // The key issues from when its certificate is installed: that is when to say it.
+        return Err(refused("with --external the takeover time is given to `ca import --issues-from`".into()));
+    }
     let now = unix(SystemTime::now());
     let records = store.list_cas().await?;
     let current = newest(&records, ca).ok_or_else(|| refused(format!("CA '{ca}' is not in the hierarchy")))?.clone();

@@ -145,6 +145,12 @@ fn externally_signed_device_ca() -> Result<()> {
     // A rollover under the external root: it cannot be certified online here…
     let out = cli.run(&["ca", "rollover", "--ca", "device"])?;
     assert!(!out.success() && out.stderr.contains("use --external"), "online rollover:\n{}", out.describe());
+    let out = cli.run(&["ca", "rollover", "--ca", "device", "--external", "--at", "1d"])?;
+    assert!(
+        !out.success() && out.stderr.contains("ca import --issues-from"),
+        "--at with --external:\n{}",
+        out.describe()
+    );
     // …so the new key's CSR goes to the external root, and its answer is imported.
     let out = cli.run_ok(&["ca", "rollover", "--ca", "device", "--external", "--out", "dev-ca-2.csr"])?;
     assert!(out.stderr.contains("ca import --ca device.2"), "rollover --external:\n{}", out.describe());
