@@ -288,93 +288,85 @@ pub async fn ca_import(
     issues_from: Option<i64>,
     actor: &str,
 ) -> Result<CaSummary, HierarchyError> {
-    let result = import_checked(config, store, keys, name, cert_input, issues_from, actor).await;
-    crate::rollover::audit_failure(store, actor, "ca.import", &format!("ca:{name}"), &result).await;
-    result
-}
-
-async fn import_checked(
-    config: &Config,
-    store: &dyn Store,
-    keys: Arc<KeyStores>,
-    name: &str,
-    cert_input: &[u8],
-    issues_from: Option<i64>,
-    actor: &str,
-) -> Result<CaSummary, HierarchyError> {
-    let der = if cert_input.trim_ascii_start().starts_with(b"-----BEGIN") {
-        pem::parse(cert_input).map_err(|e| HierarchyError::BadCertificate(e.to_string()))?.into_contents()
-    } else {
-        cert_input.to_vec()
-    };
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
-        .map_err(|e| HierarchyError::BadCertificate(format!("does not parse: {e}")))?;
-    if !cert.is_ca() {
-        return Err(HierarchyError::BadCertificate("not a CA certificate (basicConstraints cA is not TRUE)".into()));
-    }
-    if !cert.validity().is_valid() {
-        return Err(HierarchyError::BadCertificate("not valid now (expired or not yet valid)".into()));
-    }
-    let (family, n) = generation_of(name);
-    let ca_cfg = config.cas.get(family).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?;
-    let existing = store.get_ca(name).await?;
-    let (store_name, label) = match &existing {
-        Some(r) => (r.key_store.clone(), r.key_label.clone()),
-        None => (ca_cfg.key_store.clone(), generation_label(&ca_cfg.key_label, n)),
-    };
-    let signer = {
-        let (k, s, l) = (keys.clone(), store_name.clone(), label.clone());
-        blocking(move || Ok(k.find(&s, &l)?)).await?
-    };
-    if signer.public_key_der() != cert.public_key().raw {
-        return Err(HierarchyError::BadCertificate(format!(
-            "it certifies a different public key than CA '{name}' holds in {store_name}:{label}"
-        )));
-    }
-    // The parent is whichever stored CA actually signed it; an external issuer
-    // (another organisation's or an offline root elsewhere) leaves it empty.
-    let mut parent = None;
-    for other in store.list_cas().await? {
-        if other.name == name {
-            continue;
+    crate::rollover::audited(store, actor, "ca.import", &format!("ca:{name}"), async {
+        let der = if cert_input.trim_ascii_start().starts_with(b"-----BEGIN") {
+            pem::parse(cert_input).map_err(|e| HierarchyError::BadCertificate(e.to_string()))?.into_contents()
+        } else {
+            cert_input.to_vec()
+        };
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+            .map_err(|e| HierarchyError::BadCertificate(format!("does not parse: {e}")))?;
+        if !cert.is_ca() {
+            return Err(HierarchyError::BadCertificate(
+                "not a CA certificate (basicConstraints cA is not TRUE)".into(),
+            ));
         }
-        if let Ok((_, o)) = x509_parser::certificate::X509Certificate::from_der(&other.cert_der) {
-            if o.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(Some(o.public_key())).is_ok() {
-                parent = Some(other.name.clone());
-                break;
+        if !cert.validity().is_valid() {
+            return Err(HierarchyError::BadCertificate("not valid now (expired or not yet valid)".into()));
+        }
+        let (family, n) = generation_of(name);
+        let ca_cfg = config.cas.get(family).ok_or_else(|| HierarchyError::UnknownCa(name.to_string()))?;
+        let existing = store.get_ca(name).await?;
+        let (store_name, label) = match &existing {
+            Some(r) => (r.key_store.clone(), r.key_label.clone()),
+            None => (ca_cfg.key_store.clone(), generation_label(&ca_cfg.key_label, n)),
+        };
+        let signer = {
+            let (k, s, l) = (keys.clone(), store_name.clone(), label.clone());
+            blocking(move || Ok(k.find(&s, &l)?)).await?
+        };
+        if signer.public_key_der() != cert.public_key().raw {
+            return Err(HierarchyError::BadCertificate(format!(
+                "it certifies a different public key than CA '{name}' holds in {store_name}:{label}"
+            )));
+        }
+        // The parent is whichever stored CA actually signed it; an external issuer
+        // (another organisation's or an offline root elsewhere) leaves it empty.
+        let mut parent = None;
+        for other in store.list_cas().await? {
+            if other.name == name {
+                continue;
+            }
+            if let Ok((_, o)) = x509_parser::certificate::X509Certificate::from_der(&other.cert_der) {
+                if o.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(Some(o.public_key())).is_ok()
+                {
+                    parent = Some(other.name.clone());
+                    break;
+                }
             }
         }
-    }
-    let audit = AuditEvent::success(actor, "ca.import", format!("ca:{name}")).with_details(serde_json::json!({
-        "subject": cert.subject().to_string(),
-        "issuer": cert.issuer().to_string(),
-        "parent": parent,
-        "sha256_fingerprint": sha256_hex(&der),
-    }));
-    let record = match existing {
-        Some(mut r) => {
-            store.update_ca_certificate(name, &der, parent.as_deref(), audit).await?;
-            r.cert_der = der;
-            r.parent = parent;
-            r
-        }
-        None => {
-            let r = CaRecord {
-                name: name.to_string(),
-                cert_der: der,
-                key_store: store_name,
-                key_label: label,
-                parent,
-                // A later generation takes over from its predecessor at a set time.
-                issues_from: (n > 1)
-                    .then(|| issues_from.unwrap_or_else(|| crate::issuance::unix(std::time::SystemTime::now()))),
-                ..CaRecord::default()
-            };
-            store.create_ca(&r, audit).await?;
-            r
-        }
-    };
-    Ok(summaries(std::slice::from_ref(&record)).remove(0))
+        let audit = AuditEvent::success(actor, "ca.import", format!("ca:{name}")).with_details(serde_json::json!({
+            "subject": cert.subject().to_string(),
+            "issuer": cert.issuer().to_string(),
+            "parent": parent,
+            "sha256_fingerprint": sha256_hex(&der),
+        }));
+        let record = match existing {
+            Some(mut r) => {
+                store.update_ca_certificate(name, &der, parent.as_deref(), audit).await?;
+                r.cert_der = der;
+                r.parent = parent;
+                r
+            }
+            None => {
+                let r = CaRecord {
+                    name: name.to_string(),
+                    cert_der: der,
+                    key_store: store_name,
+                    key_label: label,
+                    parent,
+                    // A later generation takes over from its predecessor at a set time.
+                    issues_from: (n > 1)
+                        .then(|| issues_from.unwrap_or_else(|| crate::issuance::unix(std::time::SystemTime::now()))),
+                    ..CaRecord::default()
+                };
+                store.create_ca(&r, audit).await?;
+                r
+            }
+        };
+        Ok(summaries(std::slice::from_ref(&record)).remove(0))
+    })
+    .await
 }
 
 pub(crate) fn not_after(der: &[u8]) -> Result<std::time::SystemTime, HierarchyError> {

@@ -209,6 +209,9 @@ pub struct Pki {
     pub keys: Arc<KeyStores>,
     pub urls: PublicUrls,
     cas: BTreeMap<String, Arc<Ca>>,
+    /// Configured CA → its live key generations, newest first (decided once, at load:
+    /// issuance asks on every certificate).
+    generations: BTreeMap<String, Vec<Arc<Ca>>>,
     writer: Writer,
     serials: Box<dyn Fn() -> [u8; 16] + Send + Sync>,
 }
@@ -257,6 +260,7 @@ impl Pki {
             config,
             store,
             keys,
+            generations: live_generations(&cas),
             cas,
             writer,
             serials: Box::new(profile::random_serial),
@@ -276,18 +280,15 @@ impl Pki {
 
     /// The key generations of the configured CA `ca`, newest first, destroyed ones
     /// left out: what `cacerts` serves and client authentication trusts.
-    pub fn generations(&self, ca: &str) -> Vec<&Arc<Ca>> {
-        let mut found: Vec<&Arc<Ca>> =
-            self.cas.values().filter(|c| c.ca == ca && c.record.destroyed_at.is_none()).collect();
-        found.sort_by_key(|c| std::cmp::Reverse(c.generation));
-        found
+    pub fn generations(&self, ca: &str) -> &[Arc<Ca>] {
+        self.generations.get(ca).map_or(&[], Vec::as_slice)
     }
 
     /// The key generation of `ca` that issues now: the newest whose `issues_from` has
     /// come and whose key this process holds. Older generations are retired.
     pub fn issuing(&self, ca: &str) -> Option<&Arc<Ca>> {
         let now = unix(SystemTime::now());
-        self.generations(ca).into_iter().find(|c| c.issuer.is_some() && c.started(now))
+        self.generations(ca).iter().find(|c| c.issuer.is_some() && c.started(now))
     }
 
     pub fn cas(&self) -> impl Iterator<Item = &Arc<Ca>> {
@@ -505,6 +506,18 @@ impl Pki {
         }
         Err(IssueError::SerialExhausted)
     }
+}
+
+/// Each configured CA's live (not destroyed) key generations, newest first.
+fn live_generations(cas: &BTreeMap<String, Arc<Ca>>) -> BTreeMap<String, Vec<Arc<Ca>>> {
+    let mut by_ca: BTreeMap<String, Vec<Arc<Ca>>> = BTreeMap::new();
+    for c in cas.values().filter(|c| c.record.destroyed_at.is_none()) {
+        by_ca.entry(c.ca.clone()).or_default().push(c.clone());
+    }
+    for generations in by_ca.values_mut() {
+        generations.sort_by_key(|c| std::cmp::Reverse(c.generation));
+    }
+    by_ca
 }
 
 /// An end-entity certificate to be made: everything but the issuer and serial.

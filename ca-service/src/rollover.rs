@@ -56,10 +56,8 @@ pub async fn rollover(
     keys: Arc<KeyStores>,
     request: RolloverRequest,
 ) -> Result<Rolled, HierarchyError> {
-    let target = format!("ca:{}", request.ca);
-    let result = roll(config, store, keys, &request).await;
-    audit_failure(store, &request.actor, "ca.rollover", &target, &result).await;
-    result
+    audited(store, &request.actor, "ca.rollover", &format!("ca:{}", request.ca), roll(config, store, keys, &request))
+        .await
 }
 
 async fn roll(
@@ -252,76 +250,68 @@ pub async fn destroy(
     name: &str,
     actor: &str,
 ) -> Result<(), HierarchyError> {
-    let target = format!("ca:{name}");
-    let result = destroy_checked(config, store, keys, name, actor).await;
-    audit_failure(store, actor, "ca.destroy", &target, &result).await;
-    result
-}
-
-async fn destroy_checked(
-    config: &Config,
-    store: &dyn Store,
-    keys: Arc<KeyStores>,
-    name: &str,
-    actor: &str,
-) -> Result<(), HierarchyError> {
-    let records = store.list_cas().await?;
-    let record = records.iter().find(|r| r.name == name).ok_or_else(|| HierarchyError::UnknownCa(name.into()))?;
-    if let Some(at) = record.destroyed_at {
-        return Err(refused(format!("'{name}' was destroyed at {}", rfc3339(at))));
-    }
-    let (ca, n) = generation_of(name);
-    let now = unix(SystemTime::now());
-    let later = records.iter().find(|r| {
-        let (c, m) = generation_of(&r.name);
-        c == ca && m > n && r.destroyed_at.is_none() && r.issues_from.is_none_or(|t| t <= now)
-    });
-    let Some(successor) = later else {
-        return Err(match records.iter().find(|r| generation_of(&r.name).0 == ca && generation_of(&r.name).1 > n) {
-            Some(next) => refused(format!(
-                "'{name}' issues until '{}' takes over at {}; destroy it after its last certificate expires",
-                next.name,
-                rfc3339(next.issues_from.unwrap_or(now))
-            )),
-            None => refused(format!("'{name}' is the current key of CA '{ca}'; roll '{ca}' over first")),
-        });
-    };
-    // Until its last certificate expires it must keep signing CRLs and OCSP answers:
-    // its end entities, the CAs it certified, and the NewWithOld of a root's successor.
-    let ocsp_profile = config.ocsp_profile_for(ca).map(|(p, _)| p.clone()).unwrap_or_default();
-    let mut last = store.last_expiry(name, &ocsp_profile).await?.unwrap_or(0);
-    for r in &records {
-        let certified = r.parent.as_deref() == Some(name) && r.destroyed_at.is_none();
-        if certified {
-            last = last.max(unix(not_after(&r.cert_der)?));
+    audited(store, actor, "ca.destroy", &format!("ca:{name}"), async {
+        let records = store.list_cas().await?;
+        let record = records.iter().find(|r| r.name == name).ok_or_else(|| HierarchyError::UnknownCa(name.into()))?;
+        if let Some(at) = record.destroyed_at {
+            return Err(refused(format!("'{name}' was destroyed at {}", rfc3339(at))));
         }
-    }
-    if let Some(link) = successor.new_with_old.as_deref() {
-        last = last.max(unix(not_after(link)?));
-    }
-    if last > now {
-        return Err(refused(format!(
-            "certificates '{name}' signed are valid until {}; it must answer for them until then",
-            rfc3339(last)
-        )));
-    }
-    let event = AuditEvent::success(actor, "ca.destroy", format!("ca:{name}")).with_details(serde_json::json!({
-        "key": format!("{}:{}", record.key_store, record.key_label),
-        "successor": successor.name,
-        "last_certificate_expired": rfc3339(last),
-    }));
-    // Recorded first: a key that outlives its record is found and reported below; a
-    // record that outlived its key would stop `serve` loading the hierarchy.
-    store.destroy_ca(name, now, event).await?;
-    let (k, s, labels) = (keys, record.key_store.clone(), [record.key_label.clone(), ocsp_key_label(name)]);
-    blocking(move || {
-        for label in labels {
-            match k.get(&s)?.destroy(&label) {
-                Ok(()) | Err(hsm::HsmError::KeyNotFound(_)) => {}
-                Err(cause) => return Err(KeyStoreError::Hsm { store: s.clone(), cause }.into()),
+        let (ca, n) = generation_of(name);
+        let now = unix(SystemTime::now());
+        let later = records.iter().find(|r| {
+            let (c, m) = generation_of(&r.name);
+            c == ca && m > n && r.destroyed_at.is_none() && r.issues_from.is_none_or(|t| t <= now)
+        });
+        let Some(successor) = later else {
+            return Err(
+                match records.iter().find(|r| generation_of(&r.name).0 == ca && generation_of(&r.name).1 > n) {
+                    Some(next) => refused(format!(
+                        "'{name}' issues until '{}' takes over at {}; destroy it after its last certificate expires",
+                        next.name,
+                        rfc3339(next.issues_from.unwrap_or(now))
+                    )),
+                    None => refused(format!("'{name}' is the current key of CA '{ca}'; roll '{ca}' over first")),
+                },
+            );
+        };
+        // Until its last certificate expires it must keep signing CRLs and OCSP answers:
+        // its end entities, the CAs it certified, and the NewWithOld of a root's successor.
+        let ocsp_profile = config.ocsp_profile_for(ca).map(|(p, _)| p.clone()).unwrap_or_default();
+        let mut last = store.last_expiry(name, &ocsp_profile).await?.unwrap_or(0);
+        for r in &records {
+            let certified = r.parent.as_deref() == Some(name) && r.destroyed_at.is_none();
+            if certified {
+                last = last.max(unix(not_after(&r.cert_der)?));
             }
         }
-        Ok(())
+        if let Some(link) = successor.new_with_old.as_deref() {
+            last = last.max(unix(not_after(link)?));
+        }
+        if last > now {
+            return Err(refused(format!(
+                "certificates '{name}' signed are valid until {}; it must answer for them until then",
+                rfc3339(last)
+            )));
+        }
+        let event = AuditEvent::success(actor, "ca.destroy", format!("ca:{name}")).with_details(serde_json::json!({
+            "key": format!("{}:{}", record.key_store, record.key_label),
+            "successor": successor.name,
+            "last_certificate_expired": rfc3339(last),
+        }));
+        // Recorded first: a key that outlives its record is found and reported below; a
+        // record that outlived its key would stop `serve` loading the hierarchy.
+        store.destroy_ca(name, now, event).await?;
+        let (k, s, labels) = (keys, record.key_store.clone(), [record.key_label.clone(), ocsp_key_label(name)]);
+        blocking(move || {
+            for label in labels {
+                match k.get(&s)?.destroy(&label) {
+                    Ok(()) | Err(hsm::HsmError::KeyNotFound(_)) => {}
+                    Err(cause) => return Err(KeyStoreError::Hsm { store: s.clone(), cause }.into()),
+                }
+            }
+            Ok(())
+        })
+        .await
     })
     .await
 }
@@ -407,15 +397,23 @@ async fn csr(cfg: &CaConfig, key: CaKey) -> Result<String, HierarchyError> {
     .await
 }
 
-/// Audits a refused or failed command with its reason (a success audits itself).
-pub(crate) async fn audit_failure<T>(
+/// Runs a CA command and, if it is refused or fails, audits that with the reason (a
+/// success audits itself, in its own transaction).
+pub(crate) async fn audited<T>(
     store: &dyn Store,
     actor: &str,
     action: &str,
     target: &str,
-    result: &Result<T, HierarchyError>,
-) {
-    let Err(e) = result else { return };
+    command: impl std::future::Future<Output = Result<T, HierarchyError>>,
+) -> Result<T, HierarchyError> {
+    let result = command.await;
+    if let Err(e) = &result {
+        audit_failure(store, actor, action, target, e).await;
+    }
+    result
+}
+
+async fn audit_failure(store: &dyn Store, actor: &str, action: &str, target: &str, e: &HierarchyError) {
     let outcome = match e {
         HierarchyError::Key(_) | HierarchyError::Store(_) | HierarchyError::Build(_) => format!("failed: {e}"),
         _ => format!("denied: {e}"),

@@ -39,22 +39,11 @@ pub(super) async fn run(ctx: Ctx, command: CaCommand) -> anyhow::Result<()> {
         }
         CaCommand::Rollover { ca, at, external, out } => {
             ensure_hierarchy(ctx.store.as_ref()).await?;
-            let issues_from = match when("takeover time", at) {
-                Ok(t) => t,
-                Err(e) => {
-                    // Audited like every other refusal of the command.
-                    let refusal: Result<(), _> = Err(hierarchy::HierarchyError::Refused(e.to_string()));
-                    rollover::audit_failure(
-                        ctx.store.as_ref(),
-                        &ctx.actor,
-                        "ca.rollover",
-                        &format!("ca:{ca}"),
-                        &refusal,
-                    )
-                    .await;
-                    return Err(e);
-                }
-            };
+            // A bad time is audited like every other refusal of the command.
+            let parsed =
+                async { when("takeover time", at).map_err(|e| hierarchy::HierarchyError::Refused(e.to_string())) };
+            let issues_from =
+                rollover::audited(ctx.store.as_ref(), &ctx.actor, "ca.rollover", &format!("ca:{ca}"), parsed).await?;
             let request = RolloverRequest { ca, issues_from, external, actor: ctx.actor.clone() };
             match rollover::rollover(&ctx.config, ctx.store.as_ref(), ctx.keys.clone(), request).await? {
                 Rolled::Certified(summary) => {
