@@ -7,7 +7,10 @@
 //! lifetime of expiring.
 //!
 //! Responses to requests without a nonce are pre-signed: served from memory and
-//! re-signed once half their validity has passed. A revocation through this
+//! re-signed once half their validity has passed. The memory is bounded
+//! (`[ocsp] cache_mib`): a fleet of ten million certificates does not fit, so the
+//! cache keeps the answers asked for most (quick_cache's CLOCK-Pro, weighed in bytes)
+//! and an evicted one is signed again when next asked. A revocation through this
 //! instance's admin API re-signs the cached answers for that serial before the API
 //! call returns; revocations made elsewhere (the CLI, another instance on the same
 //! PostgreSQL) are picked up by a watcher that polls the store every
@@ -102,10 +105,34 @@ impl Answer {
 /// a reset of this memo, never memory).
 const MAX_REQUEST_MEMO: usize = 100_000;
 
+/// What a cached answer costs in memory, beyond its bytes: the key, the entry, the
+/// ETag and the cache's own bookkeeping, rounded up.
+const ENTRY_OVERHEAD: u64 = 192;
+
+/// Weighs cached answers by the memory they hold.
+#[derive(Clone, Copy, Debug)]
+struct Bytes;
+
+impl quick_cache::Weighter<CacheKey, Arc<Presigned>> for Bytes {
+    fn weight(&self, key: &CacheKey, value: &Arc<Presigned>) -> u64 {
+        (value.bytes.len() + value.etag.len() + key.1.len()) as u64 + ENTRY_OVERHEAD
+    }
+}
+
+type Cache = quick_cache::sync::Cache<CacheKey, Arc<Presigned>, Bytes>;
+
+/// A cache holding at most `mib` MiB of answers.
+fn bounded_cache(mib: u64) -> Cache {
+    let bytes = mib.saturating_mul(1 << 20);
+    // The item estimate sizes the cache's tables; a typical answer weighs ~1 KiB.
+    let items = usize::try_from(bytes / 1024).unwrap_or(usize::MAX).max(16);
+    Cache::with_weighter(items, bytes.max(1), Bytes)
+}
+
 /// All responders, and the pre-signed responses.
 pub struct OcspService {
     responders: Vec<Responder>,
-    cache: RwLock<HashMap<CacheKey, Arc<Presigned>>>,
+    cache: Cache,
     /// Cacheable requests by their exact bytes (GET path, POST body) → their cache key:
     /// a repeated request skips decoding and parsing.
     requests: RwLock<HashMap<Box<[u8]>, CacheKey>>,
@@ -166,7 +193,7 @@ impl OcspService {
         }
         Ok(Self {
             responders,
-            cache: RwLock::new(HashMap::new()),
+            cache: bounded_cache(pki.config.ocsp.cache_mib),
             requests: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             http_max_age: Duration::from_secs(pki.config.crl.regenerate_secs),
@@ -177,8 +204,7 @@ impl OcspService {
     fn remembered(&self, raw: &[u8]) -> Option<Arc<Presigned>> {
         let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
         let key = requests.get(raw)?;
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        cache.get(key).filter(|p| Instant::now() < p.fresh_until).cloned()
+        self.cache.get(key).filter(|p| Instant::now() < p.fresh_until)
     }
 
     fn remember(&self, raw: &[u8], key: CacheKey) {
@@ -223,9 +249,9 @@ impl OcspService {
         }
         let id = &request.cert_ids[0];
         let key = (index, id.serial().to_vec(), *id.hash_algorithm() == HashAlgorithm::Sha1);
-        if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(p) = self.cache.get(&key) {
             if Instant::now() < p.fresh_until {
-                return Answer::presigned(p.clone(), Some(key), "cache");
+                return Answer::presigned(p, Some(key), "cache");
             }
         }
         match self.presign(pki, key.clone(), id).await {
@@ -239,9 +265,13 @@ impl OcspService {
     async fn presign(&self, pki: &Pki, key: CacheKey, id: &CertId) -> Result<Arc<Presigned>, ErrorStatus> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let presigned = Arc::new(self.sign(pki, key.0, std::slice::from_ref(id), None).await?);
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::Acquire) == epoch {
-            cache.insert(key, presigned.clone());
+            self.cache.insert(key.clone(), presigned.clone());
+            // A revocation that bumped the epoch between the check and the insert
+            // must not find the answer it predates still cached.
+            if self.epoch.load(Ordering::Acquire) != epoch {
+                self.cache.remove(&key);
+            }
         }
         Ok(presigned)
     }
@@ -294,10 +324,10 @@ impl OcspService {
     pub async fn revoked(&self, pki: &Pki, issuer: &str, serial: &[u8]) {
         let Some(index) = self.responders.iter().position(|r| r.ca == issuer) else { return };
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let dropped: Vec<bool> = {
-            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-            [true, false].into_iter().filter(|sha1| cache.remove(&(index, serial.to_vec(), *sha1)).is_some()).collect()
-        };
+        let dropped: Vec<bool> = [true, false]
+            .into_iter()
+            .filter(|sha1| self.cache.remove(&(index, serial.to_vec(), *sha1)).is_some())
+            .collect();
         for sha1 in dropped {
             let algorithm = if sha1 { HashAlgorithm::Sha1 } else { HashAlgorithm::Sha256 };
             let Ok(id) = self.responders[index].keys.cert_id(algorithm, serial) else { continue };
@@ -447,11 +477,47 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn percent_decoding() {
         assert_eq!(super::percent_decode("MEow%2FTTBL%3D%3D").as_deref(), Some("MEow/TTBL=="));
         assert_eq!(super::percent_decode("plain+/=").as_deref(), Some("plain+/="));
         assert!(super::percent_decode("bad%2").is_none());
         assert!(super::percent_decode("bad%zz").is_none());
+    }
+
+    /// An answer of `len` bytes, as `sign` makes them.
+    fn answer(len: usize) -> Arc<Presigned> {
+        Arc::new(Presigned {
+            fresh_until: Instant::now() + Duration::from_secs(60),
+            produced: SystemTime::now(),
+            next_update: SystemTime::now(),
+            bytes: web::Bytes::from(vec![0u8; len]),
+            etag: format!("\"{}\"", "0".repeat(64)),
+            status: "good",
+        })
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_memory_and_keeps_what_is_asked_for() {
+        let cache = bounded_cache(1);
+        // A hot answer, asked for between every insertion.
+        let hot: CacheKey = (0, vec![0xff; 16], true);
+        cache.insert(hot.clone(), answer(900));
+        for i in 0u32..20_000 {
+            cache.insert((0, i.to_be_bytes().to_vec(), true), answer(900));
+            assert!(cache.get(&hot).is_some(), "the hot answer was evicted after {i} insertions");
+        }
+        // 20k answers of ~1.1 KiB each would be 22 MiB: most are gone.
+        assert!(cache.weight() <= 1 << 20, "{} bytes cached", cache.weight());
+        assert!(cache.len() > 500 && cache.len() < 1000, "{} answers cached", cache.len());
+        // What was evicted is simply absent, and can be cached again.
+        let early = (0u32..10_000).filter(|i| cache.get(&(0, i.to_be_bytes().to_vec(), true)).is_some()).count();
+        assert!(early < 1000, "{early} of the first 10k answers still cached");
+        let gone = (0u32..10_000).map(|i| (0, i.to_be_bytes().to_vec(), true)).find(|k| cache.get(k).is_none());
+        let gone = gone.expect("an evicted answer");
+        cache.insert(gone.clone(), answer(900));
+        assert!(cache.get(&gone).is_some());
     }
 }

@@ -94,6 +94,9 @@ pub struct PhaseResult {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// CPU µs per successful request of each process, and "total" (filled in by
+    /// the caller, which knows the processes).
+    pub cpu_us: Vec<(String, f64)>,
 }
 
 impl PhaseResult {
@@ -117,6 +120,7 @@ impl PhaseResult {
             "p50_ms": r(self.p50_ms),
             "p99_ms": r(self.p99_ms),
             "max_ms": r(self.max_ms),
+            "cpu_us_per_request": self.cpu_us.iter().map(|(n, v)| (n.clone(), serde_json::json!(r(*v)))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -174,6 +178,7 @@ where
         p50_ms: ms(percentile(&total.latencies_us, 50.0)),
         p99_ms: ms(percentile(&total.latencies_us, 99.0)),
         max_ms: ms(total.latencies_us.last().copied().unwrap_or(0)),
+        cpu_us: Vec::new(),
     })
 }
 
@@ -237,9 +242,15 @@ where
 }
 
 /// The TLS client configuration of a provisioning station: aws-lc-rs, our root as
-/// the only trust anchor, the station certificate as client authentication, and no
-/// session resumption (every new connection is a full handshake, as for a new device).
-pub fn station_tls(root_der: Vec<u8>, chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<Arc<rustls::ClientConfig>> {
+/// the only trust anchor, the station certificate as client authentication. Without
+/// `resume` every new connection is a full handshake, as for a new device; with it,
+/// a reconnecting client resumes its TLS 1.3 session (PSK with a fresh ECDHE).
+pub fn station_tls(
+    root_der: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+    key_pkcs8: Vec<u8>,
+    resume: bool,
+) -> Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -253,7 +264,9 @@ pub fn station_tls(root_der: Vec<u8>, chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
         )
         .context("the station certificate and key")?;
-    config.resumption = rustls::client::Resumption::disabled();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
 }
 

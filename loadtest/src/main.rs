@@ -4,10 +4,14 @@
 //! keep-alive connections and with a new TLS handshake per enrollment — against
 //! `cfssl serve` signing the same CSRs. Prints a table and one line of JSON.
 
+mod cpu;
 mod http;
 mod load;
+mod peer;
+mod report;
 mod setup;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,11 +23,6 @@ use tokio_rustls::TlsConnector;
 
 use crate::load::{Check, Phase, PhaseResult};
 use crate::setup::{Deployment, KeySetup, PgDb};
-
-/// Targets the load test is judged against.
-const TARGET_KEEPALIVE_VS_PEER: f64 = 1.0;
-const TARGET_NEW_CONNECTION_PER_S: f64 = 1500.0;
-const TARGET_P99_MS: f64 = 50.0;
 
 #[derive(Debug, Parser)]
 #[command(name = "est-load", version, about = "EST enrollment load test of ca-service, with cfssl as the peer")]
@@ -40,19 +39,19 @@ enum Cmd {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StoreKind {
+pub enum StoreKind {
     Postgres,
     Sqlite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum KeysKind {
+pub enum KeysKind {
     Software,
     Softhsm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
+pub enum Mode {
     /// Each client keeps one TLS connection (provisioning stations).
     Keepalive,
     /// A new TCP + TLS handshake (no resumption) per enrollment.
@@ -61,46 +60,61 @@ enum Mode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Peer {
-    /// `cfssl serve` signing the same CSRs over keep-alive HTTP.
+pub enum Peer {
+    /// `cfssl serve` doing what we do (TLS, client authentication, every certificate
+    /// stored in PostgreSQL before it answers), then plain cfssl as a second line.
+    CfsslFull,
+    /// Only `cfssl serve` over plain HTTP, storing nothing.
     Cfssl,
     None,
 }
 
+/// Which peer phase a result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerPhase {
+    FullKeepalive,
+    FullNewConnection,
+    PlainKeepalive,
+}
+
 #[derive(Debug, clap::Args)]
-struct RunArgs {
+pub struct RunArgs {
     /// Storage of the service: PostgreSQL (a fresh database on DATABASE_URL, default
     /// postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable) or SQLite.
     #[arg(long, value_enum, default_value_t = StoreKind::Postgres)]
-    store: StoreKind,
+    pub store: StoreKind,
     /// Key custody: software key store, or every CA and the HTTPS key on SoftHSM.
     #[arg(long, value_enum, default_value_t = KeysKind::Software)]
-    keys: KeysKind,
+    pub keys: KeysKind,
     /// Concurrent clients per phase.
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    pub concurrency: usize,
     /// Enrollments per phase (each uses a different registered device).
     #[arg(long, default_value_t = 50_000)]
-    requests: usize,
+    pub requests: usize,
     /// Requests of the cfssl phase (default: 3 × --requests, as cfssl signs faster).
     /// It is sent the CSRs of our phases, in turn, again from the start when this is
     /// more than their number.
     #[arg(long)]
-    peer_requests: Option<usize>,
+    pub peer_requests: Option<usize>,
     /// Time limit per phase, seconds (a phase ends at whichever limit comes first).
     #[arg(long, default_value_t = 60)]
-    max_secs: u64,
+    pub max_secs: u64,
     #[arg(long, value_enum, default_value_t = Mode::Both)]
-    mode: Mode,
+    pub mode: Mode,
     /// Peer to compare with.
-    #[arg(long, value_enum, default_value_t = Peer::Cfssl)]
-    peer: Peer,
+    #[arg(long, value_enum, default_value_t = Peer::CfsslFull)]
+    pub peer: Peer,
     /// Tokio worker threads of the load clients (default: one per core).
     #[arg(long)]
-    client_threads: Option<usize>,
+    pub client_threads: Option<usize>,
+    /// New connections resume their TLS session (stations that reconnect) instead of
+    /// a full handshake each (new devices). Both servers are measured the same way.
+    #[arg(long)]
+    pub resumption: bool,
     /// Keep the temporary directory (config, logs) and print its path.
     #[arg(long)]
-    keep: bool,
+    pub keep: bool,
 }
 
 fn main() -> ExitCode {
@@ -130,8 +144,8 @@ async fn run(args: RunArgs) -> Result<()> {
     if args.concurrency == 0 || args.requests == 0 || args.max_secs == 0 {
         bail!("--concurrency, --requests and --max-secs must be at least 1");
     }
-    if args.peer == Peer::Cfssl && setup::find_tool("cfssl").is_none() {
-        bail!(setup::cfssl_missing());
+    if args.peer != Peer::None && setup::find_tool("cfssl").is_none() {
+        bail!(peer::cfssl_missing());
     }
     progress("locating/building the ca-service release binary …");
     let bin = setup::ca_service_bin().await?;
@@ -242,14 +256,15 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
     dep.cli(&["stations", "add", "--csr", "station.csr", "--out", "station.pem"]).await?;
     progress("devices and station registered; starting the server …");
     let station_pem = std::fs::read_to_string(dir.join("station.pem"))?;
-    let chain: Vec<Vec<u8>> = pem::parse_many(&station_pem)
+    let station_chain: Vec<Vec<u8>> = pem::parse_many(&station_pem)
         .context("parsing station.pem")?
         .into_iter()
         .filter(|p| p.tag() == "CERTIFICATE")
         .map(pem::Pem::into_contents)
         .collect();
-    // The leaf only: the server trusts the Station CA directly.
-    let leaf = chain.into_iter().next().ok_or_else(|| anyhow!("station.pem holds no certificate"))?;
+    if station_chain.len() < 2 {
+        bail!("station.pem holds no chain (leaf and CA)");
+    }
 
     let server = dep.serve().await?;
     progress(format_args!(
@@ -263,7 +278,8 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
         bail!("GET /ca/identity-root.pem answered {}", root.status);
     }
     let root_der = pem::parse(&root.body).context("the identity root PEM")?.into_contents();
-    let tls = load::station_tls(root_der, vec![leaf], station_key.serialize_der())?;
+    // The leaf only: the server knows the Station CA.
+    let tls = load::station_tls(root_der, station_chain[..1].to_vec(), station_key.serialize_der(), args.resumption)?;
     let connector = TlsConnector::from(tls);
     {
         // One handshake to show what is negotiated.
@@ -275,9 +291,18 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
             c.negotiated_cipher_suite().map(|s| s.suite()),
             c.negotiated_key_exchange_group().map(|g| g.name())
         ));
+        // Read a response so the session tickets arrive, then see whether a second
+        // connection resumes.
+        let mut conn = http::Conn::new(s);
+        conn.send(&http::request("GET", "/.well-known/est/cacerts", &server.https.to_string(), None, b"", true))
+            .await?;
+        let again = load::connect_tls(connector.clone(), server.https).await?;
+        progress(format_args!("TLS: a second connection's handshake: {:?}", again.get_ref().1.handshake_kind()));
     }
 
     let host = server.https.to_string();
+    let subjects =
+        cpu::Subjects { server: Some(("ca-service", server.child.id().unwrap_or(0))), postgres: db.is_some() };
     let mut results: Vec<(Mode, PhaseResult)> = Vec::new();
     let mut csrs_by_mode = csrs.chunks(args.requests);
     for mode in &our_modes {
@@ -310,8 +335,10 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
             args.concurrency, args.requests, args.max_secs
         ));
         let (connector, addr) = (connector.clone(), server.https);
+        let before = subjects.sample();
         let r = load::run(phase, keep_alive, move || load::connect_tls(connector.clone(), addr)).await?;
-        eprintln!("  {}", line(&r));
+        let r = with_cpu(r, &subjects, &before);
+        eprintln!("  {}", report::line(&r));
         results.push((*mode, r));
     }
     let warnings = server.log_tail(10);
@@ -320,47 +347,130 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
         eprintln!("last lines of the server log:\n{warnings}");
     }
 
-    let peer = match args.peer {
-        Peer::None => None,
-        Peer::Cfssl => {
-            let cfssl = setup::cfssl(dir).await?;
-            progress(format_args!("cfssl serve pid {} on http://{}", cfssl.child.id().unwrap_or(0), cfssl.addr));
-            let host = cfssl.addr.to_string();
-            let requests = csrs
-                .iter()
-                .map(|c| {
-                    let body = serde_json::json!({ "certificate_request": c.pem }).to_string();
-                    http::request("POST", "/api/v1/cfssl/sign", &host, Some("application/json"), body.as_bytes(), false)
-                })
-                .collect();
-            let phase = Phase {
-                name: "cfssl keep-alive".to_string(),
-                requests,
-                limit: args.peer_requests.unwrap_or(3 * args.requests),
-                concurrency: args.concurrency,
-                time_limit: Duration::from_secs(args.max_secs),
-                check: Check::CfsslSuccess,
-            };
-            progress(format_args!(
-                "running cfssl keep-alive: {} clients, up to {} signatures or {} s …",
-                args.concurrency,
-                args.peer_requests.unwrap_or(3 * args.requests),
-                args.max_secs
-            ));
-            let addr = cfssl.addr;
-            let r = load::run(phase, true, move || http::connect(addr)).await;
-            let log = cfssl.log_tail(10);
-            cfssl.stop().await;
-            let r = r?;
-            if r.errors > 0 {
-                eprintln!("last lines of the cfssl log:\n{log}");
-            }
-            eprintln!("  {}", line(&r));
-            Some(r)
-        }
-    };
-    report(args, &results, peer.as_ref());
+    let station = Station { chain: station_chain, key_pkcs8: station_key.serialize_der() };
+    let peers = peer_phases(args, dir, &csrs, &station).await?;
+    report::print(args, &results, &peers);
     Ok(())
+}
+
+/// The station's identity, as the service issued it.
+struct Station {
+    /// Leaf first, then its CA(s).
+    chain: Vec<Vec<u8>>,
+    key_pkcs8: Vec<u8>,
+}
+
+/// Runs the peer's phases on the same CSRs: cfssl with TLS, client authentication
+/// and its PostgreSQL certdb (keep-alive and new connection, as `--mode` says), then
+/// plain cfssl (keep-alive).
+async fn peer_phases(
+    args: &RunArgs,
+    dir: &Path,
+    csrs: &[Csr],
+    station: &Station,
+) -> Result<Vec<(PeerPhase, PhaseResult)>> {
+    let mut out = Vec::new();
+    let limit = args.peer_requests.unwrap_or(3 * args.requests);
+    let bodies: Vec<Vec<u8>> =
+        csrs.iter().map(|c| serde_json::json!({ "certificate_request": c.pem }).to_string().into_bytes()).collect();
+    let phase = |name: &str, host: &str, close: bool| Phase {
+        name: name.to_string(),
+        requests: bodies
+            .iter()
+            .map(|b| http::request("POST", "/api/v1/cfssl/sign", host, Some("application/json"), b, close))
+            .collect(),
+        limit,
+        concurrency: args.concurrency,
+        time_limit: Duration::from_secs(args.max_secs),
+        check: Check::CfsslSuccess,
+    };
+    if args.peer == Peer::CfsslFull {
+        let db = PgDb::create().await?;
+        let r = async {
+            let client_cas = station.chain[1..]
+                .iter()
+                .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
+                .collect::<String>();
+            let full = peer::Full { database_url: &db.url, client_ca_pem: &client_cas };
+            let cfssl = peer::cfssl(dir, "cfssl-full", Some(full)).await?;
+            let root = cfssl.tls_root_der.clone().ok_or_else(|| anyhow!("cfssl-full has no TLS root"))?;
+            // The leaf only, as for our service.
+            let tls = load::station_tls(root, station.chain[..1].to_vec(), station.key_pkcs8.clone(), args.resumption)?;
+            let connector = TlsConnector::from(tls);
+            let pid = cfssl.child.id().unwrap_or(0);
+            progress(format_args!(
+                "cfssl serve (TLS, client auth, PostgreSQL {}) pid {pid} on https://{}",
+                db.name, cfssl.addr
+            ));
+            let host = cfssl.addr.to_string();
+            let subjects = cpu::Subjects { server: Some(("cfssl", pid)), postgres: true };
+            let mut results = Vec::new();
+            for (mode, kind) in
+                [(Mode::Keepalive, PeerPhase::FullKeepalive), (Mode::NewConnection, PeerPhase::FullNewConnection)]
+            {
+                if args.mode != Mode::Both && args.mode != mode {
+                    continue;
+                }
+                let keep_alive = mode == Mode::Keepalive;
+                let name = if keep_alive { "cfssl-full keep-alive" } else { "cfssl-full new-conn" };
+                progress(format_args!(
+                    "running {name}: {} clients, up to {limit} signatures or {} s …",
+                    args.concurrency, args.max_secs
+                ));
+                let (connector, addr) = (connector.clone(), cfssl.addr);
+                let before = subjects.sample();
+                let r = load::run(phase(name, &host, !keep_alive), keep_alive, move || {
+                    load::connect_tls(connector.clone(), addr)
+                })
+                .await;
+                let r = with_cpu(r?, &subjects, &before);
+                if r.errors > 0 {
+                    eprintln!("last lines of the cfssl log:\n{}", cfssl.log_tail(10));
+                }
+                eprintln!("  {}", report::line(&r));
+                results.push((kind, r));
+            }
+            cfssl.stop().await;
+            anyhow::Ok(results)
+        }
+        .await;
+        if let Err(e) = db.drop_database().await {
+            eprintln!("warning: could not drop database {}: {e:#}", db.name);
+        }
+        out.extend(r?);
+    }
+    if matches!(args.peer, Peer::Cfssl | Peer::CfsslFull) {
+        let cfssl = peer::cfssl(dir, "cfssl-plain", None).await?;
+        let pid = cfssl.child.id().unwrap_or(0);
+        progress(format_args!("cfssl serve (plain HTTP, no database) pid {pid} on http://{}", cfssl.addr));
+        let host = cfssl.addr.to_string();
+        let name = "cfssl-plain keep-alive";
+        progress(format_args!(
+            "running {name}: {} clients, up to {limit} signatures or {} s …",
+            args.concurrency, args.max_secs
+        ));
+        let subjects = cpu::Subjects { server: Some(("cfssl", pid)), postgres: false };
+        let before = subjects.sample();
+        let addr = cfssl.addr;
+        let r = load::run(phase(name, &host, false), true, move || http::connect(addr)).await;
+        // Sampled while cfssl still runs.
+        let r = r.map(|r| with_cpu(r, &subjects, &before));
+        let log = cfssl.log_tail(10);
+        cfssl.stop().await;
+        let r = r?;
+        if r.errors > 0 {
+            eprintln!("last lines of the cfssl log:\n{log}");
+        }
+        eprintln!("  {}", report::line(&r));
+        out.push((PeerPhase::PlainKeepalive, r));
+    }
+    Ok(out)
+}
+
+/// The phase's result with the CPU each process spent on it.
+fn with_cpu(mut r: PhaseResult, subjects: &cpu::Subjects, before: &cpu::Sample) -> PhaseResult {
+    r.cpu_us = subjects.since(before).per_op_us(r.successes);
+    r
 }
 
 /// A progress message on stderr, with the time since the start.
@@ -368,81 +478,4 @@ fn progress(msg: impl std::fmt::Display) {
     static START: OnceLock<Instant> = OnceLock::new();
     let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
     eprintln!("[{t:6.1}s] {msg}");
-}
-
-fn line(r: &PhaseResult) -> String {
-    format!(
-        "{:<20} {:>8} {:>6} {:>7.1} {:>9.1} {:>8.2} {:>8.2} {:>8.2}",
-        r.name,
-        r.successes,
-        r.errors,
-        r.elapsed.as_secs_f64(),
-        r.rate(),
-        r.p50_ms,
-        r.p99_ms,
-        r.max_ms
-    )
-}
-
-fn report(args: &RunArgs, ours: &[(Mode, PhaseResult)], peer: Option<&PhaseResult>) {
-    let find = |m: Mode| ours.iter().find(|(mode, _)| *mode == m).map(|(_, r)| r);
-    let ratio = |r: Option<&PhaseResult>| match (r, peer) {
-        (Some(r), Some(p)) if p.rate() > 0.0 => Some(r.rate() / p.rate()),
-        _ => None,
-    };
-    let (ka, nc) = (find(Mode::Keepalive), find(Mode::NewConnection));
-    let (ka_ratio, nc_ratio) = (ratio(ka), ratio(nc));
-    let store = format!("{:?}", args.store).to_lowercase();
-    let keys = format!("{:?}", args.keys).to_lowercase();
-
-    println!();
-    println!("est-load: store={store} keys={keys} concurrency={}", args.concurrency);
-    println!(
-        "{:<20} {:>8} {:>6} {:>7} {:>9} {:>8} {:>8} {:>8}",
-        "phase", "ok", "errors", "secs", "per sec", "p50 ms", "p99 ms", "max ms"
-    );
-    for r in ours.iter().map(|(_, r)| r).chain(peer) {
-        println!("{}", line(r));
-    }
-    let fmt_ratio = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.2}"));
-    if peer.is_some() {
-        println!("ratio ours/cfssl: keep-alive {}, new-connection {}", fmt_ratio(ka_ratio), fmt_ratio(nc_ratio));
-    }
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "met",
-        Some(false) => "NOT met",
-        None => "not measured",
-    };
-    let t_ratio = ka_ratio.map(|r| r >= TARGET_KEEPALIVE_VS_PEER);
-    let t_new = nc.map(|r| r.rate() >= TARGET_NEW_CONNECTION_PER_S);
-    let t_p99 = (!ours.is_empty()).then(|| ours.iter().all(|(_, r)| r.p99_ms < TARGET_P99_MS));
-    let t_errors = ours.iter().map(|(_, r)| r).chain(peer).all(|r| r.errors == 0);
-    println!(
-        "targets: keep-alive >= {TARGET_KEEPALIVE_VS_PEER:.1}x cfssl: {}; new-connection >= {TARGET_NEW_CONNECTION_PER_S}/s: {}; p99 < {TARGET_P99_MS} ms: {}; no errors: {}",
-        verdict(t_ratio),
-        verdict(t_new),
-        verdict(t_p99),
-        verdict(Some(t_errors))
-    );
-    let json = serde_json::json!({
-        "tool": "est-load",
-        "store": store,
-        "keys": keys,
-        "concurrency": args.concurrency,
-        "requests_per_phase": args.requests,
-        "peer_requests": args.peer_requests.unwrap_or(3 * args.requests),
-        "max_secs": args.max_secs,
-        "keepalive": ka.map(PhaseResult::json),
-        "new_connection": nc.map(PhaseResult::json),
-        "cfssl": peer.map(PhaseResult::json),
-        "ratio_keepalive_vs_cfssl": ka_ratio.map(|r| (r * 1000.0).round() / 1000.0),
-        "ratio_new_connection_vs_cfssl": nc_ratio.map(|r| (r * 1000.0).round() / 1000.0),
-        "targets_met": {
-            "keepalive_vs_cfssl": t_ratio,
-            "new_connection_rate": t_new,
-            "p99": t_p99,
-            "no_errors": t_errors,
-        },
-    });
-    println!("{json}");
 }

@@ -1,6 +1,6 @@
 //! The service under test and its peer, each fresh in a temporary directory: the
 //! `ca-service` release binary, a throw-away PostgreSQL database, a throw-away
-//! SoftHSM token, the service's CLI and server, and `cfssl serve`.
+//! SoftHSM token, the service's CLI and server (the peer is in `peer`).
 //!
 //! Every process is started with `kill_on_drop`, every wait is bounded, and nothing
 //! but 127.0.0.1 is contacted (PostgreSQL: wherever `DATABASE_URL` points).
@@ -138,7 +138,7 @@ fn with_database(url: &str, db: &str) -> Result<String> {
     })
 }
 
-async fn pg_connect(url: &str) -> Result<tokio_postgres::Client> {
+pub async fn pg_connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) =
         tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, tokio_postgres::NoTls))
             .await
@@ -334,7 +334,7 @@ impl Deployment {
 }
 
 /// The last `n` lines of a log file.
-fn tail(path: &Path, n: usize) -> String {
+pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -350,86 +350,6 @@ pub struct Server {
 
 impl Server {
     /// The last `n` lines the server logged.
-    pub fn log_tail(&self, n: usize) -> String {
-        tail(&self.log, n)
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// cfssl
-// ---------------------------------------------------------------------------------
-
-/// A running `cfssl serve` with a fresh P-256 CA (killed on drop).
-pub struct Cfssl {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub log: PathBuf,
-}
-
-/// The message for a missing cfssl.
-pub fn cfssl_missing() -> String {
-    "cfssl is not on the PATH. Install Debian's package with `apt-get install -y golang-cfssl`, \
-     or run with --peer none"
-        .to_string()
-}
-
-/// Makes a CA with `cfssl genkey -initca` and starts `cfssl serve` (plain HTTP, no
-/// database) with a default signing profile for client certificates.
-pub async fn cfssl(dir: &Path) -> Result<Cfssl> {
-    let cfssl = find_tool("cfssl").ok_or_else(|| anyhow!(cfssl_missing()))?;
-    let dir = dir.join("cfssl");
-    std::fs::create_dir_all(&dir)?;
-    let csr = dir.join("ca-csr.json");
-    std::fs::write(&csr, r#"{"CN":"cfssl Load CA","key":{"algo":"ecdsa","size":256},"names":[{"O":"est-load"}]}"#)?;
-    let out = run(Command::new(&cfssl).current_dir(&dir).args(["genkey", "-initca"]).arg(&csr), "cfssl genkey -initca")
-        .await?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("cfssl genkey output is not JSON")?;
-    let (Some(cert), Some(key)) = (v["cert"].as_str(), v["key"].as_str()) else {
-        bail!("cfssl genkey printed no cert/key:\n{out}");
-    };
-    std::fs::write(dir.join("ca.pem"), cert)?;
-    std::fs::write(dir.join("ca-key.pem"), key)?;
-    // Same validity as the service's device profile (825 days).
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"signing":{"default":{"usages":["digital signature","client auth"],"expiry":"19800h"}}}"#,
-    )?;
-    let (port, _) = free_ports()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let log = dir.join("cfssl.log");
-    let file = std::fs::File::create(&log)?;
-    let port_s = port.to_string();
-    let mut cmd = Command::new(&cfssl);
-    // -loglevel 2 (warnings), as the service runs with CA_LOG=warn.
-    cmd.current_dir(&dir)
-        .args(["serve", "-address", "127.0.0.1", "-port", &port_s, "-ca", "ca.pem", "-ca-key", "ca-key.pem"])
-        .args(["-config", "config.json", "-loglevel", "2"])
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().context("starting cfssl serve")?;
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("cfssl serve exited during start ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(Cfssl { child, addr, log });
-        }
-        if Instant::now() >= deadline {
-            bail!("cfssl serve did not listen within {START_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl Cfssl {
-    /// The last `n` lines cfssl logged.
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log, n)
     }

@@ -127,6 +127,7 @@ impl Default for Config {
                 delta_crls: true,
                 shards: 1,
             },
+            ocsp: OcspConfig { cache_mib: 256 },
             updates: UpdatesConfig {
                 profile: "update-signing".into(),
                 approvals: 2,

@@ -52,6 +52,7 @@ pub struct Config {
     pub issuance: IssuanceConfig,
     pub est: EstConfig,
     pub crl: CrlConfig,
+    pub ocsp: OcspConfig,
     pub updates: UpdatesConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
@@ -222,6 +223,15 @@ pub struct CrlConfig {
 
 fn one() -> u32 {
     1
+}
+
+/// The OCSP responder on the public listener (`/ocsp`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OcspConfig {
+    /// Memory for pre-signed answers, MiB (about 1 KiB each). Answers beyond it are
+    /// evicted, the least asked for first, and signed again when asked.
+    pub cache_mib: u64,
 }
 
 /// EST (RFC 7030) on the HTTPS listener.
@@ -608,6 +618,9 @@ impl Config {
         if !(100..=3_600_000).contains(&self.log.checkpoint_interval_ms) {
             return bad("log.checkpoint_interval_ms must be 100..=3600000".into());
         }
+        if self.ocsp.cache_mib == 0 {
+            return bad("ocsp.cache_mib must be at least 1".into());
+        }
         let base_every = self.crl.base_regenerate_secs.unwrap_or(self.crl.regenerate_secs);
         if self.crl.validity_secs == 0 || self.crl.regenerate_secs.max(base_every) >= self.crl.validity_secs {
             return bad("crl.validity_secs must be larger than crl.regenerate_secs and crl.base_regenerate_secs".into());
@@ -760,6 +773,13 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("single-label"));
         c.server.tls_names = vec!["pki.example.com".into(), "::1".into(), "10.0.0.1".into()];
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn an_ocsp_cache_of_nothing_is_refused() {
+        let mut c = Config::default();
+        c.ocsp.cache_mib = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("ocsp.cache_mib"));
     }
 
     #[test]
