@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Report query times and /metrics scrape latency on PostgreSQL at N (default 1M) synthetic
-# certificates and devices (rows inserted by SQL; reports read index columns only).
-# Usage: [N=devices] loadtest/reports/measure.sh   (95 % of devices get one certificate)
+# Report query times and /metrics scrape latency on PostgreSQL at N (default 1M) devices and
+# certificates, filled by `fleet-load fill` (reports read index columns only).
+# Usage: [N=devices] loadtest/reports/measure.sh   (2 % of devices never enrolled, 10 % revoked)
 set -euo pipefail
 BIN=${BIN:-target/debug/ca-service}   # build first: cargo build -p ca-service
+FLEET=${FLEET:-target/release/fleet-load}   # cargo build --release -p fleet-load
 D=/tmp/m1m; DB=measure_1m
 rm -rf $D; mkdir -p $D; chmod 700 $D
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
@@ -26,25 +27,11 @@ TOML
 export PKI_KEYSTORE_PASSPHRASE=$(openssl rand -hex 32)
 C="$BIN --config $D/c.toml"
 $C init >/dev/null
-N=${N:-1052632}
-now=$(date +%s)
+N=${N:-1000000}
 t0=$(date +%s.%N)
-psql -h 127.0.0.1 -U postgres -d $DB -q <<SQL
-INSERT INTO devices (device_id, model, class, batch, state, created_at, updated_at)
-SELECT 'dev-'||lpad(i::text,8,'0'), 'generic', 'default', 'batch-'||(i%200),
-       CASE WHEN i%20=0 THEN 'expected' WHEN i%97=0 THEN 'revoked' ELSE 'active' END,
-       ${now}000000, ${now}000000
-FROM generate_series(1,$N) i;
-INSERT INTO certificates (issuer, serial_hex, subject, device_id, profile, not_before, not_after,
-  status, revoked_at, revocation_reason, fingerprint, public_key_sha256, der, created_at)
-SELECT 'device', md5(i::text), 'CN=dev-'||lpad(i::text,8,'0'), 'dev-'||lpad(i::text,8,'0'), 'device',
-       $now - (i % 800)*86400, $now - (i % 800)*86400 + 825*86400,
-       CASE WHEN i%97=0 THEN 'revoked' ELSE 'valid' END,
-       CASE WHEN i%97=0 THEN $now END, CASE WHEN i%97=0 THEN 1 END,
-       md5(i::text||'f'), md5(i::text||'k'), '\x00'::bytea, ${now}000000
-FROM generate_series(1,$N) i WHERE i%20<>0;
-ANALYZE;
-SQL
+# The fleet: batches of 100k (batch-0001 …), one certificate per enrolled device, 10 % revoked
+# (fleet-load's README describes the rows).
+$FLEET fill --database-url "postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" --config $D/c.toml --devices $N
 t1=$(date +%s.%N)
 echo "loaded: $(psql -h 127.0.0.1 -U postgres -d $DB -Atc 'select count(*) from certificates') certificates, $(psql -h 127.0.0.1 -U postgres -d $DB -Atc 'select count(*) from devices') devices in $(echo "$t1-$t0"|bc) s"
 $C serve > $D/serve.log 2>&1 & SP=$!
@@ -63,9 +50,9 @@ A=https://127.0.0.1:18443/api/v1/reports
 time_it "counts" "$A/counts"
 time_it "expiring within=30d limit=1000" "$A/expiring?within=30d&limit=1000"
 time_it "expiring within=30d group_by=batch" "$A/expiring?within=30d&group_by=batch"
-time_it "expiring within=30d batch=batch-7 limit=1000" "$A/expiring?within=30d&batch=batch-7&limit=1000"
+time_it "expiring within=30d batch=batch-0007 limit=1000" "$A/expiring?within=30d&batch=batch-0007&limit=1000"
 time_it "stale limit=1000" "$A/stale?limit=1000"
-time_it "stale batch=batch-7 limit=1000" "$A/stale?batch=batch-7&limit=1000"
+time_it "stale batch=batch-0007 limit=1000" "$A/stale?batch=batch-0007&limit=1000"
 time_it "never-enrolled limit=1000" "$A/never-enrolled?limit=1000"
 time_it "expiring format=csv limit=10000" "$A/expiring?within=90d&limit=10000&format=csv"
 grep -c 'sampler\|count' $D/serve.log || true

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Rotation of a 100k-device batch on PostgreSQL: plan, progress, deadline (issue 15).
-# N devices in two batches (95 % with a valid certificate) are loaded by SQL into a
-# fresh database, dropped at exit. Run from the workspace root after a build.
+# N devices in two batches of 100k are filled by `fleet-load fill` into a fresh database,
+# dropped at exit. Run from the workspace root after a build.
 set -euo pipefail
 BIN=${BIN:-target/debug/ca-service}   # build first: cargo build -p ca-service
+FLEET=${FLEET:-target/release/fleet-load}   # cargo build --release -p fleet-load
 D=/tmp/mrot; DB=measure_rotation
 rm -rf $D; mkdir -p $D; chmod 700 $D
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
@@ -26,25 +27,10 @@ TOML
 export PKI_KEYSTORE_PASSPHRASE=$(openssl rand -hex 32)
 C="$BIN --config $D/c.toml"
 $C init >/dev/null
-N=${N:-210527}
-now=$(date +%s)
+N=${N:-200000}
 t0=$(date +%s.%N)
-psql -h 127.0.0.1 -U postgres -d $DB -q <<SQL
-INSERT INTO devices (device_id, model, class, batch, state, created_at, updated_at)
-SELECT 'dev-'||lpad(i::text,8,'0'), 'generic', 'default', 'batch-'||(i%2),
-       CASE WHEN i%20=0 THEN 'expected' WHEN i%97=0 THEN 'revoked' ELSE 'active' END,
-       ${now}000000, ${now}000000
-FROM generate_series(1,$N) i;
-INSERT INTO certificates (issuer, serial_hex, subject, device_id, profile, not_before, not_after,
-  status, revoked_at, revocation_reason, fingerprint, public_key_sha256, der, created_at)
-SELECT 'device', md5(i::text), 'CN=dev-'||lpad(i::text,8,'0'), 'dev-'||lpad(i::text,8,'0'), 'device',
-       $now - (i % 800)*86400, $now - (i % 800)*86400 + 825*86400,
-       CASE WHEN i%97=0 THEN 'revoked' ELSE 'valid' END,
-       CASE WHEN i%97=0 THEN $now END, CASE WHEN i%97=0 THEN 1 END,
-       md5(i::text||'f'), md5(i::text||'k'), '\x00'::bytea, ${now}000000
-FROM generate_series(1,$N) i WHERE i%20<>0;
-ANALYZE;
-SQL
+# Two batches of 100k (batch-0001, batch-0002), filled by fleet-load (see its README).
+$FLEET fill --database-url "postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" --config $D/c.toml --devices $N
 t1=$(date +%s.%N)
 echo "loaded: $(psql -h 127.0.0.1 -U postgres -d $DB -Atc 'select count(*) from certificates') certificates, $(psql -h 127.0.0.1 -U postgres -d $DB -Atc 'select count(*) from devices') devices in $(echo "$t1-$t0"|bc) s"
 $C serve > $D/serve.log 2>&1 & SP=$!
@@ -55,16 +41,16 @@ TOKEN=$($C tokens create --name m --role admin | grep '^pki_' | tail -1)
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 API=https://127.0.0.1:18443/api/v1
 H="Authorization: Bearer $TOKEN"
-echo "batch-1: $(psql -h 127.0.0.1 -U postgres -d $DB -Atc "select count(*) from devices where batch='batch-1' and state='active'") active devices"
-# Plan: one rotation of batch-1 (about 100k devices), deadline in 20 s, revoke at the deadline.
+echo "batch-0002: $(psql -h 127.0.0.1 -U postgres -d $DB -Atc "select count(*) from devices where batch='batch-0002' and state='active'") active devices"
+# Plan: one rotation of batch-0002 (100k devices), deadline in 20 s, revoke at the deadline.
 curl -sk -o $D/created -w '%{time_total}\n' -H "$H" -H 'Content-Type: application/json' \
-  --data '{"batch":"batch-1","by":"20s","after_deadline":"revoke","key_exposure":true,"reason":"measure"}' \
+  --data '{"batch":"batch-0002","by":"20s","after_deadline":"revoke","key_exposure":true,"reason":"measure"}' \
   $API/rotations > $D/t
 ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' $D/created)
 printf '%-52s %7.1f ms  %s\n' "POST /rotations (plan + first progress count)" "$(awk '{print $1*1000}' $D/t)" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in ("devices","replaced","pending")})' $D/created)"
 for r in $(seq 7); do curl -sk -o $D/out -w '%{time_total}\n' -H "$H" "$API/rotations/$ID?limit=1000"; done > $D/times
 printf '%-52s %7.1f ms\n' "GET /rotations/ID (progress + 1000 pending), median" "$(median < $D/times | awk '{print $1*1000}')"
-psql -h 127.0.0.1 -U postgres -d $DB -Atc "EXPLAIN (ANALYZE, BUFFERS) SELECT count(*), coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = d.device_id AND n.status = 'valid' AND n.created_at >= 9999999999000000) THEN 1 ELSE 0 END), 0) FROM devices d WHERE d.batch = 'batch-1' AND d.state = 'active'" | grep -E "Execution Time|Buffers: shared" | head -2
+psql -h 127.0.0.1 -U postgres -d $DB -Atc "EXPLAIN (ANALYZE, BUFFERS) SELECT count(*), coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = d.device_id AND n.status = 'valid' AND n.created_at >= 9999999999000000) THEN 1 ELSE 0 END), 0) FROM devices d WHERE d.batch = 'batch-0002' AND d.state = 'active'" | grep -E "Execution Time|Buffers: shared" | head -2
 deadline=$(python3 -c 'import json,sys,datetime; print(int(datetime.datetime.fromisoformat(json.load(open(sys.argv[1]))["deadline"].replace("Z","+00:00")).timestamp()))' $D/created)
 for i in $(seq 600); do   # at most 2 minutes
   curl -sk -o $D/out -H "$H" "$API/rotations/$ID?limit=1"

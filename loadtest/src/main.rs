@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// Tokio worker threads of the load clients (default: one per core).
     #[arg(long)]
     pub client_threads: Option<usize>,
+    /// Before our phases, fill the database with a fleet of this many devices (one
+    /// certificate each, a tenth revoked, an audit entry each; `fleet-load`), to
+    /// measure enrollment at fleet scale against an empty database. PostgreSQL only.
+    #[arg(long, default_value_t = 0)]
+    pub fleet: u64,
     /// New connections resume their TLS session (stations that reconnect) instead of
     /// a full handshake each (new devices). Both servers are measured the same way.
     #[arg(long)]
@@ -141,6 +146,9 @@ fn main() -> ExitCode {
 
 /// Sets up, runs (interruptible with Ctrl-C), and always drops the database.
 async fn run(args: RunArgs) -> Result<()> {
+    if args.fleet > 0 && args.store != StoreKind::Postgres {
+        bail!("--fleet needs --store postgres");
+    }
     if args.concurrency == 0 || args.requests == 0 || args.max_secs == 0 {
         bail!("--concurrency, --requests and --max-secs must be at least 1");
     }
@@ -251,6 +259,14 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
         dir.display()
     ));
     dep.cli(&["init"]).await?;
+    if args.fleet > 0 {
+        let db = db.ok_or_else(|| anyhow!("--fleet needs --store postgres"))?;
+        progress(format!("filling the database with a fleet of {} devices …", args.fleet));
+        let config = ca_service::config::Config::load(Some(&dep.config)).context("reading the service config")?;
+        let spec = fleet_load::FleetSpec::new(args.fleet, std::sync::Arc::new(config));
+        let filled = fleet_load::fill(&db.url, &spec).await?;
+        progress(format!("fleet filled: {}", filled.json()));
+    }
     progress(format!("CA hierarchy created; registering {total} devices …"));
     dep.cli(&["devices", "import", "--batch", "load", "--model", "generic", "devices.csv"]).await?;
     dep.cli(&["stations", "add", "--csr", "station.csr", "--out", "station.pem"]).await?;

@@ -67,8 +67,9 @@ pub fn print(args: &RunArgs, ours: &[(Mode, PhaseResult)], peers: &[(PeerPhase, 
 
     println!();
     println!(
-        "est-load: store={store} keys={keys} concurrency={} new connections {}",
+        "est-load: store={store} keys={keys} concurrency={} fleet={} new connections {}",
         args.concurrency,
+        args.fleet,
         if args.resumption { "resume their TLS session" } else { "make a full handshake" }
     );
     println!(
@@ -114,6 +115,7 @@ pub fn print(args: &RunArgs, ours: &[(Mode, PhaseResult)], peers: &[(PeerPhase, 
         "peer_requests": args.peer_requests.unwrap_or(3 * args.requests),
         "max_secs": args.max_secs,
         "resumption": args.resumption,
+        "fleet_devices": args.fleet,
         "keepalive": ka.map(PhaseResult::json),
         "new_connection": nc.map(PhaseResult::json),
         "cfssl_full_keepalive": full_ka.map(PhaseResult::json),
