@@ -267,10 +267,27 @@ pub(crate) fn entry_from_row(row: &impl Columns) -> Result<AuditEntry, StoreErro
 }
 
 /// Stored certificates counted by issuer, profile and [`CertState`] at `$1` (unix
-/// seconds; valid through notAfter inclusive), ordered by issuer, profile, state name. One statement for both dialects (SQLite reads `$1` as parameter 1).
-pub(crate) const CERTIFICATE_COUNTS_SQL: &str = "SELECT issuer, profile, \
-     CASE WHEN status = 'valid' AND not_after < $1 THEN 'expired' ELSE status END AS state, count(*) \
-     FROM certificates GROUP BY issuer, profile, state ORDER BY issuer, profile, state";
+/// seconds; valid through notAfter inclusive), ordered by issuer, profile, state name;
+/// parameters from [`count_day`]. Read from the triggers' tallies (migration V18):
+/// days before the one `$1` falls in (`$4`) are expired, later ones valid; only the
+/// valid certificates of that day (`$2` ≤ notAfter < `$3`) are read, through
+/// `certificates_lifecycle`. One statement for both dialects: SQLite numbers `$n`
+/// by first appearance, so they appear in order.
+pub(crate) const CERTIFICATE_COUNTS_SQL: &str = "SELECT issuer, profile, state, CAST(SUM(n) AS BIGINT) FROM ( \
+         SELECT issuer, profile, CASE WHEN not_after < $1 THEN 'expired' ELSE 'valid' END AS state, 1 AS n \
+         FROM certificates WHERE status = 'valid' AND not_after >= $2 AND not_after < $3 \
+       UNION ALL \
+         SELECT issuer, profile, CASE WHEN status = 'valid' AND day < $4 THEN 'expired' ELSE status END, n \
+         FROM certificate_tally WHERE NOT (status = 'valid' AND day = $4) \
+     ) counted GROUP BY issuer, profile, state HAVING SUM(n) > 0 ORDER BY issuer, profile, state";
+
+/// The parameters of [`CERTIFICATE_COUNTS_SQL`] for `now`: now, the first second of
+/// its day and of the next, the day.
+pub(crate) fn count_day(now: i64) -> [i64; 4] {
+    // The tallies' day is not_after / 86400 in SQL: integer division, toward zero.
+    let day = now / 86_400;
+    [now, day * 86_400, (day + 1) * 86_400, day]
+}
 
 pub(crate) fn certificate_count(row: &impl Columns) -> Result<CertificateCount, StoreError> {
     let state: String = row.get(2)?;
@@ -283,8 +300,8 @@ pub(crate) fn certificate_count(row: &impl Columns) -> Result<CertificateCount, 
     })
 }
 
-/// `SELECT state, count(*)` of the registry.
-pub(crate) const DEVICE_COUNTS_SQL: &str = "SELECT state, count(*) FROM devices GROUP BY state ORDER BY state";
+/// The registry's devices counted by state (the triggers' tally, migration V18).
+pub(crate) const DEVICE_COUNTS_SQL: &str = "SELECT state, n FROM device_tally WHERE n > 0 ORDER BY state";
 
 pub(crate) fn device_count(row: &impl Columns) -> Result<(DeviceState, u64), StoreError> {
     let (state, count): (String, i64) = (row.get(0)?, row.get(1)?);

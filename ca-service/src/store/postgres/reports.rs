@@ -1,16 +1,16 @@
 //! Counts and lifecycle reports (the statements are shared: `store::rows`).
 //!
-//! Every statement here is prepared per call: they filter on ranges and may first run
-//! when the tables are small, and a plan cached then stays bad (DESIGN §8); an unnamed
-//! statement is planned with the actual parameters, so `$3 IS NULL OR …` folds away.
+//! Every statement here is planned with its values ([`PostgresStore::query_planned`]):
+//! they filter on ranges and on fields a caller may leave out (`$3 IS NULL OR …`), and
+//! one plan for every value reads the whole range whatever the filter (DESIGN §8).
 
 use super::*;
 
 #[async_trait]
 impl ReportStore for PostgresStore {
     async fn certificate_counts(&self, now: i64) -> Result<Vec<CertificateCount>, StoreError> {
-        let client = self.client().await?;
-        let rows = client.query(CERTIFICATE_COUNTS_SQL, &[&now]).await.map_err(pg_err)?;
+        let [now, from, to, day] = count_day(now);
+        let rows = self.query_planned(CERTIFICATE_COUNTS_SQL, &[&now, &from, &to, &day]).await?;
         rows.iter().map(certificate_count).collect()
     }
 
@@ -39,12 +39,13 @@ impl ReportStore for PostgresStore {
         group_by: GroupBy,
         limit: i64,
     ) -> Result<Vec<ExpiryGroup>, StoreError> {
-        let client = self.client().await?;
         let f = filter;
-        let rows = client
-            .query(&expiring_groups_sql(group_by), &[&from, &to, &f.profile, &f.issuer, &f.batch, &f.model, &limit])
-            .await
-            .map_err(pg_err)?;
+        let rows = self
+            .query_planned(
+                &expiring_groups_sql(group_by),
+                &[&from, &to, &f.profile, &f.issuer, &f.batch, &f.model, &limit],
+            )
+            .await?;
         rows.iter().map(expiry_group).collect()
     }
 
@@ -70,16 +71,15 @@ impl ReportStore for PostgresStore {
         let limit = limit.max(0);
         let mut params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         params.extend([&after as &(dyn ToSql + Sync), &limit]);
-        let client = self.client().await?;
-        let rows = client.query(&sql, &params).await.map_err(pg_err)?;
+        let rows = self.query_planned(&sql, &params).await?;
         rows.iter().map(|r| device_at(r, 0)).collect()
     }
 
     async fn revocation_preview(&self, which: &DeviceSelector) -> Result<RevocationPreview, StoreError> {
         let (column, value) = which.column_and_value();
-        let client = self.client().await?;
-        let row = client.query_one(&revocation_preview_sql(column), &[&value]).await.map_err(pg_err)?;
-        revocation_preview(&row)
+        let rows = self.query_planned(&revocation_preview_sql(column), &[&value]).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt("a count answered no row".into()))?;
+        revocation_preview(row)
     }
 }
 
@@ -94,9 +94,8 @@ impl PostgresStore {
         after: &CertCursor,
         limit: i64,
     ) -> Result<Vec<LifecycleRow>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .query_planned(
                 sql,
                 &[
                     &a,
@@ -111,8 +110,7 @@ impl PostgresStore {
                     &limit,
                 ],
             )
-            .await
-            .map_err(pg_err)?;
+            .await?;
         rows.iter().map(lifecycle_row).collect()
     }
 }

@@ -109,6 +109,10 @@ impl RotationStore for PostgresStore {
         let (_bulk, mut client) = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         tx.batch_execute(BULK_TIMEOUT_SQL).await.map_err(pg_err)?;
+        // The chain lock first, as every writer of certificates takes it: a revocation
+        // that locked tally rows (migration V18) before it would deadlock with an
+        // enrollment holding the lock and waiting for them.
+        let head = lock_log(&tx).await?;
         // The row lock makes a second instance wait, then find it closed.
         let found = tx
             .query_opt(
@@ -139,7 +143,6 @@ impl RotationStore for PostgresStore {
         tx.execute("UPDATE rotations SET closed_at = $1, revoked = $2 WHERE id = $3", &[&now, &n, &id])
             .await
             .map_err(pg_err)?;
-        let head = lock_log(&tx).await?;
         append_log(&tx, head, vec![with_revoked(audit, n)]).await?;
         tx.commit().await.map_err(pg_err)?;
         r.closed_at = Some(now);

@@ -23,7 +23,8 @@ fn page_params(a: i64, b: i64, f: &ReportFilter, after: &CertCursor, limit: i64)
 #[async_trait]
 impl ReportStore for SqliteStore {
     async fn certificate_counts(&self, now: i64) -> Result<Vec<CertificateCount>, StoreError> {
-        self.read(move |conn| query_all(conn, CERTIFICATE_COUNTS_SQL, [now], |row| certificate_count(row))).await
+        self.read(move |conn| query_all(conn, CERTIFICATE_COUNTS_SQL, count_day(now), |row| certificate_count(row)))
+            .await
     }
 
     async fn device_counts(&self) -> Result<Vec<(DeviceState, u64)>, StoreError> {

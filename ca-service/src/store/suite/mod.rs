@@ -274,6 +274,7 @@ both_backends!(
     concurrent_store_certificates,
     two_instances_one_chain,
     certificates_are_counted_by_state,
+    counts_follow_every_write_and_the_day_boundary,
     connection_pool_is_reported,
     expiring_certificates_are_paged_filtered_and_grouped,
     stale_identities_and_devices_never_enrolled,

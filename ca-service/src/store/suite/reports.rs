@@ -43,6 +43,73 @@ pub(super) async fn certificates_are_counted_by_state(h: &Harness) {
     assert!(!later.iter().any(|c| c.state == CertState::Valid), "{later:?}");
 }
 
+/// (issuer, state, count) of every non-empty count at `now`.
+async fn counted(s: &dyn Store, now: i64) -> Vec<(String, CertState, u64)> {
+    s.certificate_counts(now).await.unwrap().into_iter().map(|c| (c.issuer, c.state, c.count)).collect()
+}
+
+/// The counts are tallies kept by triggers (migration V18), by notAfter's day: every
+/// way a row can be written — the store's own writes, a refused item taken back, an
+/// operator's SQL — moves them, and a certificate expiring on the day asked about is
+/// counted by the second, not by the day.
+pub(super) async fn counts_follow_every_write_and_the_day_boundary(h: &Harness) {
+    let s = h.store();
+    create_ca(s, "device").await;
+    create_ca(s, "other").await;
+    let day = 20_000i64;
+    let (start, noon, tomorrow) = (day * 86_400, day * 86_400 + 43_200, (day + 1) * 86_400);
+    let at = |serial: u8, not_after: i64| {
+        let mut c = cert("device", &[serial], Some(&format!("SN-{serial}")));
+        c.not_after = not_after;
+        issue(c)
+    };
+    let batch =
+        [at(1, noon - 86_400), at(2, start), at(3, noon), at(4, noon + 1), at(5, tomorrow), at(6, tomorrow + 5)];
+    s.store_certificates(&batch).await.unwrap();
+    let d = |state, n| ("device".to_string(), state, n);
+    let o = |state, n| ("other".to_string(), state, n);
+    use CertState::*;
+    assert_eq!(counted(s, noon).await, [d(Expired, 2), d(Valid, 4)], "at noon: yesterday's and midnight's expired");
+    assert_eq!(counted(s, noon + 1).await, [d(Expired, 3), d(Valid, 3)], "one second later");
+    assert_eq!(counted(s, tomorrow + 5).await, [d(Expired, 5), d(Valid, 1)], "the next day");
+
+    // A serial already taken is skipped, and not counted.
+    let outcomes = s.store_certificates(&[at(3, noon), at(7, noon)]).await.unwrap();
+    assert_eq!(outcomes, [IssuanceOutcome::SerialTaken, IssuanceOutcome::Stored]);
+    assert_eq!(counted(s, noon).await, [d(Expired, 2), d(Valid, 5)]);
+
+    s.revoke_certificate("device", &[5], Reason::KeyCompromise, noon, event("certificate.revoke", "c/5"))
+        .await
+        .unwrap();
+    let sql = [
+        "UPDATE certificates SET status = 'superseded' WHERE serial_hex = '06'",
+        "DELETE FROM certificates WHERE serial_hex IN ('01', '07')",
+        "UPDATE certificates SET not_after = not_after + 2592000 WHERE serial_hex = '02'",
+        "UPDATE certificates SET issuer = 'other' WHERE serial_hex = '04'",
+        "UPDATE certificates SET revocation_reason = 4 WHERE serial_hex = '05'",
+        "UPDATE certificates SET subject = 'CN=renamed' WHERE serial_hex = '03'",
+    ];
+    for statement in sql {
+        h.backend.exec_sql(statement).await;
+    }
+    let after = [d(Revoked, 1), d(Superseded, 1), d(Valid, 2), o(Valid, 1)];
+    assert_eq!(counted(s, noon).await, after, "after the writes, at noon");
+    let later = [d(Expired, 1), d(Revoked, 1), d(Superseded, 1), d(Valid, 1), o(Valid, 1)];
+    assert_eq!(counted(s, noon + 1).await, later, "after the writes, a second later");
+
+    // Devices, by state.
+    let devices: Vec<DeviceRecord> =
+        (1..=4).map(|i| device(&format!("tally-{i}"), if i <= 2 { "b1" } else { "b2" })).collect();
+    s.add_devices(&devices, event("device.register", "batch")).await.unwrap();
+    let which = DeviceSelector::Batch("b1".into());
+    s.revoke_devices(&which, Reason::Superseded, noon, event("device.revoke", "batch:b1")).await.unwrap();
+    h.backend.exec_sql("UPDATE devices SET state = 'active' WHERE device_id = 'tally-3'").await;
+    h.backend.exec_sql("DELETE FROM devices WHERE device_id = 'tally-1'").await;
+    h.backend.exec_sql("UPDATE devices SET batch = 'b3' WHERE device_id = 'tally-4'").await;
+    let devices = s.device_counts().await.unwrap();
+    assert_eq!(devices, [(DeviceState::Active, 1), (DeviceState::Expected, 1), (DeviceState::Revoked, 1)]);
+}
+
 pub(super) async fn connection_pool_is_reported(h: &Harness) {
     let readiness: &dyn Readiness = h.store();
     match readiness.pool() {
