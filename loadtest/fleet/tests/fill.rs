@@ -47,7 +47,7 @@ async fn check(url: String) {
     let db = fleet_load::connect(&url).await.unwrap();
     let indexes = fleet_load::schema::list_indexes(&db, false).await.unwrap();
     let constraints = fleet_load::schema::list_constraints(&db).await.unwrap();
-    assert!(indexes.iter().any(|(n, _)| n == "certificates_revoked_shard"), "{indexes:?}");
+    assert!(indexes.iter().any(|(n, _)| n == "certificates_crl"), "{indexes:?}");
     let head: i64 = db.query_one("SELECT coalesce(max(seq), 0) FROM audit_log", &[]).await.unwrap().get(0);
 
     let mut spec = fleet_load::FleetSpec::new(1234, config.clone());

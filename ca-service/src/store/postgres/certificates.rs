@@ -563,7 +563,9 @@ impl RevocationReader for PostgresStore {
         if let Some(since) = since {
             sql.push_str(&format!(" AND revoked_at IS NOT NULL AND revoked_at >= {since}"));
         }
-        sql.push_str(" ORDER BY serial_hex");
+        // No ORDER BY: the rows come from `certificates_crl` alone (an index-only
+        // scan), shard by shard, and are sorted here — a million byte strings in
+        // ~0.1 s, where PostgreSQL sorted a million collated texts in seconds.
         // A complete CRL of a 10M fleet reads a million rows: more than the pooled
         // connections' 4 s statement timeout allows (seen with fleet-load), so it is a
         // bulk read with the bulk timeout.
@@ -583,6 +585,8 @@ impl RevocationReader for PostgresStore {
             out.push((serial, at.unwrap_or(0), reason_from_code(row.try_get(2).map_err(pg_err)?)?));
         }
         tx.commit().await.map_err(pg_err)?;
+        // Even-length lower-case hex orders as the bytes it encodes.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
