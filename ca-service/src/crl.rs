@@ -336,9 +336,9 @@ pub async fn publish_revoked(pki: &Pki, changed: &BTreeSet<(String, u32)>) -> Re
 /// CRL signed in the very second of the revocation is read to see whether it lists it.
 pub async fn listing(
     pki: &Pki,
-    cert: &crate::store::CertRecord,
+    cert: &crate::store::RevokedCert,
 ) -> Result<Option<(String, crate::store::CrlHead)>, crate::store::StoreError> {
-    let Some(revoked_at) = cert.revoked_at else { return Ok(None) };
+    let revoked_at = cert.revoked_at;
     let scope = pki.urls.scope_of(cert.crl_shard);
     let name = crl_name(scope, false);
     let Some(head) = pki.store.published_crl_head(&cert.issuer, &name).await? else { return Ok(None) };
@@ -355,7 +355,7 @@ fn lists(crl: &[u8], serial: &[u8]) -> bool {
         .is_ok_and(|(_, crl)| crl.iter_revoked_certificates().any(|r| r.raw_serial() == serial))
 }
 
-pub fn changed_by(certificates: &[crate::store::CertRecord]) -> BTreeSet<(String, u32)> {
+pub fn changed_by(certificates: &[crate::store::RevokedCert]) -> BTreeSet<(String, u32)> {
     certificates.iter().map(|c| (c.issuer.clone(), c.crl_shard)).collect()
 }
 
@@ -377,7 +377,7 @@ pub struct CrlPublisher {
 
 impl CrlPublisher {
     /// A revocation here changed these certificates' CRLs: re-sign them now.
-    pub fn revoked(&self, certificates: &[crate::store::CertRecord]) {
+    pub fn revoked(&self, certificates: &[crate::store::RevokedCert]) {
         if certificates.is_empty() {
             return;
         }

@@ -26,7 +26,9 @@ use crate::audit::AuditEvent;
 use crate::crl::CrlPublisher;
 use crate::issuance::Pki;
 use crate::ocsp::OcspService;
-use crate::store::{CertRecord, DeviceSelector, Store, StoreError};
+use std::borrow::Cow;
+
+use crate::store::{CertRecord, DeviceSelector, RevokedCert, Store, StoreError};
 
 /// Audit action of a certificate's revocation.
 pub const CERTIFICATE_ACTION: &str = "certificate.revoke";
@@ -121,15 +123,15 @@ pub enum Revoked {
     /// The certificate, as now stored.
     Certificate(CertRecord),
     /// How many devices matched, and the certificates this revoked.
-    Devices { which: DeviceSelector, devices: u64, certificates: Vec<CertRecord> },
+    Devices { which: DeviceSelector, devices: u64, certificates: Vec<RevokedCert> },
 }
 
 impl Revoked {
     /// Every certificate this revocation revoked.
-    pub fn certificates(&self) -> &[CertRecord] {
+    pub fn certificates(&self) -> Cow<'_, [RevokedCert]> {
         match self {
-            Revoked::Certificate(record) => std::slice::from_ref(record),
-            Revoked::Devices { certificates, .. } => certificates,
+            Revoked::Certificate(record) => Cow::Owned(vec![RevokedCert::from(record)]),
+            Revoked::Devices { certificates, .. } => Cow::Borrowed(certificates),
         }
     }
 }
@@ -172,13 +174,13 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
             Revoked::Devices { which, devices, certificates }
         }
     };
-    publish_revoked(publish, revoked.certificates()).await;
+    publish_revoked(publish, &revoked.certificates()).await;
     Ok(revoked)
 }
 
 /// Publishes revocations already committed (see the module docs): every revocation
 /// path ends here, the deadline of a rotation too.
-pub async fn publish_revoked(publish: Publish<'_>, certificates: &[CertRecord]) {
+pub async fn publish_revoked(publish: Publish<'_>, certificates: &[RevokedCert]) {
     let Publish::Here { pki, ocsp, crls } = publish else { return };
     if let Some(ocsp) = ocsp {
         for c in certificates {

@@ -8,10 +8,10 @@ use super::{certificate_json, handle, not_found, revoke_endpoint, Operation};
 use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::revoke::{Revoked, Target};
-use crate::store::DeviceSelector;
+use crate::store::{DeviceSelector, RevokedCert};
 
 /// What a revoke endpoint answers: the certificate record, or the devices' summary
-/// with every certificate it revoked.
+/// with every certificate it revoked, briefly (a batch may hold a fleet).
 pub(super) fn revoked_json(revoked: &Revoked) -> serde_json::Value {
     let (which, devices, certificates) = match revoked {
         Revoked::Certificate(record) => return certificate_json(record),
@@ -20,7 +20,8 @@ pub(super) fn revoked_json(revoked: &Revoked) -> serde_json::Value {
     let mut answer = serde_json::json!({
         "revoked_devices": devices,
         "state": "revoked",
-        "revoked_certificates": certificates.iter().map(certificate_json).collect::<Vec<_>>(),
+        "revoked_certificate_count": certificates.len(),
+        "revoked_certificates": certificates.iter().map(revoked_certificate_json).collect::<Vec<_>>(),
     });
     match which {
         DeviceSelector::Device(id) => answer["device_id"] = id.as_str().into(),
@@ -28,6 +29,17 @@ pub(super) fn revoked_json(revoked: &Revoked) -> serde_json::Value {
         DeviceSelector::Model(m) => answer["model"] = m.as_str().into(),
     }
     answer
+}
+
+fn revoked_certificate_json(c: &RevokedCert) -> serde_json::Value {
+    serde_json::json!({
+        "issuer": c.issuer,
+        "serial": hex::encode(&c.serial),
+        "device_id": c.device_id,
+        "profile": c.profile,
+        "not_after": c.not_after,
+        "revoked_at": c.revoked_at,
+    })
 }
 
 /// `POST /api/v1/devices/{device_id}/revoke` `{"reason": …}`: all its certificates.

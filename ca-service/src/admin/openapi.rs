@@ -190,7 +190,8 @@ pub fn openapi_document() -> serde_json::Value {
                 "DeviceRevocation": { "type": "object", "properties": { "device_id": { "type": "string" },
                     "batch": { "type": "string" }, "model": { "type": "string" },
                     "revoked_devices": { "type": "integer" }, "state": { "type": "string" },
-                    "revoked_certificates": { "type": "array", "items": { "$ref": "#/components/schemas/Certificate" } } } },
+                    "revoked_certificate_count": { "type": "integer" },
+                    "revoked_certificates": { "type": "array", "items": { "$ref": "#/components/schemas/RevokedCertificate" } } } },
                 "NewUpdateRequest": { "type": "object", "required": ["csr", "classes"], "properties": {
                     "csr": { "type": "string", "description": "PKCS#10, PEM" },
                     "classes": { "type": "array", "items": { "type": "string" } },
@@ -228,6 +229,10 @@ pub fn openapi_document() -> serde_json::Value {
     });
     doc["paths"]["/reports/{report}"] = reports_path;
     doc["components"]["schemas"]["Report"] = report_schema;
+    doc["components"]["schemas"]["RevokedCertificate"] = json!({ "type": "object", "properties": {
+        "issuer": { "type": "string" }, "serial": { "type": "string" },
+        "device_id": { "type": "string", "nullable": true }, "profile": { "type": "string" },
+        "not_after": { "type": "integer" }, "revoked_at": { "type": "integer" } } });
     doc["paths"]["/rotations"] = rotations["/rotations"].take();
     doc["paths"]["/rotations/{id}"] = rotations["/rotations/{id}"].take();
     for (name, schema) in rotation_schemas.as_object_mut().map(std::mem::take).unwrap_or_default() {

@@ -311,7 +311,7 @@ fn decode(pki: &Pki, der_bytes: &[u8]) -> Option<Decoded> {
 async fn revocation_facts(pki: &Pki, c: &CertRecord) -> Result<Vec<(&'static str, Markup)>, Refusal> {
     let Some(revoked_at) = c.revoked_at else { return Ok(Vec::new()) };
     let reason = c.revocation_reason.map_or("unspecified", crate::revoke::reason_name);
-    let listing = crate::crl::listing(pki, c).await.map_err(Refusal::from)?;
+    let listing = crate::crl::listing(pki, &crate::store::RevokedCert::from(c)).await.map_err(Refusal::from)?;
     Ok(vec![
         ("Revoked", html! { (views::time(revoked_at)) ", reason " strong { (reason) } }),
         ("OCSP", html! { span #ocsp-status { "answers revoked (re-signed when it was revoked)" } }),

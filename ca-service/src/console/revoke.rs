@@ -19,7 +19,7 @@ use crate::admin::{escaped, Operation};
 use crate::est::Refusal;
 use crate::issuance::Pki;
 use crate::revoke::{Order, Publish, Revoked, Target, Via};
-use crate::store::{CertRecord, CertStatus, DeviceSelector};
+use crate::store::{CertStatus, DeviceSelector, RevokedCert};
 
 /// How long the result page waits for the re-signed CRLs before it says they are
 /// still being signed.
@@ -165,10 +165,10 @@ pub(super) async fn confirm(pki: web::Data<Pki>, req: HttpRequest) -> HttpRespon
 
 /// Waits (at most [`CRL_WAIT`]) until a published CRL lists each revoked certificate
 /// of every changed CRL; returns, per changed CRL, the listing or `None`.
-async fn crl_listings(pki: &Pki, revoked: &[CertRecord]) -> Vec<(String, Option<(String, crate::store::CrlHead)>)> {
+async fn crl_listings(pki: &Pki, revoked: &[RevokedCert]) -> Vec<(String, Option<(String, crate::store::CrlHead)>)> {
     // One certificate stands for each CRL it changed (issuer, shard).
     let mut seen = BTreeSet::new();
-    let firsts: Vec<&CertRecord> = revoked.iter().filter(|c| seen.insert((c.issuer.clone(), c.crl_shard))).collect();
+    let firsts: Vec<&RevokedCert> = revoked.iter().filter(|c| seen.insert((c.issuer.clone(), c.crl_shard))).collect();
     let deadline = tokio::time::Instant::now() + CRL_WAIT;
     loop {
         let mut out = Vec::new();
@@ -217,8 +217,8 @@ fn result_page(
                 }
             }
         }
-        @if !certs.is_empty() { (views::certificate_table(certs, now)) }
-        @if let [only] = certs { p { a href=(certificate_href(&only.issuer, &hex::encode(&only.serial))) { "The certificate's page" } } }
+        @if !certs.is_empty() { (views::revoked_table(&certs, now)) }
+        @if let [only] = &certs[..] { p { a href=(certificate_href(&only.issuer, &hex::encode(&only.serial))) { "The certificate's page" } } }
         @if subject.what == "device" { p { a href={ "/console/devices/" (urlencode(&subject.id)) } { "The device's page" } } }
     }
 }
@@ -249,7 +249,7 @@ pub(super) async fn revoke(pki: web::Data<Pki>, req: HttpRequest, payload: web::
             crls: req.app_data::<web::Data<crate::crl::CrlPublisher>>().map(|d| d.get_ref()),
         };
         let revoked = crate::revoke::revoke(pki.store.as_ref(), order, publish).await.map_err(Refusal::from)?;
-        let crls = crl_listings(&pki, revoked.certificates()).await;
+        let crls = crl_listings(&pki, &revoked.certificates()).await;
         Ok(Reply::Page(views::page(Some(v), "Revoked", result_page(&pki, &subject, &revoked, expected, &crls))))
     })
     .await

@@ -9,7 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 use super::Visit;
 use crate::admin::Operation;
 use crate::audit::AuditEntry;
-use crate::store::CertRecord;
+use crate::store::{CertRecord, RevokedCert};
 
 /// Unix seconds as `2026-12-04 06:16:03 UTC`.
 pub fn time(unix: i64) -> String {
@@ -165,6 +165,34 @@ pub fn certificate_table(certs: &[CertRecord], now: i64) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows a revocation's result lists; a batch or a model may revoke a fleet.
+pub const REVOKED_ROWS: usize = 200;
+
+/// What a revocation revoked, as a table of its first [`REVOKED_ROWS`].
+pub fn revoked_table(certs: &[RevokedCert], now: i64) -> Markup {
+    html! {
+        table #certificates {
+            thead { tr { th { "Serial" } th { "Issuer" } th { "Device" } th { "Profile" } th { "Expires" } th { "Status" } } }
+            tbody {
+                @for c in certs.iter().take(REVOKED_ROWS) {
+                    @let serial = hex::encode(&c.serial);
+                    tr {
+                        td.mono { a href=(certificate_href(&c.issuer, &serial)) { (serial) } }
+                        td { (c.issuer) }
+                        td { @if let Some(d) = &c.device_id { a href={ "/console/devices/" (urlencode(d)) } { (d) } } }
+                        td { (c.profile) }
+                        td { (time(c.not_after)) " (" (relative(c.not_after, now)) ")" }
+                        td { (status_badge("revoked")) }
+                    }
+                }
+            }
+        }
+        @if certs.len() > REVOKED_ROWS {
+            p.quiet { "And " (certs.len() - REVOKED_ROWS) " more; the devices' pages list each one's certificates." }
         }
     }
 }

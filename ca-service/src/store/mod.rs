@@ -159,14 +159,14 @@ pub trait CertificateStore: CertificateReader + RevocationReader {
     /// revoked becomes revoked (time, reason) and the devices `revoked`, with the
     /// audit entry, in one transaction; they can no longer enroll or renew.
     /// `NotFound` if no device matches. Returns how many devices matched and the
-    /// certificates it revoked.
+    /// certificates it revoked (in the order they were issued).
     async fn revoke_devices(
         &self,
         which: &DeviceSelector,
         reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<(u64, Vec<CertRecord>), StoreError>;
+    ) -> Result<(u64, Vec<RevokedCert>), StoreError>;
     /// [`CertificateStore::revoke_devices`] for one device.
     async fn revoke_device(
         &self,
@@ -174,7 +174,7 @@ pub trait CertificateStore: CertificateReader + RevocationReader {
         reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<Vec<CertRecord>, StoreError> {
+    ) -> Result<Vec<RevokedCert>, StoreError> {
         let which = DeviceSelector::Device(device_id.to_string());
         Ok(self.revoke_devices(&which, reason, revoked_at, audit).await?.1)
     }

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 
 use super::rows::Columns;
-use super::{CertRecord, DeviceSelector, StoreError};
+use super::{DeviceSelector, RevokedCert, StoreError};
 use crate::audit::AuditEvent;
 
 /// What happens at the deadline to certificates not yet replaced.
@@ -102,7 +102,7 @@ pub trait RotationStore: Send + Sync {
         id: i64,
         now: i64,
         audit: AuditEvent,
-    ) -> Result<Option<(RotationRecord, Vec<CertRecord>)>, StoreError>;
+    ) -> Result<Option<(RotationRecord, Vec<RevokedCert>)>, StoreError>;
 }
 
 pub(crate) const ROTATION_COLUMNS: &str =

@@ -66,6 +66,22 @@ pub(crate) fn cert_at(row: &impl Columns, at: usize) -> Result<CertRecord, Store
     })
 }
 
+/// The columns of a [`RevokedCert`].
+pub(crate) const REVOKED_COLUMNS: &str = "issuer, serial_hex, device_id, profile, not_after, revoked_at, crl_shard";
+
+pub(crate) fn revoked_from_row(row: &impl Columns) -> Result<RevokedCert, StoreError> {
+    let serial_hex: String = row.get(1)?;
+    Ok(RevokedCert {
+        issuer: row.get(0)?,
+        serial: serial_from_hex(&serial_hex)?,
+        device_id: row.get(2)?,
+        profile: row.get(3)?,
+        not_after: row.get(4)?,
+        revoked_at: row.get(5)?,
+        crl_shard: u32::try_from(row.int4(6)?).map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
+    })
+}
+
 pub(crate) const DEVICE_COLUMNS: &str = "device_id, model, class, batch, hardware_serial, state, reprovision";
 
 pub(crate) fn device_at(row: &impl Columns, at: usize) -> Result<DeviceRecord, StoreError> {

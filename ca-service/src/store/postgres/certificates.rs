@@ -423,7 +423,7 @@ impl CertificateStore for PostgresStore {
         reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<(u64, Vec<CertRecord>), StoreError> {
+    ) -> Result<(u64, Vec<RevokedCert>), StoreError> {
         let (column, value) = which.column_and_value();
         // A batch or a model may hold a fleet.
         let (_bulk, mut client) = self.bulk_client().await?;
@@ -442,17 +442,18 @@ impl CertificateStore for PostgresStore {
             .prepare_cached(&format!(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
                  WHERE device_id IN (SELECT device_id FROM devices WHERE {column} = $3) AND status != 'revoked' \
-                 RETURNING {CERT_COLUMNS}"
+                 RETURNING {REVOKED_COLUMNS}, id"
             ))
             .await
             .map_err(pg_err)?;
-        let revoked: Vec<CertRecord> = tx
-            .query(&stmt, &[&revoked_at, &i32::from(reason.code()), &value])
-            .await
-            .map_err(pg_err)?
+        let rows = tx.query(&stmt, &[&revoked_at, &i32::from(reason.code()), &value]).await.map_err(pg_err)?;
+        // In the order they were issued, as SQLite answers.
+        let mut revoked = rows
             .iter()
-            .map(cert_from_row)
-            .collect::<Result<_, _>>()?;
+            .map(|r| Ok((r.try_get::<_, i64>(7).map_err(pg_err)?, revoked_from_row(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        revoked.sort_unstable_by_key(|(id, _)| *id);
+        let revoked: Vec<RevokedCert> = revoked.into_iter().map(|(_, c)| c).collect();
         append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok((n, revoked))

@@ -104,7 +104,7 @@ impl RotationStore for PostgresStore {
         id: i64,
         now: i64,
         audit: AuditEvent,
-    ) -> Result<Option<(RotationRecord, Vec<CertRecord>)>, StoreError> {
+    ) -> Result<Option<(RotationRecord, Vec<RevokedCert>)>, StoreError> {
         // A batch or a model may hold a fleet.
         let (_bulk, mut client) = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
@@ -130,14 +130,14 @@ impl RotationStore for PostgresStore {
             let reason = revocation::Reason::Superseded;
             let sql = format!(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $3, revocation_reason = $4 \
-                 WHERE {} RETURNING {CERT_COLUMNS}",
+                 WHERE {} RETURNING {REVOKED_COLUMNS}",
                 unreplaced_where(column)
             );
             let rows = tx
                 .query(&sql, &[&value, &replacements_from(&r), &now, &i32::from(reason.code())])
                 .await
                 .map_err(pg_err)?;
-            revoked = rows.iter().map(cert_from_row).collect::<Result<_, _>>()?;
+            revoked = rows.iter().map(revoked_from_row).collect::<Result<_, _>>()?;
         }
         let n = revoked.len() as i64;
         tx.execute("UPDATE rotations SET closed_at = $1, revoked = $2 WHERE id = $3", &[&now, &n, &id])

@@ -231,7 +231,7 @@ impl CertificateStore for SqliteStore {
         reason: Reason,
         revoked_at: i64,
         audit: AuditEvent,
-    ) -> Result<(u64, Vec<CertRecord>), StoreError> {
+    ) -> Result<(u64, Vec<RevokedCert>), StoreError> {
         let which = which.clone();
         self.write(move |tx| {
             let (column, value) = which.column_and_value();
@@ -245,29 +245,19 @@ impl CertificateStore for SqliteStore {
             }
             let live =
                 format!("device_id IN (SELECT device_id FROM devices WHERE {column} = ?1) AND status != 'revoked'");
-            let certs = query_all(
+            let mut revoked = query_all(
                 tx,
-                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {live} ORDER BY id"),
-                [value],
-                |row| cert_from_row(row),
+                &format!(
+                    "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3, status = 'revoked' \
+                     WHERE {live} RETURNING {REVOKED_COLUMNS}, id"
+                ),
+                params![value, revoked_at, i32::from(reason.code())],
+                |row| Ok((row.get::<_, i64>(7).map_err(db_err)?, revoked_from_row(row)?)),
             )?;
-            tx.prepare_cached(&format!(
-                "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3, status = 'revoked' WHERE {live}"
-            ))
-            .map_err(db_err)?
-            .execute(params![value, revoked_at, i32::from(reason.code())])
-            .map_err(db_err)?;
             append_log(tx, vec![audit])?;
-            let revoked = certs
-                .into_iter()
-                .map(|c| CertRecord {
-                    status: CertStatus::Revoked,
-                    revoked_at: Some(revoked_at),
-                    revocation_reason: Some(reason),
-                    ..c
-                })
-                .collect();
-            Ok((n as u64, revoked))
+            // In the order they were issued (RETURNING's order is the engine's).
+            revoked.sort_unstable_by_key(|(id, _)| *id);
+            Ok((n as u64, revoked.into_iter().map(|(_, c)| c).collect()))
         })
         .await
     }

@@ -111,7 +111,7 @@ impl RotationStore for SqliteStore {
         id: i64,
         now: i64,
         audit: AuditEvent,
-    ) -> Result<Option<(RotationRecord, Vec<CertRecord>)>, StoreError> {
+    ) -> Result<Option<(RotationRecord, Vec<RevokedCert>)>, StoreError> {
         self.write(move |tx| {
             let sql = format!("SELECT {ROTATION_COLUMNS} FROM rotations WHERE id = ?1 AND closed_at IS NULL");
             let Some(mut r) = query_all(tx, &sql, [id], |row| rotation_from_row(row))?.into_iter().next() else {
@@ -122,21 +122,17 @@ impl RotationStore for SqliteStore {
                 let (column, value) = r.rotation.which.column_and_value();
                 let opened = replacements_from(&r);
                 let filter = numbered_for_sqlite(&unreplaced_where(column));
-                let select = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {filter} ORDER BY id");
-                revoked = query_all(tx, &select, params![value, opened], |row| cert_from_row(row))?;
                 let reason = revocation::Reason::Superseded;
                 // The values go after the filter's two: ?3 and ?4.
-                tx.prepare_cached(&format!(
-                    "UPDATE certificates SET status = 'revoked', revoked_at = ?3, revocation_reason = ?4 WHERE {filter}"
-                ))
-                .map_err(db_err)?
-                .execute(params![value, opened, now, i32::from(reason.code())])
-                .map_err(db_err)?;
-                for c in &mut revoked {
-                    c.status = CertStatus::Revoked;
-                    c.revoked_at = Some(now);
-                    c.revocation_reason = Some(reason);
-                }
+                let update = format!(
+                    "UPDATE certificates SET status = 'revoked', revoked_at = ?3, revocation_reason = ?4 \
+                     WHERE {filter} RETURNING {REVOKED_COLUMNS}, id"
+                );
+                let mut rows = query_all(tx, &update, params![value, opened, now, i32::from(reason.code())], |row| {
+                    Ok((row.get::<_, i64>(7).map_err(db_err)?, revoked_from_row(row)?))
+                })?;
+                rows.sort_unstable_by_key(|(id, _)| *id);
+                revoked = rows.into_iter().map(|(_, c)| c).collect();
             }
             let n = revoked.len() as i64;
             tx.prepare_cached("UPDATE rotations SET closed_at = ?1, revoked = ?2 WHERE id = ?3")

@@ -414,7 +414,7 @@ pub(super) async fn revocation_preview_counts_what_revoking_would_revoke(h: &Har
 
     // Each preview equals what revoking then reports, also after earlier revocations
     // (one device, then a model across both batches, then a batch).
-    let serials = |certs: &[CertRecord]| {
+    let serials = |certs: &[RevokedCert]| {
         let mut s: Vec<String> = certs.iter().map(|c| hex::encode(&c.serial)).collect();
         s.sort();
         s

@@ -152,8 +152,16 @@ pub(super) async fn revoking_a_batch_or_a_model_revokes_exactly_its_devices(h: &
         )
         .await
         .unwrap();
-    assert_eq!((n, revoked.len()), (1, 1));
-    assert_eq!(revoked[0].serial, [4]);
+    let expected = RevokedCert {
+        issuer: "device".into(),
+        serial: vec![4],
+        device_id: Some("m-1".into()),
+        profile: "device".into(),
+        not_after: 1_800_000_000,
+        revoked_at: 1_700_000_000,
+        crl_shard: 0,
+    };
+    assert_eq!((n, revoked), (1, vec![expected]), "what publishing and the answer need");
     assert_eq!(s.get_certificate("device", &[3]).await.unwrap().unwrap().status, CertStatus::Valid);
     let err = s
         .revoke_devices(
