@@ -266,6 +266,14 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
         let spec = fleet_load::FleetSpec::new(args.fleet, std::sync::Arc::new(config));
         let filled = fleet_load::fill(&db.url, &spec).await?;
         progress(format!("fleet filled: {}", filled.json()));
+        // One-time work of a store filled behind the service's back, kept out of the
+        // phases as a running fleet would have done it long ago: the transparency log's
+        // catch-up over the filled audit log (the server would build it while
+        // enrolling), and the first CRLs (`serve` below waits for /readyz).
+        progress("catch-up checkpoint of the filled audit log (`ca-service log checkpoint`) …");
+        let started = Instant::now();
+        dep.cli(&["log", "checkpoint"]).await?;
+        progress(format_args!("checkpoint written in {:.1} s", started.elapsed().as_secs_f64()));
     }
     progress(format!("CA hierarchy created; registering {total} devices …"));
     dep.cli(&["devices", "import", "--batch", "load", "--model", "generic", "devices.csv"]).await?;
@@ -282,7 +290,11 @@ async fn run_in(args: &RunArgs, bin: std::path::PathBuf, dir: &std::path::Path, 
         bail!("station.pem holds no chain (leaf and CA)");
     }
 
-    let server = dep.serve().await?;
+    let started = Instant::now();
+    let server = dep.serve(args.fleet > 0).await?;
+    if args.fleet > 0 {
+        progress(format_args!("serve → /readyz 200 (CRLs signed) in {:.1} s", started.elapsed().as_secs_f64()));
+    }
     progress(format_args!(
         "ca-service serve pid {} on http://{} and https://{}",
         server.child.id().unwrap_or(0),

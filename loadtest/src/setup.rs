@@ -298,8 +298,10 @@ impl Deployment {
     }
 
     /// Starts `serve` on free ports and waits until `/healthz` answers and the HTTPS
-    /// port accepts connections.
-    pub async fn serve(&self) -> Result<Server> {
+    /// port accepts connections; with `ready`, until `/readyz` answers 200 too (the
+    /// issuing CAs' CRLs are signed), so a first start over a filled store does not
+    /// sign them during the first phase.
+    pub async fn serve(&self, ready: bool) -> Result<Server> {
         let (http_port, https_port) = free_ports()?;
         let http = SocketAddr::from(([127, 0, 0, 1], http_port));
         let https = SocketAddr::from(([127, 0, 0, 1], https_port));
@@ -321,7 +323,8 @@ impl Deployment {
             if let Some(status) = server.child.try_wait()? {
                 bail!("ca-service serve exited during start ({status}):\n{}", server.log_tail(40));
             }
-            let healthy = matches!(http::get(http, "/healthz", Duration::from_secs(2)).await, Ok(r) if r.status == 200);
+            let probe = if ready { "/readyz" } else { "/healthz" };
+            let healthy = matches!(http::get(http, probe, Duration::from_secs(2)).await, Ok(r) if r.status == 200);
             if healthy && tokio::net::TcpStream::connect(https).await.is_ok() {
                 return Ok(server);
             }
