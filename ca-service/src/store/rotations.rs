@@ -96,7 +96,8 @@ pub trait RotationStore: Send + Sync {
     /// Acts on a rotation's deadline, once: marks it closed at `now` and, if it says
     /// so, revokes (reason `superseded`, at `now`) the `valid` certificates of its
     /// pending devices, with the audit entry, in one transaction. `None` if it was
-    /// closed already (another instance did it).
+    /// closed already (another instance did it). The revoked certificates come in the
+    /// order they were issued.
     async fn close_rotation(
         &self,
         id: i64,

@@ -66,12 +66,15 @@ pub(crate) fn cert_at(row: &impl Columns, at: usize) -> Result<CertRecord, Store
     })
 }
 
-/// The columns of a [`RevokedCert`].
-pub(crate) const REVOKED_COLUMNS: &str = "issuer, serial_hex, device_id, profile, not_after, revoked_at, crl_shard";
+/// What an `UPDATE … RETURNING` of a revocation returns: a [`RevokedCert`]'s columns,
+/// then the row id ([`revoked_in_issue_order`]).
+pub(crate) const REVOKED_RETURNING: &str =
+    "issuer, serial_hex, device_id, profile, not_after, revoked_at, crl_shard, id";
 
-pub(crate) fn revoked_from_row(row: &impl Columns) -> Result<RevokedCert, StoreError> {
+/// A row of [`REVOKED_RETURNING`]: its id and the certificate.
+pub(crate) fn revoked_with_id(row: &impl Columns) -> Result<(i64, RevokedCert), StoreError> {
     let serial_hex: String = row.get(1)?;
-    Ok(RevokedCert {
+    let revoked = RevokedCert {
         issuer: row.get(0)?,
         serial: serial_from_hex(&serial_hex)?,
         device_id: row.get(2)?,
@@ -79,7 +82,15 @@ pub(crate) fn revoked_from_row(row: &impl Columns) -> Result<RevokedCert, StoreE
         not_after: row.get(4)?,
         revoked_at: row.get(5)?,
         crl_shard: u32::try_from(row.int4(6)?).map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
-    })
+    };
+    Ok((row.get(7)?, revoked))
+}
+
+/// The certificates a revocation returned, in the order they were issued (RETURNING's
+/// order is the engine's, in either dialect).
+pub(crate) fn revoked_in_issue_order(mut rows: Vec<(i64, RevokedCert)>) -> Vec<RevokedCert> {
+    rows.sort_unstable_by_key(|(id, _)| *id);
+    rows.into_iter().map(|(_, c)| c).collect()
 }
 
 pub(crate) const DEVICE_COLUMNS: &str = "device_id, model, class, batch, hardware_serial, state, reprovision";

@@ -442,18 +442,12 @@ impl CertificateStore for PostgresStore {
             .prepare_cached(&format!(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
                  WHERE device_id IN (SELECT device_id FROM devices WHERE {column} = $3) AND status != 'revoked' \
-                 RETURNING {REVOKED_COLUMNS}, id"
+                 RETURNING {REVOKED_RETURNING}"
             ))
             .await
             .map_err(pg_err)?;
         let rows = tx.query(&stmt, &[&revoked_at, &i32::from(reason.code()), &value]).await.map_err(pg_err)?;
-        // In the order they were issued, as SQLite answers.
-        let mut revoked = rows
-            .iter()
-            .map(|r| Ok((r.try_get::<_, i64>(7).map_err(pg_err)?, revoked_from_row(r)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        revoked.sort_unstable_by_key(|(id, _)| *id);
-        let revoked: Vec<RevokedCert> = revoked.into_iter().map(|(_, c)| c).collect();
+        let revoked = revoked_in_issue_order(rows.iter().map(revoked_with_id).collect::<Result<_, _>>()?);
         append_log(&tx, head, vec![audit]).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok((n, revoked))

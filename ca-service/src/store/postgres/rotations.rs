@@ -130,14 +130,14 @@ impl RotationStore for PostgresStore {
             let reason = revocation::Reason::Superseded;
             let sql = format!(
                 "UPDATE certificates SET status = 'revoked', revoked_at = $3, revocation_reason = $4 \
-                 WHERE {} RETURNING {REVOKED_COLUMNS}",
+                 WHERE {} RETURNING {REVOKED_RETURNING}",
                 unreplaced_where(column)
             );
             let rows = tx
                 .query(&sql, &[&value, &replacements_from(&r), &now, &i32::from(reason.code())])
                 .await
                 .map_err(pg_err)?;
-            revoked = rows.iter().map(revoked_from_row).collect::<Result<_, _>>()?;
+            revoked = revoked_in_issue_order(rows.iter().map(revoked_with_id).collect::<Result<_, _>>()?);
         }
         let n = revoked.len() as i64;
         tx.execute("UPDATE rotations SET closed_at = $1, revoked = $2 WHERE id = $3", &[&now, &n, &id])

@@ -245,19 +245,17 @@ impl CertificateStore for SqliteStore {
             }
             let live =
                 format!("device_id IN (SELECT device_id FROM devices WHERE {column} = ?1) AND status != 'revoked'");
-            let mut revoked = query_all(
+            let revoked = query_all(
                 tx,
                 &format!(
                     "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3, status = 'revoked' \
-                     WHERE {live} RETURNING {REVOKED_COLUMNS}, id"
+                     WHERE {live} RETURNING {REVOKED_RETURNING}"
                 ),
                 params![value, revoked_at, i32::from(reason.code())],
-                |row| Ok((row.get::<_, i64>(7).map_err(db_err)?, revoked_from_row(row)?)),
+                |row| revoked_with_id(row),
             )?;
             append_log(tx, vec![audit])?;
-            // In the order they were issued (RETURNING's order is the engine's).
-            revoked.sort_unstable_by_key(|(id, _)| *id);
-            Ok((n as u64, revoked.into_iter().map(|(_, c)| c).collect()))
+            Ok((n as u64, revoked_in_issue_order(revoked)))
         })
         .await
     }

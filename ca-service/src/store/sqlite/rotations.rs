@@ -126,13 +126,10 @@ impl RotationStore for SqliteStore {
                 // The values go after the filter's two: ?3 and ?4.
                 let update = format!(
                     "UPDATE certificates SET status = 'revoked', revoked_at = ?3, revocation_reason = ?4 \
-                     WHERE {filter} RETURNING {REVOKED_COLUMNS}, id"
+                     WHERE {filter} RETURNING {REVOKED_RETURNING}"
                 );
-                let mut rows = query_all(tx, &update, params![value, opened, now, i32::from(reason.code())], |row| {
-                    Ok((row.get::<_, i64>(7).map_err(db_err)?, revoked_from_row(row)?))
-                })?;
-                rows.sort_unstable_by_key(|(id, _)| *id);
-                revoked = rows.into_iter().map(|(_, c)| c).collect();
+                let params = params![value, opened, now, i32::from(reason.code())];
+                revoked = revoked_in_issue_order(query_all(tx, &update, params, |row| revoked_with_id(row))?);
             }
             let n = revoked.len() as i64;
             tx.prepare_cached("UPDATE rotations SET closed_at = ?1, revoked = ?2 WHERE id = ?3")
