@@ -487,3 +487,32 @@ impl Readiness for PostgresStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_cache_mode(rows: Vec<Row>) -> String {
+        rows[0].get(0)
+    }
+
+    /// The pool plans every statement once for any value, unnamed ones too — the
+    /// path the reports and the revocation watch took, which fleet-load caught at 10M
+    /// (docs/0016); `query_planned` runs its statement planned with its values and
+    /// leaves the connection as it found it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn query_planned_plans_with_the_values_and_leaves_the_pool_generic() {
+        let db = crate::store::suite::TestDatabase::create().await;
+        let store = PostgresStore::connect_with_config(db.config.clone()).await.unwrap();
+        let sql = "SELECT current_setting('plan_cache_mode')";
+        let client = store.client().await.unwrap();
+        assert_eq!(plan_cache_mode(client.query(sql, &[]).await.unwrap()), "force_generic_plan", "unnamed");
+        drop(client);
+        assert_eq!(plan_cache_mode(store.query_planned(sql, &[]).await.unwrap()), "force_custom_plan");
+        // The pool's connections, the one query_planned used among them, are as before.
+        let clients = [store.client().await.unwrap(), store.client().await.unwrap()];
+        for client in &clients {
+            assert_eq!(plan_cache_mode(client.query(sql, &[]).await.unwrap()), "force_generic_plan", "after");
+        }
+    }
+}

@@ -139,14 +139,14 @@ async fn admin_client(config: &tokio_postgres::Config, shown: &str) -> tokio_pos
 }
 
 /// A throw-away database; dropped (WITH (FORCE)) when this guard drops, even on panic.
-struct TestDatabase {
+pub(super) struct TestDatabase {
     admin: tokio_postgres::Config,
     name: String,
-    config: tokio_postgres::Config,
+    pub(super) config: tokio_postgres::Config,
 }
 
 impl TestDatabase {
-    async fn create() -> Self {
+    pub(super) async fn create() -> Self {
         let (admin, shown) = admin_config();
         let name = format!("pki_test_{}_{:016x}", std::process::id(), rand::random::<u64>());
         let client = admin_client(&admin, &shown).await;
