@@ -237,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_revoked_is_listed_in_part_and_counted() {
+        let cert = |n: u32| RevokedCert {
+            issuer: "device".into(),
+            serial: n.to_be_bytes().to_vec(),
+            device_id: Some(format!("SN-{n}")),
+            profile: "device".into(),
+            not_after: 2_000_000_000,
+            revoked_at: 1_900_000_000,
+            crl_shard: 0,
+        };
+        let few: Vec<RevokedCert> = (1..=3).map(cert).collect();
+        let markup = revoked_table(&few, 1_900_000_000).into_string();
+        assert_eq!(markup.matches("<tr>").count(), 1 + 3, "a head and every row");
+        assert!(markup.contains("SN-3") && !markup.contains("more"), "{markup}");
+
+        let fleet: Vec<RevokedCert> = (1..=REVOKED_ROWS as u32 + 50).map(cert).collect();
+        let markup = revoked_table(&fleet, 1_900_000_000).into_string();
+        assert_eq!(markup.matches("<tr>").count(), 1 + REVOKED_ROWS, "a head and the first rows only");
+        assert!(markup.contains("And 50 more"), "{markup}");
+        assert!(!markup.contains(&format!("SN-{}<", REVOKED_ROWS + 1)), "the rows past the limit are left out");
+    }
+
+    #[test]
     fn values_are_escaped() {
         let markup = problem(None, 400, "<script>alert(1)</script>").into_string();
         assert!(!markup.contains("<script>"), "{markup}");
