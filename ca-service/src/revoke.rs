@@ -20,14 +20,14 @@
 //! scheduled CRL job re-signs a complete CRL that misses a revocation within
 //! `crl.regenerate_secs`.
 
+use std::borrow::Cow;
+
 use revocation::Reason;
 
 use crate::audit::AuditEvent;
 use crate::crl::CrlPublisher;
 use crate::issuance::Pki;
 use crate::ocsp::OcspService;
-use std::borrow::Cow;
-
 use crate::store::{CertRecord, DeviceSelector, RevokedCert, Store, StoreError};
 
 /// Audit action of a certificate's revocation.
