@@ -209,28 +209,37 @@ fn many_threads_share_a_pool_of_two_sessions() {
     let idle = hsm::SessionUse { in_use: 0, open: 1, max: 2 };
     assert_eq!(store.sessions(), Some(idle), "open logs in one session and returns it");
     let signer = store.generate("busy", KeyAlgorithm::EcdsaP256).unwrap();
-    // The pool's use as a metrics sampler sees it, while eight threads sign.
+    // The pool's use as a metrics sampler sees it, while eight threads sign. On two
+    // cores the sampler may not be scheduled while a fixed number of signatures runs,
+    // so the signers go on until it has seen a session in use (or ten seconds pass).
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let (store, done) = (store.clone(), done.clone());
+        let (store, seen, done) = (store.clone(), seen.clone(), done.clone());
         std::thread::spawn(move || {
-            let mut busiest = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let u = store.sessions().unwrap();
                 assert!(u.in_use <= u.open && u.open <= u.max && u.max == 2, "{u:?}");
-                busiest = busiest.max(u.in_use);
+                if u.in_use >= 1 {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::yield_now();
             }
-            busiest
         })
     };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let handles: Vec<_> = (0..8)
         .map(|t| {
-            let signer = Arc::clone(&signer);
+            let (signer, seen) = (Arc::clone(&signer), seen.clone());
             std::thread::spawn(move || {
-                for i in 0..25 {
+                let mut i = 0;
+                while i < 25
+                    || (!seen.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline)
+                {
                     let msg = format!("thread {t} message {i}");
                     let sig = signer.sign(msg.as_bytes()).unwrap();
                     verify_signature(signer.public_key_der(), KeyAlgorithm::EcdsaP256, msg.as_bytes(), &sig).unwrap();
+                    i += 1;
                 }
             })
         })
@@ -239,7 +248,8 @@ fn many_threads_share_a_pool_of_two_sessions() {
         h.join().unwrap();
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(sampler.join().unwrap() >= 1, "signing was seen to hold a session");
+    sampler.join().unwrap();
+    assert!(seen.load(std::sync::atomic::Ordering::Relaxed), "signing was seen to hold a session");
     let after = store.sessions().unwrap();
     assert_eq!((after.in_use, after.max), (0, 2), "every session went back: {after:?}");
 }
