@@ -245,6 +245,7 @@ mod tests {
             profile: "device".into(),
             not_after: 2_000_000_000,
             revoked_at: 1_900_000_000,
+            reason: None,
             crl_shard: 0,
         };
         let few: Vec<RevokedCert> = (1..=3).map(cert).collect();

@@ -69,7 +69,7 @@ pub(crate) fn cert_at(row: &impl Columns, at: usize) -> Result<CertRecord, Store
 /// What an `UPDATE … RETURNING` of a revocation returns: a [`RevokedCert`]'s columns,
 /// then the row id ([`revoked_in_issue_order`]).
 pub(crate) const REVOKED_RETURNING: &str =
-    "issuer, serial_hex, device_id, profile, not_after, revoked_at, crl_shard, id";
+    "issuer, serial_hex, device_id, profile, not_after, revoked_at, revocation_reason, crl_shard, id";
 
 /// A row of [`REVOKED_RETURNING`]: its id and the certificate.
 pub(crate) fn revoked_with_id(row: &impl Columns) -> Result<(i64, RevokedCert), StoreError> {
@@ -81,9 +81,10 @@ pub(crate) fn revoked_with_id(row: &impl Columns) -> Result<(i64, RevokedCert), 
         profile: row.get(3)?,
         not_after: row.get(4)?,
         revoked_at: row.get(5)?,
-        crl_shard: u32::try_from(row.int4(6)?).map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
+        reason: reason_from_code(row.get(6)?)?,
+        crl_shard: u32::try_from(row.int4(7)?).map_err(|_| StoreError::Corrupt("negative CRL shard".into()))?,
     };
-    Ok((row.get(7)?, revoked))
+    Ok((row.get(8)?, revoked))
 }
 
 /// The certificates a revocation returned, in the order they were issued (RETURNING's

@@ -165,6 +165,7 @@ pub struct RevokedCert {
     pub not_after: i64,
     /// Unix seconds.
     pub revoked_at: i64,
+    pub reason: Option<Reason>,
     pub crl_shard: u32,
 }
 
@@ -177,6 +178,7 @@ impl From<&CertRecord> for RevokedCert {
             profile: c.profile.clone(),
             not_after: c.not_after,
             revoked_at: c.revoked_at.unwrap_or_default(),
+            reason: c.revocation_reason,
             crl_shard: c.crl_shard,
         }
     }

@@ -159,6 +159,7 @@ pub(super) async fn revoking_a_batch_or_a_model_revokes_exactly_its_devices(h: &
         profile: "device".into(),
         not_after: 1_800_000_000,
         revoked_at: 1_700_000_000,
+        reason: Some(Reason::CessationOfOperation),
         crl_shard: 0,
     };
     assert_eq!((n, revoked), (1, vec![expected]), "what publishing and the answer need");
