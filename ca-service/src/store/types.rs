@@ -529,7 +529,7 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("database unreachable: {0}")]
+    #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
     Database(String),

@@ -338,8 +338,15 @@ async fn migrate(config: &Config, target: &str) -> Result<(), StoreError> {
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        // 08: connection exception, 57P: operator intervention (shutdown), 53: resources.
-        if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+        // 08: connection exception, 57P: operator intervention (shutdown), 53: resources;
+        // 57014: cancelled (our statement_timeout), 55P03: a lock not granted in time.
+        // Each says "not now", and the request may well succeed again: 503, not 500.
+        if code.starts_with("08")
+            || code.starts_with("57P")
+            || code.starts_with("53")
+            || code == "57014"
+            || code == "55P03"
+        {
             return StoreError::Unavailable(db.to_string());
         }
         return StoreError::Database(format!("{db} (SQLSTATE {code})"));
@@ -514,5 +521,30 @@ mod tests {
         for client in &clients {
             assert_eq!(plan_cache_mode(client.query(sql, &[]).await.unwrap()), "force_generic_plan", "after");
         }
+    }
+
+    /// A statement the server cancels at its `statement_timeout`, or a lock not granted
+    /// in time, is the store unavailable for now (503, as the README's table of
+    /// deadlines says), not a database error (500).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_that_times_out_is_unavailable() {
+        let db = crate::store::suite::TestDatabase::create().await;
+        let store = PostgresStore::connect_with_config(db.config.clone()).await.unwrap();
+        // Another session holds the devices table, so the read waits until the server
+        // cancels it.
+        let holder = store.client().await.unwrap();
+        holder.batch_execute("BEGIN; LOCK TABLE devices IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        let started = std::time::Instant::now();
+        let err = store.get_device("dev-1").await.unwrap_err();
+        let waited = started.elapsed();
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        assert!(matches!(err, StoreError::Unavailable(ref m) if m.contains("statement timeout")), "{err:?}");
+        assert!(waited >= STATEMENT_TIMEOUT && waited < STATEMENT_TIMEOUT * 2, "{waited:?}");
+        let lock = "DO $$ BEGIN RAISE EXCEPTION 'lock not granted' USING ERRCODE = '55P03'; END $$";
+        let err = pg_err(holder.batch_execute(lock).await.unwrap_err());
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        // A mistake in a statement stays a database error.
+        let err = pg_err(holder.batch_execute("SELECT no_such_column FROM devices").await.unwrap_err());
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
     }
 }
