@@ -121,6 +121,8 @@ struct Record {
     start: Instant,
     end: Instant,
     status: u16,
+    /// The Retry-After header, if any.
+    retry_after: Option<String>,
     body: String,
 }
 
@@ -165,7 +167,9 @@ fn run_load(dep: &Deployment, bodies: &[Vec<String>], stop: &AtomicBool, records
                         if reply.status == 200 {
                             next += 1;
                         }
-                        let record = Record { client, start, end, status: reply.status, body: reply.text() };
+                        let retry_after = reply.header("retry-after").map(str::to_owned);
+                        let record =
+                            Record { client, start, end, status: reply.status, retry_after, body: reply.text() };
                         records.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(record);
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -208,6 +212,7 @@ fn all_503_within(records: &[Record], from: Instant, to: Instant, bound: Duratio
         if r.end < to {
             ensure!(r.status == 503, "a request during the fault got {} (not 503): {:?}", r.status, r.body);
             ensure!(r.latency() <= bound, "a 503 took {:?} (bound {bound:?}): {:?}", r.latency(), r.body);
+            ensure!(r.retry_after.as_deref() == Some("5"), "a 503 with Retry-After {:?}: {:?}", r.retry_after, r.body);
             answered.push(r.latency());
         } else {
             ensure!(

@@ -115,6 +115,11 @@ pub enum Refusal {
     Internal,
 }
 
+/// Retry-After of a 503: when the store or the issuer is out, how long is unknown; the
+/// store's deadlines answer within about 11 s, and a station that asks again every 5 s
+/// resumes soon after the outage ends without flooding us during it.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 impl Refusal {
     /// The HTTP status this refusal is answered with: the one place it is chosen.
     pub fn status(&self) -> u16 {
@@ -189,12 +194,14 @@ impl Refusal {
         }
     }
 
-    /// Seconds the caller should wait before asking again, where that is known.
+    /// Seconds the caller should wait before asking again, where that is known (or,
+    /// for an outage of ours, a short wait that keeps retries from piling up).
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Refusal::StationRateLimited { retry_after, .. } | Refusal::RenewalRateLimited { retry_after, .. } => {
                 Some(*retry_after)
             }
+            Refusal::Unavailable | Refusal::IssuerUnavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
     }

@@ -563,4 +563,6 @@ fn every_refusal_has_one_status() {
     assert_eq!(Refusal::StationRateLimited { limit: 1, retry_after: 5 }.retry_after(), Some(5));
     assert_eq!(Refusal::StateChanged("x".into()).status(), 409);
     assert_eq!(Refusal::Unavailable.status(), 503);
+    assert_eq!(Refusal::IssuerUnavailable.retry_after(), Some(super::refusal::UNAVAILABLE_RETRY_AFTER_SECS));
+    assert_eq!(Refusal::IssuanceFailed.retry_after(), None, "a 500 says nothing of when");
 }
