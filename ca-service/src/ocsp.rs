@@ -11,8 +11,9 @@
 //! (`[ocsp] cache_mib`): a fleet of ten million certificates does not fit, so the
 //! cache keeps the answers asked for most (quick_cache's CLOCK-Pro, weighed in bytes)
 //! and an evicted one is signed again when next asked. A revocation through this
-//! instance's admin API re-signs the cached answers for that serial before the API
-//! call returns; revocations made elsewhere (the CLI, another instance on the same
+//! instance's admin API drops the cached answers of every certificate it revoked, then
+//! signs them again (with the status the revocation returned) before the API call
+//! returns; revocations made elsewhere (the CLI, another instance on the same
 //! PostgreSQL) are picked up by a watcher that polls the store every
 //! [`WATCH_INTERVAL`]. Requests with a nonce are always signed fresh and echo it.
 
@@ -29,7 +30,7 @@ use crate::hierarchy::ocsp_key_label;
 use crate::issuance::{IssueError, Pki};
 use crate::profile::Subject;
 use crate::store::CertStatus as StoredStatus;
-use crate::store::{CertificateReader, RevocationReader};
+use crate::store::{CertificateReader, RevocationReader, RevokedCert};
 
 /// How long a response is valid (nextUpdate − thisUpdate). Clients may cache it that
 /// long, so it also bounds how stale a cached "good" can be anywhere.
@@ -288,53 +289,101 @@ impl OcspService {
         for id in ids {
             answers.push((id.clone(), status_of(pki.store.as_ref(), &responder.ca, id).await?));
         }
-        let name = |s: &CertStatus| match s {
-            CertStatus::Good => "good",
-            CertStatus::Revoked { .. } => "revoked",
-            CertStatus::Unknown => "unknown",
-        };
-        let mut names = answers.iter().map(|(_, s)| name(s));
-        let first = names.next().unwrap_or("unknown");
-        let status = if names.all(|n| n == first) { first } else { "mixed" };
-        // Whole seconds: producedAt/thisUpdate are GeneralizedTime without fractions.
-        let now = UNIX_EPOCH + Duration::from_secs(crate::issuance::unix(SystemTime::now()).max(0) as u64);
-        let next_update = now + RESPONSE_VALIDITY;
         let (signer, cert, nonce) = (responder.signer.clone(), responder.cert_der.clone(), nonce.map(<[u8]>::to_vec));
-        let der = tokio::task::spawn_blocking(move || {
-            ocsp::build_response(&answers, now, Some(next_update), nonce.as_deref(), &cert, signer.as_ref())
-        })
-        .await
-        .map_err(|_| ErrorStatus::InternalError)?
-        .map_err(|e| {
-            tracing::error!(error = %e, "signing an OCSP response failed");
-            ErrorStatus::InternalError
-        })?;
-        Ok(Presigned {
-            fresh_until: Instant::now() + RESPONSE_VALIDITY / 2,
-            produced: now,
-            next_update,
-            etag: format!("\"{}\"", crate::issuance::sha256_hex(&der)),
-            bytes: web::Bytes::from(der),
-            status,
-        })
+        tokio::task::spawn_blocking(move || build(&answers, nonce.as_deref(), &cert, signer.as_ref()))
+            .await
+            .map_err(|_| ErrorStatus::InternalError)?
     }
 
-    /// A certificate of `issuer` was revoked: drop its pre-signed answers and sign
-    /// the ones that were cached again now, so the next request finds them ready.
-    pub async fn revoked(&self, pki: &Pki, issuer: &str, serial: &[u8]) {
-        let Some(index) = self.responders.iter().position(|r| r.ca == issuer) else { return };
+    /// Revocations committed, each an (issuer, serial) with its status when the caller
+    /// knows it (a revocation's own result) or `None` (read from the store): from now
+    /// on no answer signed before them is served, and those that were cached are
+    /// signed again now, so the next request finds them ready.
+    ///
+    /// Every cached answer is dropped before any is signed again: a batch may hold a
+    /// fleet, and one at a time its last certificate was answered "good" from the cache
+    /// until all the others had been re-signed (20 s for 100k). Those with a known
+    /// status are signed [`RESIGN_CHUNK`] to a blocking task, with no store read each.
+    async fn withdraw(&self, pki: &Pki, revoked: &[(&str, &[u8], Option<CertStatus>)]) {
+        let started = Instant::now();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let dropped: Vec<bool> = [true, false]
-            .into_iter()
-            .filter(|sha1| self.cache.remove(&(index, serial.to_vec(), *sha1)).is_some())
-            .collect();
-        for sha1 in dropped {
-            let algorithm = if sha1 { HashAlgorithm::Sha1 } else { HashAlgorithm::Sha256 };
-            let Ok(id) = self.responders[index].keys.cert_id(algorithm, serial) else { continue };
-            if let Err(status) = self.presign(pki, (index, serial.to_vec(), sha1), &id).await {
-                tracing::warn!(?status, issuer, "re-signing a revoked certificate's OCSP answer failed");
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for (issuer, serial, status) in revoked {
+            let Some(index) = self.responders.iter().position(|r| r.ca == *issuer) else { continue };
+            for sha1 in [true, false] {
+                let key = (index, serial.to_vec(), sha1);
+                if self.cache.remove(&key).is_none() {
+                    continue;
+                }
+                match status {
+                    Some(status) => known.push((key, *status)),
+                    None => unknown.push(key),
+                }
             }
         }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let dropped = known.len() + unknown.len();
+        for key in unknown {
+            let Some(id) = self.cert_id(&key) else { continue };
+            if let Err(status) = self.presign(pki, key, &id).await {
+                tracing::warn!(?status, "re-signing a revoked certificate's OCSP answer failed");
+            }
+        }
+        known.sort_by_key(|(key, _)| key.0);
+        for group in known.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+            let responder = &self.responders[group[0].0 .0];
+            for chunk in group.chunks(RESIGN_CHUNK) {
+                let answers: Vec<_> =
+                    chunk.iter().filter_map(|(key, status)| Some((key.clone(), self.cert_id(key)?, *status))).collect();
+                let (signer, cert) = (responder.signer.clone(), responder.cert_der.clone());
+                let signed = tokio::task::spawn_blocking(move || {
+                    let sign = |(key, id, status)| (key, build(&[(id, status)], None, &cert, signer.as_ref()));
+                    answers.into_iter().map(sign).collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for (key, presigned) in signed {
+                    match presigned {
+                        // Cached unless another revocation landed meanwhile (as in `presign`).
+                        Ok(p) if self.epoch.load(Ordering::Acquire) == epoch => {
+                            self.cache.insert(key.clone(), Arc::new(p));
+                            if self.epoch.load(Ordering::Acquire) != epoch {
+                                self.cache.remove(&key);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(status) => tracing::warn!(?status, "re-signing a revoked certificate's OCSP answer failed"),
+                    }
+                }
+            }
+        }
+        if dropped > 0 {
+            let ms = started.elapsed().as_millis();
+            tracing::info!(
+                revoked = revoked.len(),
+                answers = dropped,
+                ms,
+                "re-signed the cached OCSP answers of revoked certificates"
+            );
+        }
+    }
+
+    /// The CertID a cache key stands for.
+    fn cert_id(&self, key: &CacheKey) -> Option<CertId> {
+        let algorithm = if key.2 { HashAlgorithm::Sha1 } else { HashAlgorithm::Sha256 };
+        self.responders[key.0].keys.cert_id(algorithm, &key.1).ok()
+    }
+
+    /// Certificates this instance revoked (their status is the revocation's result).
+    pub async fn revoked(&self, pki: &Pki, certificates: &[RevokedCert]) {
+        let revoked: Vec<_> = certificates
+            .iter()
+            .map(|c| {
+                let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(c.revoked_at).unwrap_or(0));
+                (c.issuer.as_str(), c.serial.as_slice(), Some(CertStatus::Revoked { at, reason: c.reason }))
+            })
+            .collect();
+        self.withdraw(pki, &revoked).await;
     }
 
     /// Polls the store for revocations made outside this process (CLI, other
@@ -357,19 +406,59 @@ impl OcspService {
                     }
                 };
                 let mut current = HashSet::with_capacity(revoked.len());
+                let mut fresh = Vec::new();
                 for (issuer, serial, at) in revoked {
                     newest = newest.max(at);
                     let key = (issuer, serial);
                     if !seen.contains(&key) {
-                        self.revoked(&pki, &key.0, &key.1).await;
+                        fresh.push(key.clone());
                     }
                     current.insert(key);
+                }
+                let fresh: Vec<_> = fresh.iter().map(|(i, s)| (i.as_str(), s.as_slice(), None)).collect();
+                if !fresh.is_empty() {
+                    self.withdraw(&pki, &fresh).await;
                 }
                 // Whatever fell out of the overlap window cannot come back.
                 seen = current;
             }
         });
     }
+}
+
+/// Answers signed by one blocking task when a revocation re-signs cached answers.
+const RESIGN_CHUNK: usize = 256;
+
+/// Builds and signs one response (a blocking call: it signs).
+fn build(
+    answers: &[(CertId, CertStatus)],
+    nonce: Option<&[u8]>,
+    cert: &[u8],
+    signer: &dyn hsm::Signer,
+) -> Result<Presigned, ErrorStatus> {
+    let name = |s: &CertStatus| match s {
+        CertStatus::Good => "good",
+        CertStatus::Revoked { .. } => "revoked",
+        CertStatus::Unknown => "unknown",
+    };
+    let mut names = answers.iter().map(|(_, s)| name(s));
+    let first = names.next().unwrap_or("unknown");
+    let status = if names.all(|n| n == first) { first } else { "mixed" };
+    // Whole seconds: producedAt/thisUpdate are GeneralizedTime without fractions.
+    let now = UNIX_EPOCH + Duration::from_secs(crate::issuance::unix(SystemTime::now()).max(0) as u64);
+    let next_update = now + RESPONSE_VALIDITY;
+    let der = ocsp::build_response(answers, now, Some(next_update), nonce, cert, signer).map_err(|e| {
+        tracing::error!(error = %e, "signing an OCSP response failed");
+        ErrorStatus::InternalError
+    })?;
+    Ok(Presigned {
+        fresh_until: Instant::now() + RESPONSE_VALIDITY / 2,
+        produced: now,
+        next_update,
+        etag: format!("\"{}\"", crate::issuance::sha256_hex(&der)),
+        bytes: web::Bytes::from(der),
+        status,
+    })
 }
 
 /// A serial's status under `ca`, from the store. Superseded certificates are still

@@ -183,9 +183,7 @@ pub async fn revoke(store: &dyn Store, order: Order<'_>, publish: Publish<'_>) -
 pub async fn publish_revoked(publish: Publish<'_>, certificates: &[RevokedCert]) {
     let Publish::Here { pki, ocsp, crls } = publish else { return };
     if let Some(ocsp) = ocsp {
-        for c in certificates {
-            ocsp.revoked(pki, &c.issuer, &c.serial).await;
-        }
+        ocsp.revoked(pki, certificates).await;
     }
     match crls {
         Some(crls) => crls.revoked(certificates),

@@ -180,6 +180,12 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
     let listed = api.call("GET", "/devices/SN-A2/certificates", Some(&auditor), None)?;
     assert_eq!(listed.status, 200, "{}", listed.describe());
     assert_eq!(json(&listed)?["certificates"][0]["status"], "valid", "{}", listed.describe());
+    // Its pre-signed OCSP answer is cached ("good") before the device is revoked.
+    openssl(d, &["x509", "-in", "SN-A2-chain.pem", "-out", "SN-A2.pem"])?.ok()?;
+    let a2_ocsp =
+        ["ocsp", "-issuer", "device-ca.pem", "-cert", "SN-A2.pem", "-url", &ocsp_url, "-no_nonce", "-noverify"];
+    let before = openssl(d, &a2_ocsp)?.ok()?;
+    assert!(before.stdout.contains("SN-A2.pem: good"), "{}", before.describe());
     let cessation = r#"{"reason":"cessationOfOperation"}"#;
     refused(api.call("POST", "/devices/SN-A2/revoke", Some(&auditor), Some(cessation))?, 403, "may not")?;
     refused(api.call("POST", "/devices/SN-NOPE/revoke", Some(&operator), Some(cessation))?, 404, "not found")?;
@@ -188,6 +194,15 @@ fn admin_api_flow(cli: Cli, denied: &dyn Fn() -> Result<i64>) -> Result<()> {
     assert_eq!(json(&gone)?["revoked_certificates"].as_array().map(Vec::len), Some(1), "{}", gone.describe());
     let listed = json(&api.call("GET", "/devices/SN-A2/certificates", Some(&operator), None)?)?;
     assert_eq!(listed["certificates"][0]["revocation_reason"], "cessationOfOperation", "{listed}");
+    // Re-signed from what the revocation returned (no store read): status, time and reason.
+    let after = openssl(d, &a2_ocsp)?.ok()?;
+    assert!(
+        after.stdout.contains("SN-A2.pem: revoked")
+            && after.stdout.contains("Reason: cessationOfOperation")
+            && after.stdout.contains("Revocation Time:"),
+        "{}",
+        after.describe()
+    );
     // Bodies over 16 KiB are refused.
     let big = format!(r#"{{"reason":"{}"}}"#, "x".repeat(20 * 1024));
     refused(api.call("POST", "/devices/SN-A2/revoke", Some(&operator), Some(&big))?, 413, "larger than")?;
