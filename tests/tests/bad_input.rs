@@ -199,7 +199,7 @@ fn bad_setup_is_reported() -> Result<()> {
         let started = Instant::now();
         let out = unreachable.run(args)?;
         let took = started.elapsed();
-        let mut problems = refused(&out, &["unreachable"]);
+        let mut problems = refused(&out, &["cannot connect"]);
         if took > Duration::from_secs(10) {
             problems.push(format!("took {took:?}"));
         }
