@@ -266,15 +266,20 @@ impl OcspService {
     async fn presign(&self, pki: &Pki, key: CacheKey, id: &CertId) -> Result<Arc<Presigned>, ErrorStatus> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let presigned = Arc::new(self.sign(pki, key.0, std::slice::from_ref(id), None).await?);
+        self.cache_if_current(key, presigned.clone(), epoch);
+        Ok(presigned)
+    }
+
+    /// Caches an answer signed at `epoch` unless a revocation has landed since.
+    fn cache_if_current(&self, key: CacheKey, presigned: Arc<Presigned>, epoch: u64) {
         if self.epoch.load(Ordering::Acquire) == epoch {
-            self.cache.insert(key.clone(), presigned.clone());
+            self.cache.insert(key.clone(), presigned);
             // A revocation that bumped the epoch between the check and the insert
             // must not find the answer it predates still cached.
             if self.epoch.load(Ordering::Acquire) != epoch {
                 self.cache.remove(&key);
             }
         }
-        Ok(presigned)
     }
 
     async fn sign(
@@ -344,14 +349,7 @@ impl OcspService {
                 .unwrap_or_default();
                 for (key, presigned) in signed {
                     match presigned {
-                        // Cached unless another revocation landed meanwhile (as in `presign`).
-                        Ok(p) if self.epoch.load(Ordering::Acquire) == epoch => {
-                            self.cache.insert(key.clone(), Arc::new(p));
-                            if self.epoch.load(Ordering::Acquire) != epoch {
-                                self.cache.remove(&key);
-                            }
-                        }
-                        Ok(_) => {}
+                        Ok(p) => self.cache_if_current(key, Arc::new(p), epoch),
                         Err(status) => tracing::warn!(?status, "re-signing a revoked certificate's OCSP answer failed"),
                     }
                 }
